@@ -1,0 +1,10 @@
+// One registration function per area of the extension; module.cpp wires them into submodules.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace trajtransfer::bindings {
+
+void register_lap(pybind11::module_& m);
+
+}  // namespace trajtransfer::bindings

@@ -1,0 +1,63 @@
+// Exact dense linear assignment (Jonker-Volgenant family).
+//
+// Python-free: raw pointers, sizes and strides in, a Status out. The bindings turn each Status
+// into one exception with one message.
+#pragma once
+
+#include <cstdint>
+
+namespace trajtransfer::lap {
+
+/// Outcome of a solve. Every non-ok value maps to one Python ValueError message.
+enum class Status : int {
+  ok = 0,
+  invalid_entries = 1,  ///< the cost matrix contains NaN or -inf (+inf when maximizing)
+  infeasible = 2,       ///< +inf (forbidden) entries leave no complete assignment
+};
+
+/// Optional warm start for a solve. Only used for square problems; rectangular problems ignore it
+/// (a column dual that is not zero on an unassigned column would break optimality there).
+template <class T>
+struct WarmStart {
+  const T* col_duals = nullptr;              ///< (m,) column duals v from a previous solve
+  const std::int64_t* col_of_row = nullptr;  ///< (n,) previous assignment, or null
+};
+
+/// Outputs of a solve. Dual pointers may be null when the caller does not want them.
+///
+/// The duals belong to the minimisation problem actually solved: costs s*C with s = -1 when
+/// maximising, so that u_i + v_j <= s*C_ij with equality on assigned pairs (up to rounding).
+/// For n > m the roles are swapped internally; duals are returned for the original orientation.
+template <class T>
+struct Solution {
+  std::int64_t* col_of_row = nullptr;  ///< (n,) when n <= m; (m,) row indices when n > m
+  T* row_duals = nullptr;              ///< (n,) or null
+  T* col_duals = nullptr;              ///< (m,) or null
+};
+
+/// Solve min (or max) sum_i C[i, col(i)] for a dense (n, m) matrix.
+///
+/// @param cost        pointer to C[0, 0]; row i starts at cost + i * row_stride
+/// @param n, m        shape; either may be zero
+/// @param row_stride  elements between consecutive rows (>= m)
+/// @param maximize    maximise instead of minimise
+/// @param out         assignment (and optional duals). With n <= m, out.col_of_row[i] is the
+///                    column of row i. With n > m, out.col_of_row[j] is the row of column j
+///                    (that is, rows are implicit in the shorter dimension).
+/// @param warm        optional warm start (square problems only)
+/// @return Status::ok, or the reason no assignment is returned.
+template <class T>
+Status solve(const T* cost, std::int64_t n, std::int64_t m, std::int64_t row_stride,
+             bool maximize, const Solution<T>& out, const WarmStart<T>& warm = {});
+
+/// Solve B independent (n, m) problems laid out contiguously, on a pool of threads.
+///
+/// @param costs        (B, n, m) contiguous
+/// @param col_of_row   (B, min(n, m)) output, same convention as solve()
+/// @param status       (B,) per-problem status
+/// @param num_threads  0 = hardware concurrency
+template <class T>
+void solve_batch(const T* costs, std::int64_t batch, std::int64_t n, std::int64_t m, bool maximize,
+                 std::int64_t* col_of_row, Status* status, int num_threads);
+
+}  // namespace trajtransfer::lap

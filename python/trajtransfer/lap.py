@@ -1,0 +1,181 @@
+"""Exact dense linear assignment: a drop-in for ``scipy.optimize.linear_sum_assignment``.
+
+Solved in C++ (Jonker-Volgenant reductions + shortest augmenting paths) with the GIL released.
+float32 inputs are solved in float32, float64 in float64; integers and booleans as float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from ._arrays import as_float_cost, to_numpy
+from ._native import _core
+
+__all__ = ["linear_sum_assignment", "linear_sum_assignment_batch", "lap_solve", "LapSolution"]
+
+
+def _check_ndim(arr: np.ndarray, ndim: int, name: str, shape: str) -> None:
+    if arr.ndim != ndim:
+        raise ValueError(f"expected a {ndim}-d array {name} of shape {shape}, got a {arr.ndim}-d "
+                         f"array of shape {arr.shape}")
+
+
+def _rows_cols(idx: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Turn the core's 'index along the longer axis' output into SciPy's (row_ind, col_ind)."""
+    if n <= m:
+        return np.arange(n, dtype=np.int64), idx
+    order = np.argsort(idx, kind="stable")
+    return idx[order], order.astype(np.int64)
+
+
+def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any, Any]:
+    """Solve the linear sum assignment problem, exactly as ``scipy.optimize`` does, faster.
+
+    Parameters
+    ----------
+    cost_matrix : (n, m) array_like or torch.Tensor
+        Cost of assigning row i to column j. ``+inf`` marks a forbidden pair (``-inf`` when
+        ``maximize``); NaN is invalid.
+    maximize : bool
+        Maximise the total instead of minimising it.
+
+    Returns
+    -------
+    row_ind, col_ind : (min(n, m),) int64
+        Row indices (sorted) and their assigned columns. Tensors when the input is a tensor.
+
+    Raises
+    ------
+    ValueError
+        For a non-2-d input, invalid entries (NaN, or -inf when minimising / +inf when
+        maximising) or an infeasible problem.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trajtransfer import linear_sum_assignment
+    >>> r, c = linear_sum_assignment(np.array([[4, 1, 3], [2, 0, 5], [3, 2, 2]]))
+    >>> c.tolist()
+    [1, 0, 2]
+    """
+    arr, back = to_numpy(cost_matrix, "cost_matrix")
+    _check_ndim(arr, 2, "cost_matrix", "(n, m)")
+    arr = as_float_cost(arr, "cost_matrix")
+    n, m = arr.shape
+    if n == 0 or m == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return back(empty), back(empty.copy())
+    idx, _, _ = _core.lap.solve(arr, bool(maximize))
+    rows, cols = _rows_cols(idx, n, m)
+    return back(rows), back(cols)
+
+
+@dataclass(frozen=True)
+class LapSolution:
+    """A solve with its dual variables, reusable as a warm start.
+
+    ``row_duals`` (n,) and ``col_duals`` (m,) are duals of the minimisation that was solved
+    (costs negated when maximising): ``row_duals[i] + col_duals[j] <= s * cost[i, j]`` with
+    equality on assigned pairs, ``s = -1`` if ``maximize`` else 1.
+    """
+
+    row_ind: np.ndarray
+    col_ind: np.ndarray
+    row_duals: np.ndarray
+    col_duals: np.ndarray
+    maximize: bool
+
+    def objective(self, cost_matrix: Any) -> float:
+        """Total cost of this assignment on ``cost_matrix`` (float64 sum)."""
+        arr, _ = to_numpy(cost_matrix, "cost_matrix")
+        return float(np.asarray(arr, dtype=np.float64)[self.row_ind, self.col_ind].sum())
+
+
+def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[LapSolution] = None,
+              col_duals: Any = None, init_col_ind: Any = None) -> LapSolution:
+    """Solve a LAP and return its duals; optionally warm-start from an earlier solution.
+
+    Parameters
+    ----------
+    cost_matrix : (n, m) array_like
+    maximize : bool
+    warm_start : LapSolution, optional
+        A previous solution on a matrix of the same shape (and the same ``maximize``); its column
+        duals and assignment seed this solve. The optimum is the same as a cold solve's.
+    col_duals : (m,) array_like, optional
+        Column duals to start from (instead of ``warm_start``).
+    init_col_ind : (n,) int array_like, optional
+        A previous assignment (column of each row) to keep where it is still optimal.
+
+    Warm starts apply to square problems; rectangular ones are solved cold.
+    """
+    arr, _ = to_numpy(cost_matrix, "cost_matrix")
+    _check_ndim(arr, 2, "cost_matrix", "(n, m)")
+    arr = as_float_cost(arr, "cost_matrix")
+    n, m = arr.shape
+    if warm_start is not None:
+        if warm_start.maximize != bool(maximize):
+            raise ValueError("warm_start was solved with a different `maximize`")
+        if warm_start.col_duals.shape != (m,) or warm_start.row_ind.shape[0] != min(n, m):
+            raise ValueError(f"warm_start comes from a problem of another shape than {arr.shape}")
+        col_duals = warm_start.col_duals
+        if n <= m:
+            init = np.full(n, -1, dtype=np.int64)
+            init[warm_start.row_ind] = warm_start.col_ind
+            init_col_ind = init
+    v = None if col_duals is None else np.ascontiguousarray(col_duals, dtype=arr.dtype)
+    if v is not None and v.shape != (m,):
+        raise ValueError(f"col_duals must have shape ({m},), got {v.shape}")
+    init_arr = None
+    if init_col_ind is not None:
+        if v is None:
+            raise ValueError("init_col_ind needs col_duals (or warm_start) from the same earlier solve")
+        init_arr = np.ascontiguousarray(init_col_ind, dtype=np.int64)
+        if init_arr.shape != (n,):
+            raise ValueError(f"init_col_ind must have shape ({n},), got {init_arr.shape}")
+    if n == 0 or m == 0:
+        e = np.empty(0, dtype=np.int64)
+        return LapSolution(e, e.copy(), np.zeros(n, arr.dtype), np.zeros(m, arr.dtype), bool(maximize))
+    if n != m:
+        v, init_arr = None, None
+    idx, u, vv = _core.lap.solve(arr, bool(maximize), v, init_arr)
+    rows, cols = _rows_cols(idx, n, m)
+    return LapSolution(rows, cols, u, vv, bool(maximize))
+
+
+def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
+                                num_threads: Optional[int] = None) -> Any:
+    """Solve a stack of equally-shaped assignment problems on a native thread pool.
+
+    Parameters
+    ----------
+    costs : (B, n, m) array_like or torch.Tensor
+    maximize : bool
+    num_threads : int, optional
+        Worker threads (default: all cores). The GIL is released while solving.
+
+    Returns
+    -------
+    (B, min(n, m)) int64
+        For n <= m, ``out[b, i]`` is the column of row i (row indices are implicit, ``arange(n)``).
+        For n > m, ``out[b, j]`` is the row of column j (the shorter axis is the implicit one).
+
+    Raises
+    ------
+    ValueError
+        As :func:`linear_sum_assignment`; the message names the failing problem.
+    """
+    arr, back = to_numpy(costs, "costs")
+    _check_ndim(arr, 3, "costs", "(B, n, m)")
+    arr = as_float_cost(arr, "costs")
+    b, n, m = arr.shape
+    if num_threads is None:
+        num_threads = 0
+    elif not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    if b == 0 or n == 0 or m == 0:
+        return back(np.empty((b, min(n, m)), dtype=np.int64))
+    return back(_core.lap.solve_batch(arr, bool(maximize), int(num_threads)))
