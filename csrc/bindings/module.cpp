@@ -15,4 +15,6 @@ PYBIND11_MODULE(_core, m) {
 #endif
   auto lap = m.def_submodule("lap", "Dense exact linear assignment");
   trajtransfer::bindings::register_lap(lap);
+  auto match = m.def_submodule("match", "Coordinate-descent permutation matching");
+  trajtransfer::bindings::register_match(match);
 }

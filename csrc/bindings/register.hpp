@@ -6,5 +6,6 @@
 namespace trajtransfer::bindings {
 
 void register_lap(pybind11::module_& m);
+void register_match(pybind11::module_& m);
 
 }  // namespace trajtransfer::bindings

@@ -1,0 +1,151 @@
+"""Matcher benchmarks: trajtransfer.match against the textbook SciPy baseline, same run.
+
+Problems (independent networks, not planted; PyTorch default init, seeded):
+
+* ``mlp1``: weight matching, MLP 784-4096-10 (one group of 4096);
+* ``mlp3``: weight matching, MLP 784-1024-1024-1024-10 (three groups of 1024);
+* ``resnet18``: weight matching, ResNet-18 width 64, CIFAR stem (12 groups, BN stats ignored);
+* ``conv8_k30``: gradient matching, Conv8, K = 30 pairs of real gradients (model A vs model B
+  on the same 30 tiny random minibatches, cross-entropy), FGMT-style.
+
+Each problem runs the baseline first (one round: it is slow) and then ours (several rounds);
+ours must reach an objective >= the baseline's (relative tolerance 1e-9), and with the same seed
+both follow the same sweep order. Sweeps, LAP and GEMM seconds go into ``extra_info``; a ratio
+table is printed at the end (``-s``) and written to ``bench/results/match_summary.json``.
+
+Run (the OPENBLAS_* variables set on these machines halve OpenBLAS speed)::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python python -m pytest \\
+        bench/test_bench_match.py -s --benchmark-json=bench/results/match.json
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pytest_benchmark")
+
+from baseline import baseline_match, objective  # noqa: E402  (bench/ is on sys.path)
+
+from trajtransfer.match import match_gradients, match_weights  # noqa: E402
+from trajtransfer.models import MLP, Conv8, ResNet18  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+_runs: dict = {}  # problem -> {"baseline": {...}, "ours": {...}}
+
+
+def _state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _weights_problem(make, seed=0):
+    torch.manual_seed(seed)
+    a, b = make(), make()
+    return a.permutation_spec(), [(_state(a), _state(b))], None
+
+
+def _conv8_gradients(k=30, batch=8, seed=0):
+    torch.manual_seed(seed)
+    ma, mb = Conv8(), Conv8()
+    gen = torch.Generator().manual_seed(seed + 1)
+    pairs = []
+    for _ in range(k):
+        x = torch.randn(batch, 3, 32, 32, generator=gen)
+        y = torch.randint(0, 10, (batch,), generator=gen)
+        grads = []
+        for m in (ma, mb):
+            m.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            grads.append({n: p.grad.detach().clone() for n, p in m.named_parameters()})
+        pairs.append((grads[0], grads[1]))
+    return ma.permutation_spec(), pairs, None
+
+
+PROBLEMS = {
+    "mlp1": lambda: _weights_problem(lambda: MLP(784, (4096,), 10)),
+    "mlp3": lambda: _weights_problem(lambda: MLP(784, (1024, 1024, 1024), 10)),
+    "resnet18": lambda: _weights_problem(lambda: ResNet18(num_classes=10, width=64, stem="cifar")),
+    "conv8_k30": lambda: _conv8_gradients(),
+}
+OUR_ROUNDS = {"mlp1": 3, "mlp3": 3, "resnet18": 3, "conv8_k30": 1}
+
+
+@pytest.fixture(scope="module", params=list(PROBLEMS))
+def problem(request):
+    name = request.param
+    spec, pairs, weights = PROBLEMS[name]()
+    yield name, spec, pairs, weights
+
+
+def _ours(spec, pairs, weights):
+    if len(pairs) == 1:
+        return match_weights(spec, pairs[0][0], pairs[0][1], seed=0)
+    return match_gradients(spec, pairs, weights, seed=0)
+
+
+@pytest.mark.parametrize("impl", ["baseline", "ours"])
+def test_bench_match(benchmark, problem, impl):
+    name, spec, pairs, weights = problem
+    benchmark.group = f"match-{name}"
+    benchmark.name = f"{impl}[{name}]"
+    if impl == "baseline":
+        res = benchmark.pedantic(
+            lambda: baseline_match(spec, pairs, weights, seed=0, with_objective=False),
+            rounds=1, iterations=1)
+        obj = objective(spec, pairs, weights, res["perms"])
+        info = {"objective": obj, "sweeps": res["sweeps"], "lap_s": res["timings"]["lap"],
+                "gemm_s": res["timings"]["gemm"], "total_s": res["timings"]["total"]}
+    else:
+        res = benchmark.pedantic(lambda: _ours(spec, pairs, weights),
+                                 rounds=OUR_ROUNDS[name], iterations=1)
+        info = {"objective": res.objective, "sweeps": res.sweeps, "lap_s": res.timings["lap"],
+                "gemm_s": res.timings["gemm"], "total_s": res.timings["total"],
+                "add_s": res.timings["add"], **res.counters}
+        # independent float64 check of the reported objective
+        assert res.objective == pytest.approx(objective(spec, pairs, weights, res.perms),
+                                              rel=1e-9)
+        base = _runs.get(name, {}).get("baseline")
+        if base is not None:
+            assert res.objective >= base["objective"] - 1e-9 * abs(base["objective"])
+    info["median_s"] = benchmark.stats.stats.median
+    benchmark.extra_info.update(info)
+    _runs.setdefault(name, {})[impl] = info
+
+
+def teardown_module(module):
+    rows = []
+    for name, r in _runs.items():
+        if "baseline" not in r or "ours" not in r:
+            continue
+        b, o = r["baseline"], r["ours"]
+        rows.append({
+            "problem": name,
+            "baseline_s": b["median_s"], "ours_s": o["median_s"],
+            "speedup": b["median_s"] / o["median_s"],
+            "objective_rel_diff": (o["objective"] - b["objective"]) / max(1.0, abs(b["objective"])),
+            "sweeps_baseline": b["sweeps"], "sweeps_ours": o["sweeps"],
+            "lap_s_baseline": b["lap_s"], "lap_s_ours": o["lap_s"],
+            "gemm_s_baseline": b["gemm_s"], "gemm_s_ours": o["gemm_s"],
+            "lap_solves_ours": o.get("lap_solves"), "member_builds_ours": o.get("member_builds"),
+            "delta_builds_ours": o.get("delta_builds"),
+        })
+    if not rows:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    (RESULTS / "match_summary.json").write_text(json.dumps({"time": stamp, "rows": rows}, indent=1))
+    head = (f"{'problem':<11}{'baseline s':>11}{'ours s':>9}{'speedup':>9}{'sweeps b/o':>12}"
+            f"{'LAP s b/o':>15}{'GEMM s b/o':>15}{'obj rel diff':>14}")
+    print("\n" + head)
+    for r in rows:
+        print(f"{r['problem']:<11}{r['baseline_s']:>11.3f}{r['ours_s']:>9.3f}{r['speedup']:>8.2f}x"
+              f"{r['sweeps_baseline']:>6}/{r['sweeps_ours']:<5}"
+              f"{r['lap_s_baseline']:>8.3f}/{r['lap_s_ours']:<6.3f}"
+              f"{r['gemm_s_baseline']:>8.3f}/{r['gemm_s_ours']:<6.3f}"
+              f"{r['objective_rel_diff']:>14.2e}")

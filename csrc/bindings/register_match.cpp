@@ -1,0 +1,216 @@
+// Bindings for csrc/match: the native matcher object, BLAS thread control and an RNG check hook.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings/array_helpers.hpp"
+#include "bindings/register.hpp"
+#include "match/matcher.hpp"
+
+namespace py = pybind11;
+
+namespace trajtransfer::bindings {
+namespace {
+
+using match::Error;
+using match::Status;
+
+[[noreturn]] void raise(const Error& e, const char* what) {
+  const std::string idx = std::to_string(e.index), ax = std::to_string(e.axis);
+  switch (e.status) {
+    case Status::bad_spec:
+      throw py::value_error(std::string(what) + ": tensor #" + idx + " axis " + ax +
+                            " names an unknown group or repeats a group already on another axis");
+    case Status::size_mismatch:
+      throw py::value_error(std::string(what) + ": tensor #" + idx + " axis " + ax +
+                            " does not match its group's size");
+    case Status::non_finite:
+      throw py::value_error(std::string(what) + ": tensor #" + idx +
+                            " contains NaN or infinite values");
+    case Status::bad_init:
+      throw py::value_error(std::string(what) + ": init for group #" + idx +
+                            " is not a permutation of the group's size");
+    case Status::no_pairs:
+      throw py::value_error(std::string(what) + ": no pairs added yet");
+    case Status::lap_failed:
+      throw py::value_error(std::string(what) + ": assignment solver failed on group #" + idx +
+                            " (invalid cost entries)");
+    case Status::bad_argument:
+      throw py::value_error(std::string(what) + ": invalid argument (max_sweeps >= 0, tol >= 0, "
+                            "finite weight required)");
+    case Status::ok:
+      break;
+  }
+  throw py::value_error(std::string(what) + ": unknown matcher status");
+}
+
+class PyMatcher {
+ public:
+  PyMatcher(const std::vector<std::int64_t>& group_sizes,
+            const std::vector<std::vector<std::int64_t>>& shapes,
+            const std::vector<std::vector<int>>& axis_groups) {
+    if (shapes.size() != axis_groups.size()) {
+      throw py::value_error("shapes and axis_groups must have the same length");
+    }
+    std::vector<match::TensorSpec> specs(shapes.size());
+    for (std::size_t t = 0; t < shapes.size(); ++t) {
+      specs[t].shape = shapes[t];
+      specs[t].groups = axis_groups[t];
+    }
+    const Error e = match::Matcher::create(group_sizes, std::move(specs), impl_);
+    if (!e.ok()) raise(e, "Matcher");
+    shapes_ = shapes;
+  }
+
+  void add(const py::list& targets, const py::list& sources, double weight) {
+    const std::size_t T = shapes_.size();
+    if (targets.size() != T || sources.size() != T) {
+      throw py::value_error("add: expected " + std::to_string(T) + " target and source arrays");
+    }
+    std::vector<py::array_t<float>> keep;
+    std::vector<const float*> tp(T), sp(T);
+    for (int side = 0; side < 2; ++side) {
+      const py::list& lst = side == 0 ? targets : sources;
+      for (std::size_t t = 0; t < T; ++t) {
+        const std::string name = std::string(side == 0 ? "target" : "source") + " #" +
+                                 std::to_string(t);
+        auto a = require_array<float>(lst[t], name.c_str(),
+                                      static_cast<py::ssize_t>(shapes_[t].size()));
+        for (std::size_t d = 0; d < shapes_[t].size(); ++d) {
+          if (a.shape(static_cast<py::ssize_t>(d)) != shapes_[t][d]) {
+            throw py::value_error(name + " axis " + std::to_string(d) + " has size " +
+                                  std::to_string(a.shape(static_cast<py::ssize_t>(d))) +
+                                  ", expected " + std::to_string(shapes_[t][d]));
+          }
+        }
+        (side == 0 ? tp : sp)[t] = a.data();
+        keep.push_back(std::move(a));
+      }
+    }
+    Error e;
+    {
+      // Safe: only raw pointers into arrays kept alive by `keep` cross the release.
+      py::gil_scoped_release release;
+      e = impl_->add(tp.data(), sp.data(), weight);
+    }
+    if (!e.ok()) raise(e, "add");
+  }
+
+  py::dict solve(const py::object& init, bool use_previous, bool warm_duals, int max_sweeps,
+                 double tol, std::uint64_t seed) {
+    const std::size_t G = static_cast<std::size_t>(impl_->num_groups());
+    std::vector<py::array_t<std::int64_t>> keep;
+    std::vector<const std::int64_t*> ip;
+    if (!init.is_none()) {
+      auto lst = init.cast<py::list>();
+      if (lst.size() != G) {
+        throw py::value_error("init must hold one permutation per group (" + std::to_string(G) +
+                              ")");
+      }
+      for (std::size_t g = 0; g < G; ++g) {
+        const std::string name = "init #" + std::to_string(g);
+        auto a = require_array<std::int64_t>(lst[g], name.c_str(), 1);
+        if (a.shape(0) != impl_->group_size(static_cast<std::int64_t>(g))) {
+          throw py::value_error(name + " has length " + std::to_string(a.shape(0)) +
+                                ", expected " +
+                                std::to_string(impl_->group_size(static_cast<std::int64_t>(g))));
+        }
+        ip.push_back(a.data());
+        keep.push_back(std::move(a));
+      }
+    }
+    match::SolveOptions opts;
+    opts.max_sweeps = max_sweeps;
+    opts.tol = tol;
+    opts.seed = seed;
+    opts.warm_duals = warm_duals;
+    match::SolveResult res;
+    Error e;
+    {
+      // Safe: the solve reads only the matcher's own buffers and the init arrays held in `keep`.
+      py::gil_scoped_release release;
+      e = impl_->solve(ip.empty() ? nullptr : ip.data(), use_previous, opts, res);
+    }
+    if (!e.ok()) raise(e, "solve");
+    py::list perms;
+    for (const auto& p : res.perms) {
+      py::array_t<std::int64_t> a(static_cast<py::ssize_t>(p.size()));
+      std::copy(p.begin(), p.end(), a.mutable_data());
+      perms.append(a);
+    }
+    py::dict d;
+    d["perms"] = perms;
+    d["objective"] = res.objective;
+    d["history"] = res.history;
+    d["sweeps"] = res.sweeps;
+    d["converged"] = res.converged;
+    d["gemm"] = res.time_gemm;
+    d["lap"] = res.time_lap;
+    d["total"] = res.time_total;
+    d["lap_solves"] = res.lap_solves;
+    d["member_builds"] = res.member_builds;
+    d["delta_builds"] = res.delta_builds;
+    d["gemm_flops"] = res.gemm_flops;
+    d["static_gemm"] = res.time_static_gemm;
+    return d;
+  }
+
+  double objective(const py::list& perms) {
+    const std::size_t G = static_cast<std::size_t>(impl_->num_groups());
+    if (perms.size() != G) throw py::value_error("objective: one permutation per group expected");
+    std::vector<std::vector<std::int64_t>> p(G);
+    for (std::size_t g = 0; g < G; ++g) {
+      auto a = require_array<std::int64_t>(perms[g], "perm", 1);
+      const std::int64_t n = impl_->group_size(static_cast<std::int64_t>(g));
+      if (a.shape(0) != n) throw py::value_error("objective: wrong permutation length");
+      p[g].assign(a.data(), a.data() + n);
+      std::vector<char> seen(static_cast<std::size_t>(n), 0);
+      for (std::int64_t v : p[g]) {
+        if (v < 0 || v >= n || seen[static_cast<std::size_t>(v)]) {
+          throw py::value_error("objective: not a permutation");
+        }
+        seen[static_cast<std::size_t>(v)] = 1;
+      }
+    }
+    if (impl_->num_pairs() == 0) return 0.0;
+    py::gil_scoped_release release;  // Safe: reads the matcher's own buffers and `p` only.
+    return impl_->objective(p);
+  }
+
+  void reserve(std::int64_t pairs) {
+    py::gil_scoped_release release;  // Safe: touches only the matcher's own buffers.
+    impl_->reserve(pairs);
+  }
+
+  std::int64_t num_pairs() const { return impl_->num_pairs(); }
+
+ private:
+  std::unique_ptr<match::Matcher> impl_;
+  std::vector<std::vector<std::int64_t>> shapes_;
+};
+
+}  // namespace
+
+void register_match(py::module_& m) {
+  py::class_<PyMatcher>(m, "Matcher", "Native coordinate-descent matcher (private; see "
+                                      "trajtransfer.match)")
+      .def(py::init<const std::vector<std::int64_t>&, const std::vector<std::vector<std::int64_t>>&,
+                    const std::vector<std::vector<int>>&>(),
+           py::arg("group_sizes"), py::arg("shapes"), py::arg("axis_groups"))
+      .def("add", &PyMatcher::add, py::arg("targets"), py::arg("sources"), py::arg("weight"))
+      .def("solve", &PyMatcher::solve, py::arg("init"), py::arg("use_previous"),
+           py::arg("warm_duals"), py::arg("max_sweeps"), py::arg("tol"), py::arg("seed"))
+      .def("objective", &PyMatcher::objective, py::arg("perms"))
+      .def("reserve", &PyMatcher::reserve, py::arg("pairs"))
+      .def_property_readonly("num_pairs", &PyMatcher::num_pairs);
+  m.def("set_num_threads", &match::set_blas_threads, py::arg("num_threads"),
+        "Set the threads of trajtransfer's OpenBLAS pool (<= 0: unchanged); returns the count.");
+  m.def("python_shuffle_orders", &match::python_shuffle_orders, py::arg("seed"), py::arg("n"),
+        py::arg("sweeps"), "Orders random.Random(seed).shuffle gives list(range(n)), per sweep.");
+}
+
+}  // namespace trajtransfer::bindings

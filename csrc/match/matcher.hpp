@@ -1,0 +1,146 @@
+// Coordinate-descent permutation matcher (Git Re-Basin weight matching generalised to K weighted
+// pairs): maximise sum_k w_k <target_k, pi(source_k)> over one permutation per group.
+//
+// Python-free: raw float32 pointers in, status codes out (design.md §5, algorithm-spec §5.5).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "match/layout.hpp"
+
+namespace trajtransfer::match {
+
+/// Why a call failed; `Error::index` names the tensor (or group) and `Error::axis` the axis.
+enum class Status : int {
+  ok = 0,
+  bad_spec = 1,        ///< a tensor names an unknown group, or one group on two of its axes
+  size_mismatch = 2,   ///< an axis length differs from its group's size (or a size is < 1)
+  non_finite = 3,      ///< NaN or inf in an added tensor (index = tensor)
+  bad_init = 4,        ///< an initial permutation is not a permutation (index = group)
+  no_pairs = 5,        ///< solve() before any add()
+  lap_failed = 6,      ///< the assignment solver rejected a cost matrix (index = group)
+  bad_argument = 7,    ///< max_sweeps < 0, tol < 0 or NaN, non-finite weight
+};
+
+struct Error {
+  Status status = Status::ok;
+  std::int64_t index = -1;
+  std::int64_t axis = -1;
+  bool ok() const { return status == Status::ok; }
+};
+
+/// One tensor of the spec: its shape and, per axis, the group that permutes it (-1 = none).
+struct TensorSpec {
+  std::vector<std::int64_t> shape;
+  std::vector<int> groups;
+};
+
+struct SolveOptions {
+  int max_sweeps = 100;
+  double tol = 1e-9;        ///< stop when a sweep gains <= tol * max(1, |objective|)
+  std::uint64_t seed = 0;   ///< sweep order = CPython random.Random(seed).shuffle per sweep
+  bool warm_duals = true;   ///< reuse each group's LAP column duals from its previous solve
+};
+
+struct SolveResult {
+  std::vector<std::vector<std::int64_t>> perms;  ///< per group, gather semantics
+  double objective = 0.0;        ///< exact float64 objective at `perms`
+  std::vector<double> history;   ///< [0] start objective (exact), [s] after sweep s (tracked)
+  int sweeps = 0;
+  bool converged = false;
+  double time_gemm = 0.0, time_lap = 0.0, time_total = 0.0;
+  std::int64_t lap_solves = 0;     ///< group solves actually run (dirty groups only)
+  std::int64_t member_builds = 0;  ///< (group, tensor) cost terms rebuilt with a full GEMM
+  std::int64_t delta_builds = 0;   ///< (group, tensor) cost terms updated on changed rows only
+  double gemm_flops = 0.0;         ///< floating-point operations of those GEMMs
+  double time_static_gemm = 0.0;   ///< static-term GEMMs run by add() since the previous solve
+};
+
+class Matcher {
+ public:
+  /// Compile a spec. `group_sizes[g]` is n_g; every axis with group g must have length n_g.
+  static Error create(std::vector<std::int64_t> group_sizes, std::vector<TensorSpec> tensors,
+                      std::unique_ptr<Matcher>& out);
+
+  /// Append one (target, source) pair with weight w: one C-contiguous float32 buffer per tensor,
+  /// in spec order, of that tensor's shape. Updates the cached static cost terms incrementally.
+  /// On error nothing is added.
+  Error add(const float* const* targets, const float* const* sources, double weight);
+
+  /// Run coordinate descent. `init` is null (identity) or one pointer per group (n_g int64 each,
+  /// copied). With `use_previous` and no init, start from the previous solve's permutations.
+  Error solve(const std::int64_t* const* init, bool use_previous, const SolveOptions& opts,
+              SolveResult& out);
+
+  /// Exact float64 objective at the given permutations (one vector per group).
+  double objective(const std::vector<std::vector<std::int64_t>>& perms) const;
+
+  /// Pre-allocate the pair store for `pairs` pairs in total (avoids regrowth copies).
+  void reserve(std::int64_t pairs);
+
+  std::int64_t num_pairs() const { return num_pairs_; }
+  std::int64_t num_groups() const { return static_cast<std::int64_t>(groups_.size()); }
+  std::int64_t group_size(std::int64_t g) const { return groups_[static_cast<std::size_t>(g)].n; }
+
+ private:
+  /// One (tensor, permuted axis): the tensor's pairs unfolded along that axis, K*m rows of n.
+  struct Member {
+    int tensor = -1;
+    int axis = -1;
+    int group = -1;
+    std::int64_t n = 0, m = 0, pre = 0, post = 0;
+    bool is_static = true;          ///< no other permuted axis: its cost term is cached in
+                                    ///< the group's static matrix at add time
+    bool primary = false;           ///< first permuted axis of its tensor: used for objective()
+    std::vector<OtherAxis> others;  ///< the other axes in order
+    FloatStore target, source;          ///< (K*m, n) each
+    std::vector<float> contrib;         ///< cached (n, n) cost term of a dynamic member
+    std::vector<std::uint64_t> seen;    ///< versions of `others`' groups when contrib was built
+    std::vector<std::vector<std::int64_t>> seen_perms;  ///< and their permutations (per other
+                                                        ///< axis; empty for unpermuted ones)
+    bool contrib_valid = false;
+  };
+
+  struct Group {
+    std::int64_t n = 0;
+    std::vector<int> members;      ///< indices into members_
+    std::vector<int> neighbours;   ///< groups sharing a tensor with this one
+    std::vector<float> static_cost;  ///< (n, n): sum of static members' terms over all pairs
+    std::vector<std::int64_t> perm;  ///< current permutation (kept between solves)
+    std::vector<float> duals;        ///< LAP column duals of the last solve
+    bool has_duals = false;
+    std::uint64_t version = 0;       ///< bumped whenever perm changes
+  };
+
+  Matcher() = default;
+  void build_cost(Group& g, std::vector<float>& cost, SolveResult& stats);
+  void refresh_member(Member& mb, SolveResult& stats);
+  void full_build(Member& mb, SolveResult& stats);
+  void delta_build(Member& mb, SolveResult& stats);
+  std::vector<const std::int64_t*> axis_perms(const Member& mb) const;
+  bool perm_changed_since(const Member& mb) const;
+
+  std::vector<Group> groups_;
+  std::vector<Member> members_;
+  std::vector<TensorSpec> tensors_;
+  std::vector<double> weights_;
+  double constant_ = 0.0;  ///< sum over unpermuted tensors of w_k <T, S> (exact)
+  std::int64_t num_pairs_ = 0;
+  double static_gemm_time_ = 0.0;  ///< add()'s GEMM seconds since the last solve
+  FloatStore scratch_, scratch_t_;
+  std::vector<std::int64_t> row_map_, old_map_, changed_;
+  std::vector<std::vector<std::int64_t>> perms_view_;
+  std::mutex mutex_;
+};
+
+/// Threads used by our OpenBLAS pool (0 or less: leave as is). Returns the count in effect.
+int set_blas_threads(int num_threads);
+
+/// The group orders `random.Random(seed)` produces for `sweeps` successive shuffles of
+/// list(range(n)): exposed so tests can check the bit-for-bit CPython compatibility.
+std::vector<std::vector<int>> python_shuffle_orders(std::uint64_t seed, int n, int sweeps);
+
+}  // namespace trajtransfer::match

@@ -1,0 +1,261 @@
+"""Command line: ``trajtransfer demo`` and ``trajtransfer transfer``.
+
+``demo`` trains a source and a target MLP 64-512-10 on scikit-learn's bundled digits (recording
+the source trajectory), transfers the source trajectory onto the target's init with Naive, GMT and
+FGMT (plus the Oracle), prints a table and writes ``results.json`` and ``transfer.png``.
+
+``transfer`` runs the same pipeline on a configurable dataset/model, optionally followed by E
+epochs of fine-tuning from each method's best step, compared with E epochs from the target init
+("scratch").
+
+Everything is seeded; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main", "run_experiment", "build_parser"]
+
+_MODELS = ("mlp", "conv8", "resnet18")
+
+
+def _build_model(kind: str, in_features: int, num_classes: int, hidden: Sequence[int], activation: str):
+    from . import models
+
+    if kind == "mlp":
+        return models.MLP(in_features, hidden=tuple(hidden), num_classes=num_classes, bias=True,
+                          activation=None if activation == "none" else activation)
+    if kind == "conv8":
+        return models.Conv8(num_classes=num_classes)
+    if kind == "resnet18":
+        return models.ResNet18(num_classes=num_classes)
+    raise ValueError(f"--model must be one of {_MODELS}, got {kind!r}")
+
+
+def _pct(x: Optional[float]) -> str:
+    return "   -  " if x is None else f"{100 * x:6.2f}"
+
+
+def run_experiment(args: argparse.Namespace) -> dict:
+    """Train source and target, transfer with each method, evaluate, fine-tune; write outputs.
+
+    Returns the JSON-serializable results dict (also written to ``<out>/results.json``).
+    """
+    import torch
+
+    from .data import load_dataset
+    from .plot import plot_finetune_curves, plot_transfer_curves
+    from .trajectory import TrajectoryRecorder
+    from .training import TrainConfig, evaluate, train
+    from .transfer import METHODS, transfer
+
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SystemExit(f"--methods: unknown {bad}; choose from {','.join(METHODS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
+
+    t_all = time.perf_counter()
+    data = load_dataset(args.dataset, args.data_root)
+    if args.train_subset:
+        data.train = data.train.subset(slice(0, int(args.train_subset)))
+    in_features = data.train.num_features
+    build = lambda: _build_model(args.model, in_features, data.num_classes, args.hidden, args.activation)  # noqa: E731
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
+                      weight_decay=args.weight_decay, schedule=args.lr_schedule)
+    log(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}; "
+        f"model {args.model}; {args.epochs} epochs lr {args.lr} batch {args.batch_size} ({args.lr_schedule})")
+
+    # Source (trajectory recorded) and target (trained only for reference and the Oracle).
+    torch.manual_seed(args.seed)
+    source = build()
+    torch.manual_seed(args.seed + 1)
+    target = build()
+    target_init = {k: v.clone() for k, v in target.state_dict().items()}
+    rec = TrajectoryRecorder(out / "source_checkpoints")
+    for f in rec.directory.glob("epoch_*.pt"):
+        f.unlink()  # a fresh run: never mix checkpoints of an earlier one
+    t0 = time.perf_counter()
+    h_src = train(source, data.train, cfg, val=data.val, recorder=rec, seed=args.seed)
+    t_src = time.perf_counter() - t0
+    log(f"source trained in {t_src:.1f}s: val {100 * h_src.val_accuracy[-1]:.2f}%")
+    t0 = time.perf_counter()
+    h_tgt = train(target, data.train, cfg, val=data.val, seed=args.seed + 1)
+    t_tgt = time.perf_counter() - t0
+    target_val, target_test = evaluate(target, data.val), evaluate(target, data.test)
+    log(f"target trained in {t_tgt:.1f}s: val {100 * target_val:.2f}%  test {100 * target_test:.2f}%")
+
+    traj = rec.trajectory(num_splits=args.steps, schedule=args.schedule)
+    results = {}
+    model_for_eval = build()
+    # The source's own accuracy along the trajectory (context for the plot).
+    source_curve = []
+    for k in range(len(traj)):
+        model_for_eval.load_state_dict(traj[k])
+        source_curve.append(evaluate(model_for_eval, data.val))
+    for method in methods:
+        log(f"--- {method}")
+        res = transfer(build(), traj, target_init, data, method=method, grad_batches=args.grad_batches,
+                       batch_size=args.grad_batch_size or args.batch_size, eval_every=args.eval_every, seed=args.seed,
+                       target_final=target if method == "oracle" else None,
+                       warm_start={"off": False, "on": True, "both": "both"}[args.warm_start],
+                       verbose=not args.quiet)
+        model_for_eval.load_state_dict(res.best_params)
+        best_test = evaluate(model_for_eval, data.test)
+        model_for_eval.load_state_dict(res.final_params)
+        final_test = evaluate(model_for_eval, data.test)
+        d = res.to_dict()
+        d.update(best_test_accuracy=best_test, final_test_accuracy=final_test,
+                 matching_fraction=res.timings["matching"] / max(res.timings["total"], 1e-12),
+                 mid_step=res.num_steps // 2,
+                 mid_accuracy=dict(zip(res.eval_steps, res.accuracy)).get(res.num_steps // 2))
+        results[method] = (res, d)
+
+    # Fine-tuning from each method's best step versus the same budget from the target init.
+    finetune = {}
+    if args.finetune_epochs > 0:
+        ft_cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr or args.lr,
+                             batch_size=args.batch_size, momentum=args.momentum,
+                             weight_decay=args.weight_decay, schedule="constant", seed=args.seed + 2)
+        starts = [("scratch", target_init)] + [(m, results[m][0].best_params) for m in methods]
+        for name, state in starts:
+            model = build()
+            model.load_state_dict(state)
+            acc0 = evaluate(model, data.val)
+            h = train(model, data.train, ft_cfg, val=data.val)
+            finetune[name] = {"val_accuracy": [acc0] + list(h.val_accuracy),
+                              "test_accuracy": evaluate(model, data.test), "seconds": h.seconds}
+            log(f"fine-tune from {name}: val {' -> '.join(_pct(a).strip() for a in finetune[name]['val_accuracy'])}"
+                f"  test {100 * finetune[name]['test_accuracy']:.2f}%")
+
+    curves = {m: results[m][0] for m in methods}
+    curves["source"] = {"eval_steps": list(range(len(traj))), "accuracy": source_curve, "best_step": None}
+    png = plot_transfer_curves(curves, out / "transfer.png",
+                               title=f"{data.name} {args.model}: {args.epochs} source epochs, T = {traj.num_steps}",
+                               reference={"target trained": target_val})
+    pngs = [png]
+    if finetune:
+        pngs.append(plot_finetune_curves({k: v["val_accuracy"] for k, v in finetune.items()},
+                                         out / "finetune.png",
+                                         title=f"{data.name} {args.model}: fine-tuning from the best step"))
+    summary = {
+        "command": " ".join(["trajtransfer"] + list(args.argv)),
+        "dataset": data.name, "model": args.model, "hidden": list(args.hidden),
+        "train": cfg.as_dict(), "steps": traj.num_steps, "schedule": args.schedule,
+        "source": {"val_accuracy": h_src.val_accuracy[-1], "seconds": t_src,
+                   "trajectory_val_accuracy": source_curve},
+        "target": {"val_accuracy": target_val, "test_accuracy": target_test, "seconds": t_tgt},
+        "methods": {m: results[m][1] for m in methods},
+        "finetune": finetune, "pngs": [os.fspath(p) for p in pngs],
+        "seconds": time.perf_counter() - t_all, "torch_threads": torch.get_num_threads(),
+    }
+    with open(out / "results.json", "w") as f:
+        json.dump(summary, f, indent=1, default=float)
+    print(format_table(summary))
+    print(f"wrote {out / 'results.json'} and {', '.join(os.fspath(p) for p in pngs)}")
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """The results table printed by the CLI (markdown)."""
+    K = summary["steps"]
+    lines = [
+        f"| method | acc @ s={K // 2} | best step | acc @ best | acc @ s={K} | test @ best | "
+        f"time (s) | matching (s) | matching share | gradient pairs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m, d in summary["methods"].items():
+        t = d["timings"]
+        lines.append(
+            f"| {m.upper()} | {_pct(d.get('mid_accuracy'))} | {d['best_step']} | {_pct(d['best_accuracy'])} | "
+            f"{_pct(d['final_accuracy'])} | {_pct(d['best_test_accuracy'])} | {t['total']:.2f} | "
+            f"{t['matching']:.2f} | {100 * d['matching_fraction']:.0f}% | {d['num_gradient_pairs']} |")
+    tg = summary["target"]
+    lines.append(f"| target trained ({summary['train']['epochs']} ep) | | | {_pct(tg['val_accuracy'])} | | "
+                 f"{_pct(tg['test_accuracy'])} | {tg['seconds']:.2f} | | | |")
+    lines.append("")
+    lines.append("Accuracies in % on the validation split (used to pick the best step) and the test split.")
+    if summary.get("finetune"):
+        ft = summary["finetune"]
+        E = len(next(iter(ft.values()))["val_accuracy"]) - 1
+        lines += ["", f"| start | val before | val after {E} ep | test after {E} ep |", "|---|---|---|---|"]
+        for name, v in ft.items():
+            lines.append(f"| {name} | {_pct(v['val_accuracy'][0])} | {_pct(v['val_accuracy'][-1])} | "
+                         f"{_pct(v['test_accuracy'])} |")
+    return "\n".join(lines)
+
+
+def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs: int, steps: int, lr: float,
+                batch: int, methods: str, finetune: int, out: str, threads: int) -> None:
+    p.add_argument("--dataset", default=dataset, help="digits | fashion-mnist | mnist | cifar10")
+    p.add_argument("--data-root", default=None, help="folder with the dataset files (no downloads)")
+    p.add_argument("--model", default="mlp", choices=_MODELS)
+    p.add_argument("--hidden", default=hidden, help="MLP hidden widths, comma-separated")
+    p.add_argument("--activation", default="relu", help="MLP activation (relu, tanh, gelu, none)")
+    p.add_argument("--epochs", type=int, default=epochs, help="source/target training epochs")
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=batch, help="training and gradient batch size")
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--steps", type=int, default=steps, help="T, transfer steps (linear trajectory init->end)")
+    p.add_argument("--schedule", default="uniform", choices=("uniform", "cosine"), help="λ schedule")
+    p.add_argument("--grad-batches", type=int, default=1, help="minibatches per gradient pair")
+    p.add_argument("--grad-batch-size", type=int, default=0, help="gradient minibatch size (0: --batch-size)")
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--warm-start", default="off", choices=("off", "on", "both"),
+                   help="start each solve from π_{s-1} (off = paper parity)")
+    p.add_argument("--methods", default=methods, help="comma-separated: naive,gmt,fgmt,oracle")
+    p.add_argument("--finetune-epochs", type=int, default=finetune)
+    p.add_argument("--finetune-lr", type=float, default=None, help="default: --lr")
+    p.add_argument("--train-subset", type=int, default=0, help="use only the first N training samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=threads, help="torch threads (0: torch's default)")
+    p.add_argument("--out", default=out)
+    p.add_argument("--quiet", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trajtransfer", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    # The demo's tiny model runs fastest on one thread (and does not fight other processes).
+    demo = sub.add_parser("demo", help="digits MLP 64-512-10: Naive vs GMT vs FGMT (about a minute)")
+    _add_common(demo, dataset="digits", hidden="512", epochs=10, steps=10, lr=0.01, batch=32,
+                methods="naive,gmt,fgmt,oracle", finetune=1, out="trajtransfer-demo", threads=1)
+    demo.add_argument("--quick", action="store_true", help="a few-second smoke run (tests, CI)")
+    tr = sub.add_parser("transfer", help="a configured experiment; writes results.json + PNGs")
+    _add_common(tr, dataset="fashion-mnist", hidden="512", epochs=3, steps=10, lr=0.01, batch=128,
+                methods="naive,gmt,fgmt,oracle", finetune=1, out="trajtransfer-run", threads=0)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``trajtransfer`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        args.hidden = [int(h) for h in str(args.hidden).split(",") if h.strip()]
+    except ValueError:
+        raise SystemExit(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
+    if args.command == "demo" and args.quick:
+        args.hidden = [64]
+        args.epochs, args.steps = min(args.epochs, 2), min(args.steps, 3)
+        args.finetune_epochs = min(args.finetune_epochs, 1)
+    run_experiment(args)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""Permutation matching (Git Re-Basin weight matching, generalised to K weighted pairs).
+
+Coordinate descent over the permutation groups of a :class:`~trajtransfer.spec.PermutationSpec`:
+each visited group gets an exact linear assignment (maximise) on its cost matrix with every other
+group held fixed, until a sweep stops improving. The work runs in one native call per solve
+(``trajtransfer._core.match``) with the GIL released.
+
+Conventions
+-----------
+* The permutation is applied to the **source** side (``params_b`` / the second dict of a pair),
+  with gather semantics: ``apply_permutation(spec, result.perms, source)`` has new slice
+  ``i`` = old slice ``perm[i]`` along every axis of the group. For a planted
+  ``b = apply_permutation(spec, pi, a)``, ``match_weights(spec, a, b).perms`` is the inverse of
+  ``pi`` (then ``apply_permutation(spec, result.perms, b) == a``).
+* Objective: ``sum_k w_k sum_tensors <target_k, pi(source_k)>`` over the non-buffer tensors,
+  computed in float64 from the float32 values. Tensors are stored as float32.
+* Sweep order: each sweep visits the groups in the order ``random.Random(seed).shuffle`` gives
+  ``spec.groups`` (bit-for-bit CPython's generator, re-seeded per solve), so a textbook Python
+  matcher with the same seed takes the same path.
+* ``tol`` is relative: stop after a sweep whose gain is ``<= tol * max(1, |objective|)``.
+* ``history[0]`` is the exact objective at the start; ``history[s]`` the objective after sweep
+  ``s``, tracked from the float32 cost matrices (relative error ~1e-6); ``objective`` is
+  recomputed exactly at the end.
+
+>>> import numpy as np
+>>> from trajtransfer.spec import mlp_spec
+>>> spec = mlp_spec(1, bias=False)
+>>> a = {"layers.0.weight": np.eye(3, 2, dtype=np.float32), "layers.1.weight": np.ones((1, 3))}
+>>> b = {"layers.0.weight": a["layers.0.weight"][[2, 0, 1]], "layers.1.weight": np.ones((1, 3))}
+>>> match_weights(spec, a, b).perms["c1"].tolist()
+[1, 2, 0]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ._arrays import is_torch_tensor, to_numpy
+from ._native import _core
+from .spec import PermutationSpec, validate_spec
+
+__all__ = [
+    "MatchResult",
+    "match_weights",
+    "match_gradients",
+    "GradientMatcher",
+    "set_num_threads",
+]
+
+
+@dataclass
+class MatchResult:
+    """Outcome of a matching solve.
+
+    Attributes
+    ----------
+    perms : dict[str, numpy.ndarray]
+        Group name -> (n_p,) int64 permutation, gather semantics (applied to the source side).
+    objective : float
+        ``sum_k w_k sum_tensors <target_k, pi(source_k)>`` at ``perms``, exact float64.
+    history : list[float]
+        ``history[0]``: the objective at the start; ``history[s]``: after sweep ``s`` (tracked
+        from float32 cost matrices, so equal to ``objective`` up to ~1e-6 relative).
+    sweeps : int
+        Sweeps run.
+    converged : bool
+        True if the last sweep gained ``<= tol * max(1, |objective|)`` (False: hit max_sweeps).
+    timings : dict[str, float]
+        Seconds: ``'gemm'`` (cost-matrix building, including the static-term GEMMs that
+        ``add`` ran since the previous solve), ``'lap'`` (assignment solves), ``'add'`` (wall
+        time of the ``add`` calls since the previous solve), ``'solve'`` (wall time of the
+        solve) and ``'total'`` (``add + solve``).
+    counters : dict[str, int | float]
+        ``'lap_solves'`` (groups actually solved: groups whose coupled groups did not change are
+        skipped exactly), ``'member_builds'`` / ``'delta_builds'`` ((group, tensor) cost terms
+        rebuilt by a full GEMM / corrected on the rows whose gather changed) and
+        ``'gemm_flops'``.
+    """
+
+    perms: dict
+    objective: float
+    history: list
+    sweeps: int
+    converged: bool
+    timings: dict
+    counters: dict = field(default_factory=dict)
+
+
+def set_num_threads(num_threads: int) -> int:
+    """Set the thread count of trajtransfer's OpenBLAS pool (used for the cost matrices).
+
+    Parameters
+    ----------
+    num_threads : int
+        Threads to use; ``<= 0`` leaves the setting unchanged.
+
+    Returns
+    -------
+    int
+        The thread count in effect.
+    """
+    return int(_core.match.set_num_threads(int(num_threads)))
+
+
+def _as_float32(x: Any, name: str) -> np.ndarray:
+    arr, _ = to_numpy(x, name)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class _CompiledSpec:
+    """The spec resolved against concrete shapes: group order, matched tensors, sizes."""
+
+    def __init__(self, spec: PermutationSpec, params: Mapping[str, Any], what: str) -> None:
+        if not isinstance(spec, PermutationSpec):
+            raise TypeError(f"spec must be a PermutationSpec, got {type(spec).__name__}")
+        if not isinstance(params, Mapping):
+            raise TypeError(f"{what} must be a mapping from tensor name to array, got "
+                            f"{type(params).__name__}")
+        sizes = validate_spec(spec, params, require_all=True)
+        self.spec = spec
+        self.groups: list = list(spec.perm_to_axes)
+        missing = [g for g in self.groups if g not in sizes]
+        if missing:
+            raise ValueError(f"group(s) {missing} are carried by no tensor of {what}, so their "
+                             "sizes are unknown")
+        self.sizes: dict = {g: int(sizes[g]) for g in self.groups}
+        # Matched tensors: every non-buffer tensor of the spec, in spec order.
+        self.names: list = [n for n in spec.axes_to_perm if n not in spec.buffers]
+        self.shapes: dict = {n: tuple(int(s) for s in params[n].shape) for n in self.names}
+        gidx = {g: i for i, g in enumerate(self.groups)}
+        self.axis_groups = []
+        for n in self.names:
+            axes = spec.axes_to_perm[n]
+            used = [g for g in axes if g is not None]
+            dup = sorted({g for g in used if used.count(g) > 1})
+            if dup:
+                raise ValueError(f"tensor {n!r} carries group(s) {dup} on more than one axis "
+                                 f"({axes}); a group may permute each tensor along one axis only")
+            self.axis_groups.append([gidx[g] if g is not None else -1 for g in axes])
+
+    def arrays(self, params: Mapping[str, Any], what: str) -> list:
+        """Validate ``params`` against the compiled shapes; return float32 arrays in order."""
+        if not isinstance(params, Mapping):
+            raise TypeError(f"{what} must be a mapping from tensor name to array, got "
+                            f"{type(params).__name__}")
+        validate_spec(self.spec, params, require_all=True)
+        out = []
+        for n in self.names:
+            shape = tuple(int(s) for s in params[n].shape)
+            if shape != self.shapes[n]:
+                raise ValueError(f"{what}[{n!r}] has shape {shape}, expected {self.shapes[n]} "
+                                 "(the shape of the first pair added)")
+            out.append(_as_float32(params[n], f"{what}[{n!r}]"))
+        return out
+
+    def check_finite(self, arrays: list, what: str) -> None:
+        for n, a in zip(self.names, arrays):
+            if not np.isfinite(a).all():
+                raise ValueError(f"{what}[{n!r}] contains NaN or infinite values")
+
+    def init_list(self, init: Mapping[str, Any]) -> list:
+        """Validated int64 copies of ``init`` in group order (never aliases; bug B6)."""
+        if not isinstance(init, Mapping):
+            raise TypeError(f"init must be a mapping from group name to permutation, got "
+                            f"{type(init).__name__}")
+        unknown = [g for g in init if g not in self.sizes]
+        if unknown:
+            raise ValueError(f"init names group(s) {unknown} that the spec does not define "
+                             f"(groups: {self.groups})")
+        out = []
+        for g in self.groups:
+            if g not in init or init[g] is None:
+                out.append(np.arange(self.sizes[g], dtype=np.int64))
+                continue
+            p = init[g]
+            arr = p.detach().cpu().numpy() if is_torch_tensor(p) else np.asarray(p)
+            if arr.dtype.kind not in "iu":
+                raise TypeError(f"init[{g!r}] must hold integers, got dtype {arr.dtype}")
+            n = self.sizes[g]
+            if arr.shape != (n,):
+                raise ValueError(f"init[{g!r}] must have shape ({n},) (the group's size), got "
+                                 f"{arr.shape}")
+            arr = np.array(arr, dtype=np.int64, copy=True)
+            if not np.array_equal(np.sort(arr), np.arange(n)):
+                raise ValueError(f"init[{g!r}] is not a permutation of 0..{n - 1}")
+            out.append(arr)
+        return out
+
+
+class GradientMatcher:
+    """Incremental matcher: add (target, source) pairs one at a time, solve whenever needed.
+
+    The pairs live in a native store laid out for one GEMM per (group, tensor); the cost terms
+    of tensors whose other axes are unpermuted are accumulated at :meth:`add` time, so adding a
+    pair costs O(size of the pair) plus those static GEMMs, and :meth:`solve` only rebuilds the
+    terms that depend on other permutations.
+
+    Parameters
+    ----------
+    spec : PermutationSpec
+    seed : int
+        Seed of the sweep order (``random.Random(seed)``); 0 <= seed < 2**64.
+    """
+
+    def __init__(self, spec: PermutationSpec, *, seed: int = 0) -> None:
+        if not isinstance(spec, PermutationSpec):
+            raise TypeError(f"spec must be a PermutationSpec, got {type(spec).__name__}")
+        seed = int(seed)
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        self._spec = spec
+        self._seed = seed
+        self._compiled: Optional[_CompiledSpec] = None
+        self._native: Any = None
+        self._solved = False
+        self._add_seconds = 0.0
+
+    @property
+    def num_pairs(self) -> int:
+        """Number of pairs added so far."""
+        return 0 if self._native is None else int(self._native.num_pairs)
+
+    @property
+    def groups(self) -> list:
+        """Group names in the order results and sweeps use."""
+        return list(self._spec.perm_to_axes)
+
+    def add(self, target: Mapping[str, Any], source: Mapping[str, Any], weight: float = 1.0) -> None:
+        """Append one pair: maximise ``weight * <target, pi(source)>`` along with the others.
+
+        Parameters
+        ----------
+        target, source : Mapping[str, numpy.ndarray | torch.Tensor]
+            Same keys: every non-buffer tensor of the spec (buffers may be absent and are never
+            matched); CPU tensors; cast to float32. Shapes must agree with each other, with the
+            spec's group sizes and with the pairs added before.
+        weight : float
+            Finite weight of this pair.
+
+        Raises
+        ------
+        ValueError
+            Mismatched keys between target and source, shapes inconsistent with the spec or the
+            earlier pairs, non-finite values or weight.
+        TypeError
+            Non-mapping inputs, non-numeric arrays.
+        """
+        if not isinstance(target, Mapping) or not isinstance(source, Mapping):
+            raise TypeError("target and source must be mappings from tensor name to array")
+        ks_t = [k for k in target if k not in self._spec.buffers]
+        ks_s = [k for k in source if k not in self._spec.buffers]
+        if set(ks_t) != set(ks_s):
+            only_t = sorted(set(ks_t) - set(ks_s))
+            only_s = sorted(set(ks_s) - set(ks_t))
+            raise ValueError(f"target and source have different tensors: only in target "
+                             f"{only_t}, only in source {only_s}")
+        weight = float(weight)
+        if not np.isfinite(weight):
+            raise ValueError(f"weight must be finite, got {weight}")
+        t0 = time.perf_counter()
+        if self._compiled is None:
+            compiled = _CompiledSpec(self._spec, target, "target")
+            native = _core.match.Matcher(
+                [compiled.sizes[g] for g in compiled.groups],
+                [list(compiled.shapes[n]) for n in compiled.names],
+                compiled.axis_groups,
+            )
+        else:
+            compiled, native = self._compiled, self._native
+        ts = compiled.arrays(target, "target")
+        ss = compiled.arrays(source, "source")
+        try:
+            native.add(ts, ss, weight)
+        except ValueError as exc:
+            if "NaN" in str(exc):  # name the tensor (the native re-check only knows its index)
+                compiled.check_finite(ts, "target")
+                compiled.check_finite(ss, "source")
+            raise
+        self._compiled, self._native = compiled, native
+        self._add_seconds += time.perf_counter() - t0
+
+    def reserve(self, num_pairs: int) -> None:
+        """Pre-allocate the native pair store for ``num_pairs`` pairs in total.
+
+        Optional: avoids regrowth copies when the number of pairs is known. Needs one pair added
+        first (the shapes come from it).
+        """
+        if self._native is None:
+            raise ValueError("reserve: add a first pair before reserving (it fixes the shapes)")
+        self._native.reserve(int(num_pairs))
+
+    def solve(
+        self,
+        init: Union[Mapping[str, Any], None] = None,
+        *,
+        max_sweeps: int = 100,
+        tol: float = 1e-9,
+        warm_start: bool = True,
+    ) -> MatchResult:
+        """Coordinate descent over all pairs added so far.
+
+        Parameters
+        ----------
+        init : Mapping[str, (n_p,) int array] or None
+            Starting permutations (copied; a missing or None entry is the identity). None: the
+            identity, or with ``warm_start`` and an earlier solve, that solve's permutations.
+        max_sweeps : int
+            At most this many sweeps over the groups.
+        tol : float
+            Relative stopping tolerance (see the module docstring).
+        warm_start : bool
+            Start from the previous solve's permutations (when ``init`` is None) and warm-start
+            every LAP from the previous solve's column duals. False: identity start (unless
+            ``init``), cold LAPs.
+
+        Returns
+        -------
+        MatchResult
+
+        Raises
+        ------
+        ValueError
+            No pairs added, invalid ``init``, ``max_sweeps < 0`` or ``tol < 0``.
+        """
+        if self._native is None:
+            raise ValueError("solve: no pairs added yet (call add() first)")
+        max_sweeps = int(max_sweeps)
+        tol = float(tol)
+        if max_sweeps < 0:
+            raise ValueError(f"max_sweeps must be >= 0, got {max_sweeps}")
+        if not tol >= 0:
+            raise ValueError(f"tol must be >= 0, got {tol}")
+        init_list = None if init is None else self._compiled.init_list(init)
+        use_previous = bool(warm_start) and self._solved
+        t0 = time.perf_counter()
+        r = self._native.solve(init_list, use_previous, bool(warm_start), max_sweeps, tol,
+                               self._seed)
+        solve_s = time.perf_counter() - t0
+        add_s, self._add_seconds = self._add_seconds, 0.0
+        self._solved = True
+        groups = self._compiled.groups
+        return MatchResult(
+            perms={g: p for g, p in zip(groups, r["perms"])},
+            objective=float(r["objective"]),
+            history=[float(v) for v in r["history"]],
+            sweeps=int(r["sweeps"]),
+            converged=bool(r["converged"]),
+            timings={"gemm": float(r["gemm"]) + float(r["static_gemm"]), "lap": float(r["lap"]),
+                     "add": add_s, "solve": solve_s, "total": add_s + solve_s},
+            counters={"lap_solves": int(r["lap_solves"]),
+                      "member_builds": int(r["member_builds"]),
+                      "delta_builds": int(r["delta_builds"]),
+                      "gemm_flops": float(r["gemm_flops"])},
+        )
+
+    def objective(self, perms: Mapping[str, Any]) -> float:
+        """Exact float64 objective over the stored pairs at ``perms`` (missing groups: identity)."""
+        if self._native is None:
+            raise ValueError("objective: no pairs added yet")
+        return float(self._native.objective(self._compiled.init_list(perms)))
+
+
+def match_gradients(
+    spec: PermutationSpec,
+    pairs: Sequence[tuple],
+    weights: Optional[Sequence[float]] = None,
+    *,
+    init: Optional[Mapping[str, Any]] = None,
+    max_sweeps: int = 100,
+    tol: float = 1e-9,
+    seed: int = 0,
+) -> MatchResult:
+    """Maximise ``sum_k w_k <target_k, pi(source_k)>`` over the spec's permutations.
+
+    Parameters
+    ----------
+    spec : PermutationSpec
+    pairs : Sequence[tuple[Mapping, Mapping]]
+        ``(target, source)`` dicts (see :meth:`GradientMatcher.add`); at least one.
+    weights : Sequence[float], optional
+        One finite weight per pair (default 1).
+    init, max_sweeps, tol :
+        As :meth:`GradientMatcher.solve` (identity start when ``init`` is None).
+    seed : int
+        Sweep-order seed.
+
+    Returns
+    -------
+    MatchResult
+
+    Raises
+    ------
+    ValueError
+        Empty ``pairs``, ``weights`` of the wrong length, or any error of
+        :meth:`GradientMatcher.add` / :meth:`GradientMatcher.solve`.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs must hold at least one (target, source) pair")
+    if weights is None:
+        weights = [1.0] * len(pairs)
+    weights = list(weights)
+    if len(weights) != len(pairs):
+        raise ValueError(f"weights has {len(weights)} entries for {len(pairs)} pairs")
+    m = GradientMatcher(spec, seed=seed)
+    for k, (pair, w) in enumerate(zip(pairs, weights)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"pairs[{k}] must be a (target, source) tuple")
+        m.add(pair[0], pair[1], w)
+        if k == 0 and len(pairs) > 1:
+            m.reserve(len(pairs))
+    return m.solve(init, max_sweeps=max_sweeps, tol=tol, warm_start=False)
+
+
+def match_weights(
+    spec: PermutationSpec,
+    params_a: Mapping[str, Any],
+    params_b: Mapping[str, Any],
+    *,
+    init: Optional[Mapping[str, Any]] = None,
+    max_sweeps: int = 100,
+    tol: float = 1e-9,
+    seed: int = 0,
+) -> MatchResult:
+    """Git Re-Basin weight matching: maximise ``sum_w <a[w], pi(b)[w]>`` (pi applied to b).
+
+    Parameters
+    ----------
+    spec : PermutationSpec
+    params_a, params_b : Mapping[str, numpy.ndarray | torch.Tensor]
+        Two parameter dicts with the spec's non-buffer tensors (buffers such as BatchNorm
+        running statistics may be present; they are not matched).
+    init, max_sweeps, tol, seed :
+        As :func:`match_gradients`.
+
+    Returns
+    -------
+    MatchResult
+        ``apply_permutation(spec, result.perms, params_b)`` is ``params_b`` aligned to
+        ``params_a``.
+    """
+    return match_gradients(spec, [(params_a, params_b)], init=init, max_sweeps=max_sweeps,
+                           tol=tol, seed=seed)

@@ -1,0 +1,226 @@
+"""Reference models of the paper (algorithm-spec §3.3), each with its permutation spec.
+
+State-dict names match the builders in :mod:`trajtransfer.spec`:
+
+* :class:`MLP` - ``layers.{i}.weight`` / ``layers.{i}.bias``; groups ``c1, c2, ...``.
+* :class:`Conv8` - ``conv1..conv8``, ``fc1``, ``fc2``, ``head`` (1x1 convs); 10 groups.
+* :class:`ResNet18` - kuangliu-style names (``conv1``, ``bn1``, ``layer{s}.{b}.conv1``, ...,
+  ``layer{s}.0.shortcut.{0,1}``, ``linear``); residual-stream and inner groups.
+
+>>> import torch
+>>> model = MLP(in_features=4, hidden=(8,), num_classes=3)
+>>> sorted(model.state_dict()) == sorted(model.permutation_spec().axes_to_perm)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .spec import CONV8_LAYERS, PermutationSpec, conv_spec, mlp_spec, resnet_spec
+
+__all__ = ["MLP", "Conv8", "ResNet", "ResNet18", "BasicBlock"]
+
+_ACTIVATIONS: dict = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron on flattened inputs.
+
+    Parameters
+    ----------
+    in_features : int
+        Input size after flattening (784 for 28x28 images).
+    hidden : Sequence[int]
+        Hidden layer widths. The paper's MNIST MLP is ``hidden=(4096,), bias=False,
+        activation=None`` (3,252,224 parameters; the official code has no activation).
+    num_classes : int
+    bias : bool
+    activation : {"relu", "tanh", "gelu", "sigmoid", "identity"} or None
+        Elementwise activation after every hidden layer; None means identity (deep linear).
+
+    Input ``(N, *)`` with ``prod(*) == in_features``; output ``(N, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 784,
+        hidden: Sequence[int] = (512,),
+        num_classes: int = 10,
+        bias: bool = True,
+        activation: Optional[str] = "relu",
+    ) -> None:
+        super().__init__()
+        key = "identity" if activation is None else activation
+        if key not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)} or None, got {activation!r}"
+            )
+        sizes = [int(in_features), *[int(h) for h in hidden], int(num_classes)]
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        self.act = _ACTIVATIONS[key]()
+        self._bias = bool(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, 1)
+        for layer in self.layers[:-1]:
+            x = self.act(layer(x))
+        return self.layers[-1](x)
+
+    def permutation_spec(self) -> PermutationSpec:
+        """The spec of this model (:func:`trajtransfer.spec.mlp_spec`)."""
+        return mlp_spec(len(self.layers) - 1, bias=self._bias)
+
+
+class Conv8(nn.Module):
+    """Conv8 of the paper (algorithm-spec §3.3), CIFAR 32x32x3 inputs.
+
+    Eight 3x3 convolutions (padding 1, ReLU; 2x2 max-pools after conv2, conv4, conv6 and a 4x4
+    max-pool after conv8, leaving 1x1), then 1x1 convolutions 512 -> 256 -> 256 (ReLU) -> classes.
+    All layers have biases. 4,885,066 parameters for 10 classes at ``width=1``.
+
+    Parameters
+    ----------
+    num_classes : int
+    width : float
+        Multiplies every hidden channel count (``int(round(c * width))``, at least 1).
+
+    Input ``(N, 3, 32, 32)``; output ``(N, num_classes)``.
+    """
+
+    _CHANNELS = (64, 64, 128, 128, 256, 256, 512, 512, 256, 256)
+    _POOL_AFTER = {"conv2": 2, "conv4": 2, "conv6": 2, "conv8": 4}
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0) -> None:
+        super().__init__()
+        chans = [max(1, int(round(c * width))) for c in self._CHANNELS] + [int(num_classes)]
+        c_in = 3
+        for (name, _group, _k), c_out in zip(CONV8_LAYERS, chans):
+            # 3x3 convs for conv1..conv8, 1x1 ("linear") convs for fc1, fc2, head.
+            k = 3 if name.startswith("conv") else 1
+            setattr(self, name, nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=True))
+            c_in = c_out
+        self.relu = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.pool4 = nn.MaxPool2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name, _group, _k in CONV8_LAYERS[:-1]:
+            x = self.relu(getattr(self, name)(x))
+            pool = self._POOL_AFTER.get(name)
+            if pool == 2:
+                x = self.pool2(x)
+            elif pool == 4:
+                x = self.pool4(x)
+        # (N, C, 1, 1): flattening cannot mix channels with space.
+        return torch.flatten(self.head(x), 1)
+
+    def permutation_spec(self) -> PermutationSpec:
+        """The spec of this model (:func:`trajtransfer.spec.conv_spec`)."""
+        return conv_spec()
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (kuangliu naming): conv-bn-relu-conv-bn + shortcut, then ReLU."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """BasicBlock ResNet with BatchNorm (kuangliu style), ``num_blocks`` per stage.
+
+    Parameters
+    ----------
+    num_blocks : Sequence[int]
+        Blocks per stage; stage s has ``width * 2**s`` channels and stride 2 for s > 0.
+    num_classes : int
+    width : int
+        Channels of the stem and first stage (64 in ResNet-18).
+    stem : {"cifar", "imagenet"}
+        ``"cifar"``: 3x3 conv stride 1, no max-pool. ``"imagenet"``: 7x7 conv stride 2 padding 3
+        and a 3x3/2 max-pool. Both then use a global average pool before the head, so any input
+        size that survives the strides works.
+
+    Input ``(N, 3, H, W)``; output ``(N, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        num_blocks: Sequence[int] = (2, 2, 2, 2),
+        num_classes: int = 10,
+        width: int = 64,
+        stem: str = "cifar",
+    ) -> None:
+        super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+        self._num_blocks = tuple(int(b) for b in num_blocks)
+        self._width = int(width)
+        if stem == "cifar":
+            self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
+            self.stem_pool: nn.Module = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+            self.stem_pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        in_planes = width
+        for s, nb in enumerate(self._num_blocks):
+            planes = width * 2**s
+            blocks = []
+            for b in range(nb):
+                blocks.append(BasicBlock(in_planes, planes, stride=2 if (s > 0 and b == 0) else 1))
+                in_planes = planes
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem_pool(self.relu(self.bn1(self.conv1(x))))
+        for s in range(len(self._num_blocks)):
+            x = getattr(self, f"layer{s + 1}")(x)
+        return self.linear(torch.flatten(self.pool(x), 1))
+
+    def permutation_spec(self, running_stats: bool = True) -> PermutationSpec:
+        """The spec of this model (:func:`trajtransfer.spec.resnet_spec`).
+
+        ``running_stats=False`` leaves BatchNorm running statistics out (the paper's spec).
+        """
+        return resnet_spec(self._num_blocks, width=self._width, running_stats=running_stats)
+
+
+class ResNet18(ResNet):
+    """ResNet-18: :class:`ResNet` with ``num_blocks=(2, 2, 2, 2)``.
+
+    11,689,512 parameters with ``num_classes=1000, width=64, stem="imagenet"`` (as torchvision).
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 64, stem: str = "cifar") -> None:
+        super().__init__((2, 2, 2, 2), num_classes=num_classes, width=width, stem=stem)

@@ -1,0 +1,97 @@
+"""PNG plots of transfer results (matplotlib's Agg canvas; the global backend is left alone)."""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional, Sequence, Union
+
+__all__ = ["plot_transfer_curves", "plot_finetune_curves"]
+
+_COLORS = {"oracle": "tab:green", "naive": "tab:gray", "gmt": "tab:blue", "fgmt": "tab:red",
+           "target": "black", "source": "tab:purple", "scratch": "tab:gray"}
+
+
+def _figure(figsize=(6.4, 4.2)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=110)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _curve(res) -> tuple:
+    if isinstance(res, Mapping):
+        return list(res["eval_steps"]), list(res["accuracy"]), res.get("best_step")
+    return list(res.eval_steps), list(res.accuracy), res.best_step
+
+
+def plot_transfer_curves(
+    results: Mapping[str, object],
+    path: Union[str, "os.PathLike[str]"],
+    *,
+    title: str = "",
+    reference: Optional[Mapping[str, float]] = None,
+) -> str:
+    """Validation accuracy (%) of the transferred parameters along the trajectory, one line per method.
+
+    Parameters
+    ----------
+    results : mapping method -> TransferResult or its ``to_dict()``
+    path : path of the PNG to write (folders are created)
+    title : str
+    reference : mapping label -> accuracy (fraction), optional
+        Horizontal lines, e.g. ``{"target trained": 0.97}``.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    fig, ax = _figure()
+    for name, res in results.items():
+        steps, acc, best = _curve(res)
+        color = _COLORS.get(name.lower())
+        label = "source (own trajectory)" if name == "source" else name.upper() if len(name) <= 6 else name
+        ax.plot(steps, [100 * a for a in acc], marker="o", ms=3, label=label, color=color,
+                ls=":" if name == "source" else "-")
+        if best in steps:
+            ax.plot([best], [100 * acc[steps.index(best)]], marker="*", ms=11, color=color, ls="none")
+    for label, value in (reference or {}).items():
+        ax.axhline(100 * value, ls="--", lw=1, color=_COLORS.get(label.split()[0].lower(), "black"),
+                   label=f"{label} ({100 * value:.1f}%)")
+    ax.set_xlabel("transfer step s")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    return os.fspath(path)
+
+
+def plot_finetune_curves(
+    curves: Mapping[str, Sequence[float]],
+    path: Union[str, "os.PathLike[str]"],
+    *,
+    title: str = "",
+) -> str:
+    """Accuracy (%) per fine-tuning epoch (index 0 = before training), one line per start point."""
+    fig, ax = _figure()
+    for name, acc in curves.items():
+        ax.plot(range(len(acc)), [100 * a for a in acc], marker="o", ms=3, label=name,
+                color=_COLORS.get(name.split()[0].lower()))
+    ax.set_xlabel("epochs of training")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    return os.fspath(path)

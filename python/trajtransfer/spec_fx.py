@@ -1,0 +1,487 @@
+"""Derive a :class:`~trajtransfer.spec.PermutationSpec` from a PyTorch model with ``torch.fx``.
+
+The model is traced symbolically and run once on an example input to learn every tensor's shape.
+Each traced tensor then carries at most one *permuted axis*, labelled by a union-find element:
+
+* a Linear / Conv layer gives its output a fresh label and ties its weight's output axis (and
+  bias) to it and its weight's input axis to the input's label;
+* elementwise activations, dropout, softmax, pooling and BatchNorm / LayerNorm keep the label
+  (BatchNorm weight, bias and running statistics join it);
+* additions and other elementwise binary ops *unify* their operands' labels (residual streams);
+* reshapes keep the label only when the permuted axis survives as an axis of its own (flatten
+  after a global pool, or spatial size 1); otherwise the label must be unpermuted;
+* the model's inputs and outputs are unpermuted (a fixed element every label may join).
+
+Anything else (attention, ``cat``, indexing, functional layers with explicit weights, unknown
+modules) raises ``ValueError`` naming the node: a spec that silently missed an op would break
+the function invariance f(x; π·θ) = f(x; θ) that everything downstream relies on.
+
+>>> import torch
+>>> from trajtransfer.models import MLP
+>>> spec = spec_from_model(MLP(in_features=4, hidden=(8,), num_classes=3), torch.zeros(2, 4))
+>>> spec.axes_to_perm["layers.0.weight"], spec.axes_to_perm["layers.1.weight"]
+(('layers.0', None), (None, 'layers.0'))
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .spec import PermutationSpec, permutation_spec_from_axes_to_perm
+
+__all__ = ["spec_from_model"]
+
+_FIXED = 0  # union-find element of "unpermuted"; always the root of its class (smallest index)
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the traced graph once and stores each tensor result's shape in ``node.meta``."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.extra_traceback = False  # fx's decorated re-raise costs ~1 s (it imports dynamo)
+
+    def run_node(self, n: fx.Node) -> Any:
+        self.current = n  # names the failing node in spec_from_model's error
+        result = super().run_node(n)
+        n.meta["tt_shape"] = tuple(result.shape) if isinstance(result, torch.Tensor) else None
+        return result
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent = [0]
+        self.hint: list = [None]
+
+    def new(self, hint: str) -> int:
+        self.parent.append(len(self.parent))
+        self.hint.append(hint)
+        return len(self.parent) - 1
+
+    def find(self, x: int) -> int:
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:  # the older element stays root: FIXED wins, and names follow first creation
+            lo, hi = min(ra, rb), max(ra, rb)
+            self.parent[hi] = lo
+
+
+class _Meta:
+    """State of a non-tensor value (sizes, dtypes) derived from tensors: carries no label."""
+
+
+class _Attr:
+    """State of a ``get_attr`` node: a parameter/buffer used outside a module call."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+
+_META = _Meta()
+
+_ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign,
+    nn.Tanhshrink, nn.LogSigmoid, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+    nn.Dropout3d, nn.AlphaDropout, nn.Softmax, nn.LogSoftmax,
+)
+_POOL_MODULES = {
+    nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3,
+    nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
+    nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
+}
+_UNARY_FUNCTIONS = {
+    torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu,
+    F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, torch.sigmoid, F.sigmoid,
+    torch.tanh, F.tanh, F.softplus, F.softsign, F.logsigmoid, torch.abs, torch.neg, operator.neg,
+    torch.exp, torch.square, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+    F.softmax, F.log_softmax, torch.softmax,
+    torch.log_softmax,
+}
+_BINARY_FUNCTIONS = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
+    operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum,
+    torch.minimum,
+}
+_POOL_FUNCTIONS = {
+    F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3,
+    F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3,
+    F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
+    F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3,
+}
+_RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+_REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin}
+_UNARY_METHODS = {
+    "relu", "relu_", "sigmoid", "tanh", "abs", "neg", "exp", "square", "clone", "contiguous",
+    "float", "double", "half", "bfloat16", "to", "detach", "softmax", "log_softmax",
+}
+_BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
+_REDUCE_METHODS = {"mean", "sum", "amax", "amin"}
+_META_METHODS = {"size", "dim", "numel"}
+
+
+def _describe(node: fx.Node) -> str:
+    target = node.target if isinstance(node.target, str) else getattr(
+        node.target, "__name__", repr(node.target)
+    )
+    return f"node {node.name!r} ({node.op} {target})"
+
+
+class _Tracer:
+    """Walks the traced graph once, assigning labels and recording parameter axes."""
+
+    def __init__(self, model: nn.Module, gm: fx.GraphModule) -> None:
+        self.model = model
+        self.gm = gm
+        self.uf = _UnionFind()
+        self.state: dict = {}
+        # parameter/buffer name -> {axis: element}; names of tensors shared by several modules
+        # all get the same assignments.
+        self.assigned: dict = {}
+        self.names_of: dict = {}
+        for name, t in model.state_dict(keep_vars=True).items():
+            self.names_of.setdefault(id(t), []).append(name)
+        self.reshape_checks: list = []
+
+    # -- helpers -------------------------------------------------------------------------------
+    def fail(self, node: fx.Node, why: str) -> None:
+        raise ValueError(f"spec_from_model: {_describe(node)}: {why}")
+
+    def shape(self, node: Any) -> Optional[tuple]:
+        """Shape of a node's result, None when it is not a tensor (sizes, tuples, ...)."""
+        return node.meta.get("tt_shape") if isinstance(node, fx.Node) else None
+
+    def tensor_inputs(self, node: fx.Node) -> list:
+        """Input nodes that are tensors (not sizes/scalars); get_attr inputs are rejected."""
+        out = []
+        for n in node.all_input_nodes:
+            st = self.state[n]
+            if isinstance(st, _Attr):
+                self.fail(node, f"uses parameter/buffer {st.target!r} directly; only parameters "
+                                "owned by supported modules (Linear, Conv, BatchNorm, LayerNorm) "
+                                "are understood")
+            if st is not _META:
+                out.append(n)
+        return out
+
+    def single_input(self, node: fx.Node) -> fx.Node:
+        ins = self.tensor_inputs(node)
+        if len(ins) != 1:
+            self.fail(node, f"expected one tensor input, got {len(ins)}")
+        return ins[0]
+
+    def assign(self, module: nn.Module, attr: str, axis: int, element: int) -> None:
+        t = getattr(module, attr, None)
+        if t is None:
+            return
+        for name in self.names_of.get(id(t), []):
+            axes = self.assigned.setdefault(name, {})
+            if axis in axes:
+                self.uf.union(axes[axis], element)
+            else:
+                axes[axis] = element
+
+    def label_of(self, st: Any) -> int:
+        return _FIXED if st is None else st[0]
+
+    def expect_axis(self, node: fx.Node, st: Any, axis: int, ndim: int, what: str) -> None:
+        if st is not None and st[1] != axis % ndim:
+            self.fail(node, f"{what} acts on axis {axis % ndim} but the permuted axis of its "
+                            f"input is {st[1]}")
+
+    # -- rules ---------------------------------------------------------------------------------
+    def reshape(self, node: fx.Node, src: fx.Node) -> Any:
+        st = self.state[src]
+        if st is None:
+            return None
+        label, a = st
+        ins, outs = self.shape(src), self.shape(node)
+        c, pre, post = ins[a], math.prod(ins[:a]), math.prod(ins[a + 1:])
+        for b, size in enumerate(outs):
+            if size == c and math.prod(outs[:b]) == pre and math.prod(outs[b + 1:]) == post:
+                return (label, b)
+        # The permuted axis is mixed with others: only valid if the group is unpermuted anyway.
+        self.reshape_checks.append((label, node, ins, outs, a))
+        return None
+
+    def reduce(self, node: fx.Node, src: fx.Node, dims: Any, keepdim: bool) -> Any:
+        st = self.state[src]
+        if st is None:
+            return None
+        ndim = len(self.shape(src))
+        if dims is None:
+            return None  # reduces over the permuted axis too: the result is invariant
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        dims = [d % ndim for d in dims]
+        label, a = st
+        if a in dims:
+            return None  # a sum/mean/max over the permuted axis is permutation-invariant
+        return (label, a if keepdim else a - sum(d < a for d in dims))
+
+    def binary(self, node: fx.Node) -> Any:
+        ins = self.tensor_inputs(node)
+        out_shape = self.shape(node)
+        if out_shape is None:
+            self.fail(node, "elementwise op without a tensor result")
+        r = len(out_shape)
+        label, axis = None, None
+        for n in ins:
+            st = self.state[n]
+            if st is None:
+                continue
+            ax = st[1] + r - len(self.shape(n))
+            if label is None:
+                label, axis = st[0], ax
+            elif ax != axis:
+                self.fail(node, f"combines tensors whose permuted axes differ ({axis} and {ax})")
+            else:
+                self.uf.union(label, st[0])
+        if label is None:
+            return None
+        for n in ins:
+            shp = self.shape(n)
+            i = axis - (r - len(shp))
+            if self.state[n] is None and i >= 0 and shp[i] > 1:
+                # an unpermuted tensor varying along the permuted axis pins that group
+                self.uf.union(label, _FIXED)
+            elif self.state[n] is not None and shp[i] != out_shape[axis]:
+                self.fail(node, "broadcasts a tensor along its permuted axis")
+        return (label, axis)
+
+    # -- node kinds ----------------------------------------------------------------------------
+    def module(self, node: fx.Node) -> Any:
+        mod = self.gm.get_submodule(node.target)
+        if isinstance(mod, nn.Linear):
+            src = self.single_input(node)
+            st, ndim = self.state[src], len(self.shape(src))
+            self.expect_axis(node, st, -1, ndim, "Linear")
+            out = self.uf.new(str(node.target))
+            self.assign(mod, "weight", 0, out)
+            self.assign(mod, "weight", 1, self.label_of(st))
+            self.assign(mod, "bias", 0, out)
+            return (out, len(self.shape(node)) - 1)
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            src = self.single_input(node)
+            st, ndim = self.state[src], len(self.shape(src))
+            k = mod.weight.ndim - 2
+            self.expect_axis(node, st, ndim - k - 1, ndim, type(mod).__name__)
+            if mod.groups == 1:
+                out = self.uf.new(str(node.target))
+                self.assign(mod, "weight", 1, self.label_of(st))
+            elif mod.groups == mod.in_channels == mod.out_channels:
+                out = self.label_of(st)  # depthwise: output channel c only sees input channel c
+            else:
+                self.fail(node, f"grouped convolution (groups={mod.groups}) is not supported")
+            self.assign(mod, "weight", 0, out)
+            self.assign(mod, "bias", 0, out)
+            return None if out == _FIXED else (out, len(self.shape(node)) - k - 1)
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            src = self.single_input(node)
+            st = self.state[src]
+            self.expect_axis(node, st, 1, len(self.shape(src)), type(mod).__name__)
+            lab = self.label_of(st)
+            for attr in ("weight", "bias", "running_mean", "running_var"):
+                self.assign(mod, attr, 0, lab)
+            return st
+        if isinstance(mod, nn.LayerNorm):
+            src = self.single_input(node)
+            st, ndim = self.state[src], len(self.shape(src))
+            nd = len(mod.normalized_shape)
+            if st is not None and st[1] >= ndim - nd:
+                if nd != 1:
+                    self.fail(node, "LayerNorm over several axes including the permuted one")
+                for attr in ("weight", "bias"):
+                    self.assign(mod, attr, 0, st[0])
+            return st
+        if isinstance(mod, _ELEMENTWISE_MODULES):
+            return self.state[self.single_input(node)]
+        if isinstance(mod, tuple(_POOL_MODULES)):
+            if getattr(mod, "return_indices", False):
+                self.fail(node, "pooling with return_indices is not supported")
+            src = self.single_input(node)
+            st, ndim = self.state[src], len(self.shape(src))
+            k = _POOL_MODULES[type(mod)]
+            self.expect_axis(node, st, ndim - k - 1, ndim, type(mod).__name__)
+            return None if st is None else (st[0], len(self.shape(node)) - k - 1)
+        if isinstance(mod, (nn.Flatten, nn.Unflatten)):
+            return self.reshape(node, self.single_input(node))
+        self.fail(node, f"module type {type(mod).__name__} is not supported")
+
+    def function(self, node: fx.Node) -> Any:
+        fn = node.target
+        if fn in _UNARY_FUNCTIONS:
+            return self.state[self.single_input(node)]
+        if fn in _BINARY_FUNCTIONS:
+            return self.binary(node)
+        if fn in _POOL_FUNCTIONS:
+            if node.kwargs.get("return_indices", False):
+                self.fail(node, "pooling with return_indices is not supported")
+            src = self.single_input(node)
+            st, ndim = self.state[src], len(self.shape(src))
+            k = _POOL_FUNCTIONS[fn]
+            self.expect_axis(node, st, ndim - k - 1, ndim, getattr(fn, "__name__", "pool"))
+            return None if st is None else (st[0], len(self.shape(node)) - k - 1)
+        if fn in _RESHAPE_FUNCTIONS:
+            return self.reshape(node, self.single_input(node))
+        if fn in _REDUCE_FUNCTIONS:
+            src = self.single_input(node)
+            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+            return self.reduce(node, src, dims, bool(keep))
+        if fn is getattr and self.shape(node) is None:
+            return _META
+        if fn is operator.getitem and not self.tensor_inputs(node):
+            return _META
+        if self.shape(node) is None and not self.tensor_inputs(node):
+            return _META  # arithmetic on sizes
+        self.fail(node, "this operation is not supported (it may mix or reorder permuted "
+                        "channels: e.g. cat, indexing, matmul, attention, functional layers)")
+
+    def method(self, node: fx.Node) -> Any:
+        name = node.target
+        if name in _META_METHODS:
+            return _META
+        if name in _UNARY_METHODS:
+            return self.state[self.single_input(node)]
+        if name in _BINARY_METHODS:
+            return self.binary(node)
+        if name in _RESHAPE_METHODS:
+            return self.reshape(node, self.single_input(node))
+        if name in _REDUCE_METHODS:
+            src = self.single_input(node)
+            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+            return self.reduce(node, src, dims, bool(keep))
+        self.fail(node, f"tensor method {name!r} is not supported")
+
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                self.state[node] = None if self.shape(node) is not None else _META
+            elif node.op == "get_attr":
+                self.state[node] = _Attr(str(node.target))
+            elif node.op == "output":
+                for n in node.all_input_nodes:
+                    st = self.state[n]
+                    if isinstance(st, tuple):
+                        self.uf.union(st[0], _FIXED)
+            else:
+                if node.op == "call_module":
+                    st = self.module(node)
+                elif node.op == "call_function":
+                    st = self.function(node)
+                elif node.op == "call_method":
+                    st = self.method(node)
+                else:  # pragma: no cover - fx has no other node kinds
+                    self.fail(node, "unknown node kind")
+                if st is not _META and self.shape(node) is None:
+                    self.fail(node, "produces a non-tensor (e.g. a tuple of tensors), which is "
+                                    "not supported")
+                self.state[node] = st
+        for label, node, ins, outs, a in self.reshape_checks:
+            if self.uf.find(label) != _FIXED:
+                self.fail(node, f"reshapes {ins} -> {outs}, mixing the permuted channel axis {a} "
+                                "with other axes; flatten only after a global pool or when the "
+                                "spatial size is 1")
+
+    def spec(self) -> PermutationSpec:
+        roots: dict = {}
+        taken: set = set()
+        axes_to_perm: dict = {}
+        buffer_ids = {id(b) for b in self.model.buffers()}
+        buffers = []
+        for name, t in self.model.state_dict(keep_vars=True).items():
+            axes: list = [None] * t.ndim
+            for ax, el in self.assigned.get(name, {}).items():
+                root = self.uf.find(el)
+                if root == _FIXED:
+                    continue
+                if root not in roots:
+                    base = self.uf.hint[root] or "g"
+                    gname, k = base, 1
+                    while gname in taken:
+                        k += 1
+                        gname = f"{base}#{k}"
+                    roots[root] = gname
+                    taken.add(gname)
+                axes[ax] = roots[root]
+            axes_to_perm[name] = tuple(axes)
+            if id(t) in buffer_ids:
+                buffers.append(name)
+        return permutation_spec_from_axes_to_perm(axes_to_perm, buffers=buffers)
+
+
+def spec_from_model(model: nn.Module, example_input: Any) -> PermutationSpec:
+    """Derive the permutation spec of ``model`` by tracing it with ``torch.fx``.
+
+    Supported: Linear, Conv1d/2d/3d (``groups=1`` or depthwise), BatchNorm, LayerNorm over the
+    last axis, elementwise activations, dropout, softmax, max/avg/adaptive pooling, additions and
+    other elementwise binary ops (residual connections), sums/means over axes, and flatten/view/
+    reshape that keep the channel axis whole (after a global pool, or spatial size 1). Groups are
+    named after the module that first produces them (e.g. ``"layers.0"``, ``"conv1"``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Must be traceable by ``torch.fx.symbolic_trace`` (no data-dependent control flow). It is
+        traced in its current train/eval mode and run once in eval mode under ``no_grad`` on
+        ``example_input`` to learn shapes; BatchNorm statistics are left untouched.
+    example_input : torch.Tensor or tuple of torch.Tensor
+        Positional inputs of ``model.forward``. Use a batch size >= 2: shape-based decisions
+        (such as whether a reshape keeps the channel axis) are made on these shapes.
+
+    Returns
+    -------
+    PermutationSpec
+        Every ``state_dict`` key of ``model`` (buffers marked as such: BatchNorm running stats
+        follow their channel group, ``num_batches_tracked`` has ``()`` axes). The inputs' axes
+        and the outputs' axes are unpermuted.
+
+    Raises
+    ------
+    ValueError
+        Naming the node and op, for anything not understood (``cat``, attention, indexing,
+        functional layers with explicit weights, grouped convolutions, unknown modules), for a
+        reshape that mixes a permuted channel axis with other axes, if tracing fails, or if
+        ``example_input`` does not run through the model.
+    """
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types (TraceError, TypeError, ...)
+        raise ValueError(f"spec_from_model: torch.fx could not trace {type(model).__name__}: "
+                         f"{exc}") from exc
+    inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    modes = [(m, m.training) for m in model.modules()]
+    recorder = _ShapeRecorder(gm)
+    try:
+        model.eval()  # shapes are mode-independent; eval keeps BatchNorm statistics unchanged
+        with torch.no_grad():
+            recorder.run(*inputs)
+    except Exception as exc:  # a shape error inside the model
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                  for t in inputs]
+        where = getattr(recorder, "current", None)
+        at = f" at {_describe(where)}" if where is not None else ""
+        raise ValueError(f"spec_from_model: example_input does not run through "
+                         f"{type(model).__name__} (input shapes {shapes}){at}: {exc}") from exc
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    tracer = _Tracer(model, gm)
+    tracer.run()
+    return tracer.spec()

@@ -1,0 +1,214 @@
+"""A plain, seeded training loop (SGD or AdamW, per-epoch cosine schedule) and evaluation.
+
+Used to produce source/target trajectories (with a :class:`~trajtransfer.trajectory.TrajectoryRecorder`),
+to fine-tune transferred parameters, and by the CLI. The schedule follows the official code's
+``CustomCosineLR`` (algorithm-spec.md §3.1): stepped once per epoch *before* the epoch,
+lr_e = lr₀·½(1 + cos(π(e − w)/(E − w))) for e ≥ w and lr₀·(e + 1)/w during w warm-up epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+from .data import ArrayDataset, Loader, eval_batches
+
+__all__ = ["TrainConfig", "TrainHistory", "train", "evaluate", "lr_at_epoch"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train`.
+
+    Attributes
+    ----------
+    epochs : int
+    lr : float
+        Peak learning rate lr₀.
+    batch_size : int
+    momentum : float
+        SGD momentum (ignored by AdamW).
+    weight_decay : float
+    optimizer : {"sgd", "adamw"}
+    schedule : {"constant", "cosine"}
+    warmup_epochs : int
+    seed : int
+        Seeds the minibatch order (the model's init is the caller's business).
+    """
+
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch records: mean training loss, learning rate, and validation accuracy (if given)."""
+
+    train_loss: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
+    """Learning rate used during ``epoch`` (0-based) under ``config``'s schedule."""
+    lr0, e, w, E = config.lr, int(epoch), int(config.warmup_epochs), int(config.epochs)
+    if e < w:
+        return lr0 * (e + 1) / w
+    if config.schedule == "constant":
+        return lr0
+    if config.schedule == "cosine":
+        return lr0 * 0.5 * (1.0 + math.cos(math.pi * (e - w) / max(1, E - w)))
+    raise ValueError(f"schedule must be 'constant' or 'cosine', got {config.schedule!r}")
+
+
+def evaluate(model, dataset: ArrayDataset, batch_size: int = 1024) -> float:
+    """Top-1 accuracy (fraction in [0, 1]) of ``model`` in eval mode on the whole ``dataset``."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in eval_batches(dataset, batch_size):
+            correct += int((model(x).argmax(dim=1) == y).sum())
+    model.train(was_training)
+    return correct / max(1, len(dataset))
+
+
+class _SGD:
+    """SGD with momentum and L2 weight decay, the update of ``torch.optim.SGD`` (dampening 0,
+    no Nesterov): buf = μ·buf + (g + wd·p); p -= lr·buf.
+
+    Written out because the first ``torch.optim`` optimizer of a process imports ``torch._dynamo``
+    (about 2 s on this CPU build), which dominated short runs and the tests.
+    """
+
+    def __init__(self, params, lr: float, momentum: float, weight_decay: float) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.param_groups = [{"lr": lr}]
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self._buf: list = [None] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        lr = self.param_groups[0]["lr"]
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                if p.grad is None:
+                    continue
+                d = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+                if self.momentum != 0:
+                    if self._buf[i] is None:
+                        self._buf[i] = d.detach().clone()
+                    else:
+                        self._buf[i].mul_(self.momentum).add_(d)
+                    d = self._buf[i]
+                p.add_(d, alpha=-lr)
+
+
+def _optimizer(model, config: TrainConfig):
+    if config.optimizer == "sgd":
+        return _SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                    weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        import torch
+
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+
+
+def train(
+    model,
+    data: ArrayDataset,
+    config: Optional[TrainConfig] = None,
+    *,
+    val: Optional[ArrayDataset] = None,
+    recorder=None,
+    verbose: bool = False,
+    callback: Optional[Callable[[int, dict], None]] = None,
+    **overrides,
+) -> TrainHistory:
+    """Train ``model`` in place with mean cross-entropy.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    data : ArrayDataset
+        Training samples.
+    config : TrainConfig, optional
+        Defaults to ``TrainConfig()``; keyword ``overrides`` replace its fields
+        (e.g. ``train(model, data, epochs=3, lr=0.1)``).
+    val : ArrayDataset, optional
+        Evaluated after every epoch.
+    recorder : TrajectoryRecorder, optional
+        Saves the initialization as epoch −1 (unless already saved) and the weights after each
+        epoch e as epoch e.
+    verbose : bool
+        Print one line per epoch to stderr.
+    callback : callable(epoch, record), optional
+        Called after every epoch with a dict (loss, lr, val_accuracy).
+
+    Returns
+    -------
+    TrainHistory
+    """
+    import torch
+    import torch.nn.functional as F
+
+    cfg = TrainConfig(**{**(config.as_dict() if config else {}), **overrides})
+    if cfg.epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {cfg.epochs}")
+    opt = _optimizer(model, cfg)
+    loader = Loader(data, cfg.batch_size, seed=cfg.seed, drop_last=len(data) >= cfg.batch_size)
+    hist = TrainHistory()
+    if recorder is not None and -1 not in recorder.epochs:
+        recorder.save(model, -1)
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        lr = lr_at_epoch(cfg, epoch)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        total, count = 0.0, 0
+        for x, y in loader.epoch():
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+        hist.train_loss.append(total / max(1, count))
+        hist.lr.append(lr)
+        acc = evaluate(model, val) if val is not None else None
+        if acc is not None:
+            hist.val_accuracy.append(acc)
+        if recorder is not None:
+            recorder.save(model, epoch)
+        rec = {"loss": hist.train_loss[-1], "lr": lr, "val_accuracy": acc}
+        if verbose:
+            extra = f"  val {100 * acc:.2f}%" if acc is not None else ""
+            print(f"  epoch {epoch + 1}/{cfg.epochs}  lr {lr:.4g}  loss {rec['loss']:.4f}{extra}",
+                  file=sys.stderr)
+        if callback is not None:
+            callback(epoch, rec)
+    hist.seconds = time.perf_counter() - t0
+    return hist

@@ -1,0 +1,54 @@
+"""The command line: ``trajtransfer demo --quick`` and a small ``trajtransfer transfer`` run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+from trajtransfer.cli import build_parser, main  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_quick_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--quiet", "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("NAIVE", "GMT", "FGMT", "target trained", "scratch"):
+        assert name in printed
+    assert (out / "transfer.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "finetune.png").read_bytes()[:8] == PNG_MAGIC
+    res = json.loads((out / "results.json").read_text())
+    K = res["steps"]
+    assert K == 3 and set(res["methods"]) == {"naive", "gmt", "fgmt", "oracle"}
+    assert res["methods"]["gmt"]["num_gradient_pairs"] == K * (K + 1) // 2
+    assert res["methods"]["fgmt"]["num_gradient_pairs"] == K
+    for d in res["methods"].values():
+        assert d["eval_steps"] == list(range(K + 1)) and 0 <= d["best_accuracy"] <= 1
+    assert set(res["finetune"]) == {"scratch", "naive", "gmt", "fgmt", "oracle"}
+    assert (out / "source_checkpoints" / "epoch_-1.pt").exists()
+
+
+def test_transfer_command_on_digits(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["transfer", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--steps", "2",
+          "--methods", "naive,fgmt", "--finetune-epochs", "0", "--batch-size", "64", "--out", str(out),
+          "--quiet", "--threads", "1"])
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"naive", "fgmt"} and res["finetune"] == {}
+    assert res["command"].startswith("trajtransfer transfer --dataset digits")
+    assert (out / "transfer.png").read_bytes()[:8] == PNG_MAGIC
+    assert not (out / "finetune.png").exists()
+
+
+def test_cli_rejects_bad_arguments(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["transfer", "--dataset", "digits", "--methods", "naive,magic", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["demo", "--hidden", "a,b", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["nothing"])

@@ -1,0 +1,419 @@
+"""Tests of trajtransfer.match against independent oracles (brute force, the textbook SciPy
+matcher in bench/baseline.py, a float64 NumPy objective, planted permutations)."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import pathlib
+import random
+
+import numpy as np
+import pytest
+
+from trajtransfer import _core
+from trajtransfer.match import GradientMatcher, MatchResult, match_gradients, match_weights
+from trajtransfer.permute import apply_permutation, invert_permutation, random_permutation
+from trajtransfer.spec import chain_spec, mlp_spec, permutation_spec_from_axes_to_perm
+
+_BASELINE_PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "baseline.py"
+
+
+def _load_baseline():
+    spec = importlib.util.spec_from_file_location("_tt_bench_baseline", _BASELINE_PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+baseline = _load_baseline()
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _random_params(spec, shapes, rng, scale=1.0):
+    return {n: (scale * rng.standard_normal(shapes[n])).astype(np.float32) for n in spec.axes_to_perm
+            if n not in spec.buffers}
+
+
+def _mlp(widths, rng, bias=True):
+    """Spec and shapes of an MLP with layer widths [in, h1, ..., out]."""
+    spec = mlp_spec(len(widths) - 2, bias=bias)
+    shapes = {}
+    for i in range(len(widths) - 1):
+        shapes[f"layers.{i}.weight"] = (widths[i + 1], widths[i])
+        if bias:
+            shapes[f"layers.{i}.bias"] = (widths[i + 1],)
+    return spec, shapes
+
+
+def _small_conv():
+    """A conv chain (two 3x3 convs with both axes permuted) plus a Linear-like 1x1 head."""
+    spec = chain_spec([("c1", "g1", 2), ("c2", "g2", 2), ("c3", "g3", 2), ("head", None, 2)])
+    shapes = {
+        "c1.weight": (6, 3, 3, 3), "c1.bias": (6,),
+        "c2.weight": (8, 6, 3, 3), "c2.bias": (8,),
+        "c3.weight": (5, 8, 3, 3), "c3.bias": (5,),
+        "head.weight": (4, 5, 1, 1), "head.bias": (4,),
+    }
+    return spec, shapes
+
+
+def _odd_axes():
+    """Groups on unusual axes: middle and last axes, a 3-axis tensor with two groups."""
+    axes = {
+        "x": (None, "p", None),          # (3, 7, 2)
+        "y": ("q", None, "p"),           # (5, 4, 7)
+        "z": ("q",),                     # (5,)
+        "w": (None, None),               # (2, 2) unpermuted
+    }
+    spec = permutation_spec_from_axes_to_perm(axes)
+    shapes = {"x": (3, 7, 2), "y": (5, 4, 7), "z": (5,), "w": (2, 2)}
+    return spec, shapes
+
+
+def _np_objective(spec, pairs, weights, perms):
+    """Independent float64 objective: explicit np.take gathers on float64 copies."""
+    total = 0.0
+    for (t, s), w in zip(pairs, weights):
+        for name, axes in spec.axes_to_perm.items():
+            if name in spec.buffers:
+                continue
+            x = np.asarray(s[name], dtype=np.float64)
+            for ax, g in enumerate(axes):
+                if g is not None:
+                    x = np.take(x, np.asarray(perms[g]), axis=ax)
+            total += w * float(np.sum(np.asarray(t[name], dtype=np.float64) * x))
+    return total
+
+
+# ----------------------------------------------------------------------------------------------
+# sweep order = CPython's random.Random(seed).shuffle
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**32 + 7, 2**64 - 1])
+@pytest.mark.parametrize("n", [1, 2, 5, 12, 40])
+def test_sweep_order_matches_python_random(seed, n):
+    rng = random.Random(seed)
+    expected = []
+    for _ in range(4):
+        order = list(range(n))
+        rng.shuffle(order)
+        expected.append(order)
+    assert _core.match.python_shuffle_orders(seed, n, 4) == expected
+
+
+# ----------------------------------------------------------------------------------------------
+# planted permutations
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", ["mlp", "conv", "odd"])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_planted_permutation_recovered(make, seed):
+    rng = np.random.default_rng(seed)
+    if make == "mlp":
+        spec, shapes = _mlp([10, 16, 12, 3], rng)
+    elif make == "conv":
+        spec, shapes = _small_conv()
+    else:
+        spec, shapes = _odd_axes()
+    a = _random_params(spec, shapes, rng)
+    pi = random_permutation(spec, a, seed=seed + 100)
+    b = apply_permutation(spec, pi, a)
+    b = {k: v + 1e-3 * rng.standard_normal(v.shape).astype(np.float32) for k, v in b.items()}
+    res = match_weights(spec, a, b, seed=seed)
+    assert isinstance(res, MatchResult)
+    inv = invert_permutation(pi)
+    for g in spec.groups:
+        assert res.perms[g].dtype == np.int64
+        np.testing.assert_array_equal(res.perms[g], inv[g])
+    aligned = apply_permutation(spec, res.perms, b)
+    for k in a:
+        np.testing.assert_allclose(aligned[k], a[k], atol=1e-2)
+    assert res.converged
+
+
+# ----------------------------------------------------------------------------------------------
+# against the textbook baseline (same seed => same sweep order)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", ["mlp", "conv", "odd"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 7])
+def test_objective_at_least_baseline_on_independent_networks(make, seed):
+    rng = np.random.default_rng(1000 + seed)
+    if make == "mlp":
+        spec, shapes = _mlp([12, 24, 20, 16, 5], rng)
+    elif make == "conv":
+        spec, shapes = _small_conv()
+    else:
+        spec, shapes = _odd_axes()
+    a = _random_params(spec, shapes, rng)
+    b = _random_params(spec, shapes, rng)
+    ours = match_weights(spec, a, b, seed=seed)
+    ref = baseline.baseline_match_weights(spec, a, b, seed=seed)
+    assert ours.objective >= ref["objective"] - 1e-9 * abs(ref["objective"])
+    # Same order, exact LAPs on generic data: the same path, hence the same answer.
+    for g in spec.groups:
+        np.testing.assert_array_equal(ours.perms[g], ref["perms"][g])
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_history_monotone_and_consistent(seed):
+    rng = np.random.default_rng(seed)
+    spec, shapes = _mlp([8, 32, 32, 32, 4], rng)
+    a = _random_params(spec, shapes, rng)
+    b = _random_params(spec, shapes, rng)
+    res = match_weights(spec, a, b, seed=seed)
+    h = np.asarray(res.history)
+    assert len(h) == res.sweeps + 1
+    assert np.all(np.diff(h) >= 0)
+    ident = {g: np.arange(32) for g in spec.groups}
+    assert h[0] == pytest.approx(_np_objective(spec, [(a, b)], [1.0], ident), rel=1e-12)
+    assert h[-1] == pytest.approx(res.objective, rel=1e-5)
+    assert res.sweeps >= 2  # random networks need more than one sweep with three coupled groups
+    assert set(res.timings) >= {"gemm", "lap", "total"}
+
+
+def test_max_sweeps_stops_early_unconverged():
+    rng = np.random.default_rng(4)
+    spec, shapes = _mlp([8, 32, 32, 32, 4], rng)
+    a = _random_params(spec, shapes, rng)
+    b = _random_params(spec, shapes, rng)
+    res = match_weights(spec, a, b, max_sweeps=1)
+    assert res.sweeps == 1 and not res.converged
+    full = match_weights(spec, a, b)
+    assert full.objective >= res.objective
+
+
+# ----------------------------------------------------------------------------------------------
+# objective definition
+# ----------------------------------------------------------------------------------------------
+
+
+def test_objective_equals_independent_float64_sum():
+    rng = np.random.default_rng(8)
+    spec, shapes = _small_conv()
+    pairs = [(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng))
+             for _ in range(3)]
+    weights = [0.5, 2.0, -0.25]
+    res = match_gradients(spec, pairs, weights, seed=3)
+    assert res.objective == pytest.approx(_np_objective(spec, pairs, weights, res.perms),
+                                          rel=1e-12)
+    m = GradientMatcher(spec)
+    for (t, s), w in zip(pairs, weights):
+        m.add(t, s, w)
+    other = random_permutation(spec, pairs[0][0], seed=1)
+    assert m.objective(other) == pytest.approx(_np_objective(spec, pairs, weights, other),
+                                               rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# brute force: the result is a coordinate-wise optimum
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_coordinatewise_optimum_by_brute_force(seed):
+    rng = np.random.default_rng(50 + seed)
+    spec, shapes = _mlp([5, 4, 4, 3], rng)
+    a = _random_params(spec, shapes, rng)
+    b = _random_params(spec, shapes, rng)
+    res = match_weights(spec, a, b, seed=seed)
+    best = _np_objective(spec, [(a, b)], [1.0], res.perms)
+    assert res.objective == pytest.approx(best, rel=1e-12)
+    all_perms = [np.array(p) for p in itertools.permutations(range(4))]
+    for g in spec.groups:
+        for p in all_perms:
+            trial = dict(res.perms)
+            trial[g] = p
+            assert _np_objective(spec, [(a, b)], [1.0], trial) <= best + 1e-9 * abs(best)
+    # and the global optimum (576 combinations) bounds it
+    glob = max(_np_objective(spec, [(a, b)], [1.0], {"c1": p, "c2": q})
+               for p in all_perms for q in all_perms)
+    assert best <= glob + 1e-9
+
+
+# ----------------------------------------------------------------------------------------------
+# incremental matcher
+# ----------------------------------------------------------------------------------------------
+
+
+def test_incremental_equals_batch():
+    rng = np.random.default_rng(9)
+    spec, shapes = _small_conv()
+    pairs = [(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng))
+             for _ in range(5)]
+    weights = [1.0, 0.3, 2.0, 1.5, 0.7]
+    init = random_permutation(spec, pairs[0][0], seed=11)
+    batch = match_gradients(spec, pairs, weights, init=init, seed=4)
+    m = GradientMatcher(spec, seed=4)
+    for k, ((t, s), w) in enumerate(zip(pairs, weights)):
+        m.add(t, s, w)
+        assert m.num_pairs == k + 1
+        if k == 1:  # an intermediate solve must not disturb the final one (fresh init given)
+            m.solve()
+    inc = m.solve(init, warm_start=False)
+    for g in spec.groups:
+        np.testing.assert_array_equal(inc.perms[g], batch.perms[g])
+    assert inc.objective == batch.objective
+    assert inc.objective == pytest.approx(_np_objective(spec, pairs, weights, inc.perms), rel=1e-12)
+    ref = baseline.baseline_match(spec, pairs, weights, seed=4)
+    assert batch.objective >= ref["objective"] - 1e-9 * abs(ref["objective"])
+
+
+def test_warm_start_resolve_is_stable():
+    rng = np.random.default_rng(10)
+    spec, shapes = _mlp([8, 16, 16, 4], rng)
+    m = GradientMatcher(spec, seed=2)
+    m.add(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng))
+    first = m.solve()
+    again = m.solve()  # warm: previous perms and duals; nothing changed, so one sweep, same answer
+    assert again.sweeps == 1 and again.converged
+    for g in spec.groups:
+        np.testing.assert_array_equal(again.perms[g], first.perms[g])
+    m.add(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng), 0.5)
+    warm = m.solve()
+    assert warm.history[0] == pytest.approx(m.objective(first.perms), rel=1e-12)
+    assert warm.objective >= warm.history[0]
+    cold = m.solve(warm_start=False)
+    assert cold.history[0] == pytest.approx(m.objective({}), rel=1e-12)
+
+
+def test_init_is_copied_not_aliased():
+    rng = np.random.default_rng(12)
+    spec, shapes = _mlp([6, 10, 10, 3], rng)
+    a = _random_params(spec, shapes, rng)
+    b = _random_params(spec, shapes, rng)
+    init = random_permutation(spec, a, seed=0)
+    saved = {g: p.copy() for g, p in init.items()}
+    res = match_weights(spec, a, b, init=init)
+    for g in spec.groups:
+        np.testing.assert_array_equal(init[g], saved[g])
+        assert not np.shares_memory(res.perms[g], init[g])
+        res.perms[g][:] = 0
+        np.testing.assert_array_equal(init[g], saved[g])
+    start = _np_objective(spec, [(a, b)], [1.0], saved)
+    assert res.history[0] == pytest.approx(start, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs: torch vs numpy, buffers, errors
+# ----------------------------------------------------------------------------------------------
+
+
+def test_torch_and_numpy_inputs_agree():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    spec, shapes = _small_conv()
+    a = _random_params(spec, shapes, rng)
+    b = _random_params(spec, shapes, rng)
+    res_np = match_weights(spec, a, b, seed=1)
+    ta = {k: torch.from_numpy(v.astype(np.float64)) for k, v in a.items()}
+    tb = {k: torch.from_numpy(v).requires_grad_(True) for k, v in b.items()}
+    init = {g: torch.arange(n) for g, n in spec.group_sizes(a).items()}
+    res_t = match_weights(spec, ta, tb, seed=1, init=init)
+    for g in spec.groups:
+        np.testing.assert_array_equal(res_np.perms[g], res_t.perms[g])
+    assert res_np.objective == res_t.objective
+
+
+def test_buffers_may_be_absent_and_are_not_matched():
+    rng = np.random.default_rng(14)
+    axes = {"l1.weight": ("h", None), "bn.weight": ("h",), "bn.running_mean": ("h",),
+            "l2.weight": (None, "h")}
+    spec = permutation_spec_from_axes_to_perm(axes, buffers=["bn.running_mean"])
+    shapes = {"l1.weight": (9, 4), "bn.weight": (9,), "l2.weight": (3, 9)}
+    a = _random_params(spec, shapes, rng)
+    b = _random_params(spec, shapes, rng)
+    without = match_weights(spec, a, b)
+    a2 = dict(a, **{"bn.running_mean": 100 * rng.standard_normal(9).astype(np.float32)})
+    b2 = dict(b, **{"bn.running_mean": 100 * rng.standard_normal(9).astype(np.float32)})
+    with_buf = match_weights(spec, a2, b2)
+    np.testing.assert_array_equal(without.perms["h"], with_buf.perms["h"])
+    assert without.objective == with_buf.objective
+
+
+def _tiny():
+    spec, shapes = _mlp([4, 5, 3], None)
+    rng = np.random.default_rng(0)
+    return spec, _random_params(spec, shapes, rng), _random_params(spec, shapes, rng)
+
+
+def test_error_unknown_and_missing_tensors():
+    spec, a, b = _tiny()
+    with pytest.raises(ValueError, match="not in the permutation spec"):
+        match_weights(spec, dict(a, extra=np.zeros(2)), dict(b, extra=np.zeros(2)))
+    a_missing = {k: v for k, v in a.items() if k != "layers.1.bias"}
+    with pytest.raises(ValueError, match="layers.1.bias"):
+        match_weights(spec, a_missing, b)
+
+
+def test_error_mismatched_keys_and_shapes():
+    spec, a, b = _tiny()
+    with pytest.raises(ValueError, match="only in target"):
+        match_weights(spec, a, {k: v for k, v in b.items() if k != "layers.0.bias"})
+    bad = dict(b, **{"layers.0.bias": np.zeros(6, np.float32)})
+    with pytest.raises(ValueError, match="group 'c1' has size"):
+        match_weights(spec, a, bad)
+    bad = dict(b, **{"layers.0.weight": np.zeros((5, 4, 1), np.float32)})
+    with pytest.raises(ValueError, match="layers.0.weight"):
+        match_weights(spec, a, bad)
+    m = GradientMatcher(spec)
+    m.add(a, b)
+    wider = {k: np.zeros(v.shape[:-1] + (v.shape[-1] + 1,), np.float32) if k == "layers.0.weight"
+             else v for k, v in a.items()}
+    with pytest.raises(ValueError, match=r"expected \(5, 4\)"):
+        m.add(wider, wider)
+    assert m.num_pairs == 1
+
+
+def test_error_non_finite_names_tensor_and_leaves_store_unchanged():
+    spec, a, b = _tiny()
+    m = GradientMatcher(spec)
+    m.add(a, b)
+    bad = dict(b, **{"layers.1.weight": np.full((3, 5), np.nan, np.float32)})
+    with pytest.raises(ValueError, match=r"source\['layers.1.weight'\].*NaN"):
+        m.add(a, bad)
+    bad = dict(a, **{"layers.0.bias": np.array([0, 0, np.inf, 0, 0], np.float32)})
+    with pytest.raises(ValueError, match=r"target\['layers.0.bias'\]"):
+        m.add(bad, b)
+    assert m.num_pairs == 1
+    with pytest.raises(ValueError, match="weight must be finite"):
+        m.add(a, b, float("nan"))
+
+
+def test_error_bad_init_and_arguments():
+    spec, a, b = _tiny()
+    with pytest.raises(ValueError, match="not a permutation"):
+        match_weights(spec, a, b, init={"c1": np.array([0, 0, 1, 2, 3])})
+    with pytest.raises(ValueError, match=r"shape \(5,\)"):
+        match_weights(spec, a, b, init={"c1": np.arange(4)})
+    with pytest.raises(ValueError, match="does not define"):
+        match_weights(spec, a, b, init={"zz": np.arange(5)})
+    with pytest.raises(TypeError, match="integers"):
+        match_weights(spec, a, b, init={"c1": np.arange(5.0)})
+    with pytest.raises(ValueError, match="max_sweeps"):
+        match_weights(spec, a, b, max_sweeps=-1)
+    with pytest.raises(ValueError, match="tol"):
+        match_weights(spec, a, b, tol=float("nan"))
+    with pytest.raises(ValueError, match="at least one"):
+        match_gradients(spec, [])
+    with pytest.raises(ValueError, match="weights has 2 entries"):
+        match_gradients(spec, [(a, b)], [1.0, 2.0])
+    with pytest.raises(ValueError, match="no pairs"):
+        GradientMatcher(spec).solve()
+    with pytest.raises(ValueError, match="seed"):
+        GradientMatcher(spec, seed=-1)
+
+
+def test_error_group_on_two_axes_of_one_tensor():
+    spec = permutation_spec_from_axes_to_perm({"w": ("h", "h")})
+    a = {"w": np.eye(3, dtype=np.float32)}
+    with pytest.raises(ValueError, match="more than one axis"):
+        match_weights(spec, a, a)

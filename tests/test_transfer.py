@@ -1,0 +1,243 @@
+"""Learning transfer: Naive/GMT/FGMT/Oracle invariants on a tiny digits MLP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import trajtransfer.match as match_mod  # noqa: E402
+from trajtransfer.data import load_digits_data  # noqa: E402
+from trajtransfer.models import MLP  # noqa: E402
+from trajtransfer.permute import apply_permutation, random_permutation  # noqa: E402
+from trajtransfer.trajectory import Trajectory  # noqa: E402
+from trajtransfer.training import evaluate, train  # noqa: E402
+from trajtransfer.transfer import paired_gradients, transfer  # noqa: E402
+
+K = 4
+
+
+def _mlp(seed, hidden=(32,)):
+    torch.manual_seed(seed)
+    return MLP(64, hidden, 10, bias=True, activation="tanh")  # tanh: no dead units, no LAP ties
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(2)
+    data = load_digits_data(seed=0)
+    src = _mlp(1)
+    init = {k: v.clone() for k, v in src.state_dict().items()}
+    train(src, data.train, epochs=2, lr=0.05, batch_size=32, seed=0)
+    traj = Trajectory([init, src.state_dict()], num_splits=K)
+    tgt = _mlp(2)
+    target_init = {k: v.clone() for k, v in tgt.state_dict().items()}
+    train(tgt, data.train, epochs=2, lr=0.05, batch_size=32, seed=1)
+    return data, traj, target_init, {k: v.clone() for k, v in tgt.state_dict().items()}
+
+
+def _run(setup, method, **kw):
+    data, traj, target_init, target_final = setup
+    kw.setdefault("batch_size", 64)
+    if method == "oracle":
+        kw.setdefault("target_final", target_final)
+    return transfer(_mlp(0), traj, target_init, data, method=method, **kw)
+
+
+def test_naive_is_init_plus_source_displacement(setup):
+    data, traj, target_init, _ = setup
+    res = _run(setup, "naive", eval_every=1)
+    assert res.num_gradient_pairs == 0 and res.num_solves == 0
+    assert res.eval_steps == list(range(K + 1)) and res.objective == [None] * K
+    for name in target_init:
+        assert torch.equal(res.final_params[name], target_init[name] + (traj[K][name] - traj[0][name]))
+    best = res.best_params
+    for name in target_init:
+        assert torch.equal(best[name], target_init[name] + (traj[res.best_step][name] - traj[0][name]))
+    # reported accuracies are the accuracies of those parameters
+    m = _mlp(0)
+    m.load_state_dict(res.final_params)
+    assert res.final_accuracy == evaluate(m, data.val)
+    assert res.best_accuracy == max(res.accuracy[1:])
+    assert all(np.array_equal(p["c1"], np.arange(32)) for p in res.perms)
+
+
+class _Counter:
+    """Counts GradientMatcher.add / solve and match_weights calls, delegating to the real ones."""
+
+    def __init__(self, monkeypatch):
+        self.adds = self.solves = self.weight_matchings = 0
+        real_add, real_solve, real_mw = (match_mod.GradientMatcher.add, match_mod.GradientMatcher.solve,
+                                         match_mod.match_weights)
+
+        def add(obj, *a, **k):
+            self.adds += 1
+            return real_add(obj, *a, **k)
+
+        def solve(obj, *a, **k):
+            self.solves += 1
+            return real_solve(obj, *a, **k)
+
+        def mw(*a, **k):
+            self.weight_matchings += 1
+            return real_mw(*a, **k)
+
+        monkeypatch.setattr(match_mod.GradientMatcher, "add", add)
+        monkeypatch.setattr(match_mod.GradientMatcher, "solve", solve)
+        monkeypatch.setattr(match_mod, "match_weights", mw)
+
+
+@pytest.mark.parametrize("method,pairs", [("gmt", K * (K + 1) // 2), ("fgmt", K)])
+def test_gradient_pair_counts(setup, monkeypatch, method, pairs):
+    c = _Counter(monkeypatch)
+    res = _run(setup, method, eval_every=K)
+    assert res.num_gradient_pairs == pairs == c.adds
+    assert res.num_solves == K == c.solves and c.weight_matchings == 0
+    assert len(res.perms) == K and all(o is not None for o in res.objective)
+    assert res.eval_steps == [0, K]
+
+
+def test_oracle_solves_exactly_once(setup, monkeypatch):
+    c = _Counter(monkeypatch)
+    res = _run(setup, "oracle")
+    assert c.weight_matchings == 1 and c.adds == 1 and c.solves == 1  # match_weights -> one pair
+    assert res.num_solves == 1 and res.num_gradient_pairs == 0
+    assert res.objective[0] is not None and res.objective[1:] == [None] * (K - 1)
+    # the same permutation at every step, and it is the weight matching of the total displacements
+    assert all(np.array_equal(p["c1"], res.perms[0]["c1"]) for p in res.perms)
+    data, traj, target_init, target_final = setup
+    ref = match_mod.match_weights(_mlp(0).permutation_spec(),
+                                  {n: target_final[n] - target_init[n] for n in target_init},
+                                  traj.displacement(K), tol=1e-7)
+    assert np.array_equal(ref.perms["c1"], res.perms[0]["c1"])
+    with pytest.raises(ValueError, match="target_final"):
+        transfer(_mlp(0), traj, target_init, data, method="oracle")
+
+
+def test_transfer_is_reproducible_with_a_seed(setup):
+    a = _run(setup, "fgmt", seed=3)
+    b = _run(setup, "fgmt", seed=3)
+    assert a.accuracy == b.accuracy and a.objective == b.objective and a.best_step == b.best_step
+    assert all(np.array_equal(p["c1"], q["c1"]) for p, q in zip(a.perms, b.perms))
+    assert all(torch.equal(a.final_params[n], b.final_params[n]) for n in a.final_params)
+
+
+def test_gmt_and_fgmt_agree_at_step_one(setup):
+    g = _run(setup, "gmt", seed=5, steps=K)
+    f = _run(setup, "fgmt", seed=5)
+    assert np.array_equal(g.perms[0]["c1"], f.perms[0]["c1"])
+    assert g.objective[0] == f.objective[0]
+    assert g.accuracy[:2] == f.accuracy[:2]
+
+
+def test_planted_permutation_is_recovered(setup):
+    """Target init = π·(source init): every step must find π and reproduce π·trajectory."""
+    data, traj, _, _ = setup
+    spec = _mlp(0).permutation_spec()
+    pi = random_permutation(spec, traj[0], seed=11)
+    planted = apply_permutation(spec, pi, {n: v for n, v in traj[0].items()})
+    src_model = _mlp(0)
+    for method in ("fgmt", "gmt"):
+        res = transfer(_mlp(0), traj, planted, data, method=method, batch_size=64)
+        assert all(np.array_equal(p["c1"], pi["c1"]) for p in res.perms), method
+        expect = apply_permutation(spec, pi, traj[K])
+        for n, v in expect.items():
+            torch.testing.assert_close(res.final_params[n], v, rtol=0, atol=1e-6)
+        # the permuted network computes the same function, so each step's accuracy is the source's
+        for s, acc in zip(res.eval_steps, res.accuracy):
+            src_model.load_state_dict(traj[s])
+            assert acc == evaluate(src_model, data.val), (method, s)
+    # whereas Naive from the planted init is just some other network
+    naive = transfer(_mlp(0), traj, planted, data, method="naive")
+    assert not torch.equal(naive.final_params["layers.0.weight"], expect["layers.0.weight"])
+
+
+def test_paired_gradients_use_the_same_batches():
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 64, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(3)]
+    a, b = _mlp(1), _mlp(1)
+    ga, gb = paired_gradients(a, b, batches)
+    assert all(torch.equal(ga[n], gb[n]) for n in ga)  # same weights, same batches -> same gradients
+    ref = _mlp(1)
+    loss = sum(torch.nn.functional.cross_entropy(ref(x), y) for x, y in batches) / 3
+    loss.backward()
+    for n, p in ref.named_parameters():
+        torch.testing.assert_close(ga[n], p.grad, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="minibatch"):
+        paired_gradients(a, b, [])
+
+
+def test_options_and_validation(setup, capsys):
+    data, traj, target_init, _ = setup
+    res = _run(setup, "naive", steps=2 * K, eval_every=3)  # re-split: K' = 8
+    assert res.num_steps == 2 * K and res.eval_steps == [0, 3, 6, 8]
+    seen = []
+    res = _run(setup, "fgmt", warm_start="both", verbose=True, callback=seen.append, keep_perms="final")
+    assert res.num_solves == 2 * K and len(res.perms) == 1
+    assert [i.step for i in seen] == list(range(1, K + 1)) and seen[-1].num_gradient_pairs == K
+    err = capsys.readouterr().err
+    assert err.count("[fgmt] step") == K
+    cold = _run(setup, "fgmt")
+    assert res.objective[0] >= cold.objective[0] - 1e-12  # identity start is one of the two
+    warm = _run(setup, "gmt", warm_start=True, rtol=1e-6)
+    assert warm.num_solves == K and warm.config["warm_start"] is True
+    assert set(warm.timings) >= {"gradients", "matching", "evaluation", "total"}
+    no_eval = transfer(_mlp(0), traj, target_init, data.train, method="naive")
+    assert no_eval.eval_steps == [] and no_eval.best_step == K and no_eval.best_accuracy is None
+    for bad, msg in [({"method": "sgd"}, "method"), ({"eval_every": 0}, "eval_every"),
+                     ({"steps": 0}, "steps"), ({"warm_start": "yes"}, "warm_start"),
+                     ({"keep_perms": "some"}, "keep_perms"), ({"grad_batches": 0}, "grad_batches")]:
+        kw = {"method": "naive", **bad}
+        with pytest.raises(ValueError, match=msg):
+            transfer(_mlp(0), traj, target_init, data, **kw)
+    with pytest.raises(ValueError, match="shape"):
+        transfer(MLP(64, (16,), 10), traj, target_init, data, method="naive")
+
+
+def test_training_sgd_matches_torch_optim_sgd():
+    data = load_digits_data(seed=0)
+    a, b = _mlp(4), _mlp(4)
+    train(a, data.train, epochs=1, lr=0.1, batch_size=64, weight_decay=1e-3, seed=2)
+    # the same minibatch order, with torch's own optimizer
+    from trajtransfer.data import Loader
+
+    opt = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    for x, y in Loader(data.train, 64, seed=2).epoch():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(b(x), y).backward()
+        opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def test_presets_hold_the_spec_values():
+    from trajtransfer.presets import list_presets, preset
+
+    table = {  # algorithm-spec §3.2 / §3.4: (K, schedule, grad batches, batch, bn batches)
+        ("reference", "mnist_mlp"): (10, "cosine", 1, 128, 0),
+        ("reference", "cifar10_conv8"): (30, "cosine", 2, 128, 0),
+        ("reference", "cifar10_cifar100_conv8"): (15, "cosine", 1, 128, 0),
+        ("reference", "imagenet_resnet18"): (30, "cosine", 100, 128, 20),
+        ("reference", "imagenet_cars_resnet18"): (15, "cosine", 10, 128, 2),
+        ("paper", "mnist_mlp"): (5, "uniform", 1, 128, 0),
+        ("paper", "cifar10_conv8"): (30, "uniform", 2, 128, 0),
+        ("paper", "cifar10_cifar100_conv8"): (15, "uniform", 2, 128, 0),
+        ("paper", "imagenet_resnet18"): (40, "uniform", 100, 128, 20),
+        ("paper", "imagenet_cub_resnet18"): (15, "uniform", 5, 128, 2),
+    }
+    for (kind, name), (k, sched, gb, bs, bn) in table.items():
+        p = preset(kind, name)
+        assert (p.steps, p.schedule, p.grad_batches, p.batch_size, p.bn_batches) == (k, sched, gb, bs, bn)
+        assert p.transfer_kwargs()["steps"] == k
+    ref = preset("reference", "mnist_mlp")
+    assert ref.finetune.epochs == 3 and ref.finetune.optimizer == "sgd" and ref.model.kwargs["activation"] is None
+    assert sum(p.numel() for p in ref.model.build().parameters()) == 3_252_224
+    assert preset("paper", "mnist_mlp").model.kwargs["activation"] == "relu"
+    imnet = preset("reference", "imagenet_resnet18")
+    assert (imnet.finetune.optimizer, imnet.finetune.lr, imnet.train.warmup_epochs) == ("adamw", 1e-6, 5)
+    assert len(list_presets()) == 12 and "reference/mnist_mlp" in list_presets()
+    with pytest.raises(ValueError, match="kind"):
+        preset("official", "mnist_mlp")
+    with pytest.raises(ValueError, match="mnist_mlp"):
+        preset("paper", "mnist")
