@@ -2,6 +2,12 @@
 // exported names carry a `scipy_` prefix (and 32-bit integers), so no system cblas.h applies.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <thread>
+#include <vector>
+
 extern "C" {
 /// Fortran SGEMM: C = alpha * op(A) * op(B) + beta * C, all column-major.
 void scipy_sgemm_(const char* transa, const char* transb, const int* m, const int* n,
@@ -13,13 +19,83 @@ int scipy_openblas_get_num_threads(void);
 
 namespace trajtransfer::blas {
 
+/// Thread policy. OpenBLAS itself always runs on one thread: its level-3 threading synchronises
+/// the threads at every block with busy waits, and on a busy 2-core machine that was measured
+/// 4x slower than one thread (512x512x138240: 5.1 s on 2 threads, 1.36 s on 1; a 64x64x576 GEMM
+/// took 94 ms on 2 threads, 0.2 ms on 1). Large GEMMs are instead split statically by output
+/// rows over `pool_threads()` std::threads that each call single-threaded OpenBLAS, so a thread
+/// that gets descheduled delays only its own part. Small ones stay on the caller's thread.
+constexpr double kParallelFlops = 2.0e8;
+
+inline std::atomic<int>& pool_threads_setting() {
+  static std::atomic<int> threads{0};  // 0: hardware concurrency
+  return threads;
+}
+
+inline int pool_threads() {
+  const int t = pool_threads_setting().load(std::memory_order_relaxed);
+  if (t > 0) return t;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+inline void single_threaded_openblas() {
+  static const bool once = [] {
+    scipy_openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+}
+
+/// Run f(i0, i1) over [0, n) split into contiguous parts, one per thread (caller included).
+template <class F>
+void split_rows(int n, double flops, F&& f) {
+  single_threaded_openblas();
+  int parts = flops >= kParallelFlops ? pool_threads() : 1;
+  parts = std::max(1, std::min(parts, n / 16));
+  if (parts == 1) {
+    f(0, n);
+    return;
+  }
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<std::size_t>(parts - 1));
+  for (int p = 1; p < parts; ++p) {
+    const int i0 = static_cast<int>(static_cast<long long>(n) * p / parts);
+    const int i1 = static_cast<int>(static_cast<long long>(n) * (p + 1) / parts);
+    try {
+      workers.emplace_back([&f, i0, i1] { f(i0, i1); });
+    } catch (...) {  // no thread available: do that part here instead
+      f(i0, i1);
+    }
+  }
+  f(0, static_cast<int>(static_cast<long long>(n) / parts));
+  for (std::thread& w : workers) w.join();
+}
+
 /// C (n x n, row-major) = alpha * T^T S + beta * C for T, S stored as L rows of n floats
 /// (row-major L x n): C[i][j] = alpha * sum_l T[l][i] * S[l][j] + beta * C[i][j].
 /// In column-major terms the buffers are n x L matrices and C^T = S * T^T.
 inline void sgemm_tn_rows(int n, int rows, float alpha, const float* t, const float* s, float beta,
                           float* c) {
-  const char na = 'N', tr = 'T';
-  scipy_sgemm_(&na, &tr, &n, &n, &rows, &alpha, s, &n, t, &n, &beta, c, &n);
+  split_rows(n, 2.0 * n * n * static_cast<double>(rows), [&](int i0, int i1) {
+    const char na = 'N', tr = 'T';
+    const int cols = i1 - i0;
+    scipy_sgemm_(&na, &tr, &n, &cols, &rows, &alpha, s, &n, t + i0, &n, &beta,
+                 c + static_cast<std::ptrdiff_t>(i0) * n, &n);
+  });
+}
+
+/// C (n x n, row-major) = alpha * T S^T + beta * C for T, S stored as n rows of w floats
+/// (row-major n x w): C[i][j] = alpha * sum_l T[i][l] * S[j][l] + beta * C[i][j].
+/// Column-major: the buffers are w x n matrices and C^T = S^T * T.
+inline void sgemm_rows_nt(int n, int w, float alpha, const float* t, const float* s, float beta,
+                          float* c) {
+  split_rows(n, 2.0 * n * n * static_cast<double>(w), [&](int i0, int i1) {
+    const char na = 'N', tr = 'T';
+    const int cols = i1 - i0;
+    scipy_sgemm_(&tr, &na, &n, &cols, &w, &alpha, s, &w, t + static_cast<std::ptrdiff_t>(i0) * w,
+                 &w, &beta, c + static_cast<std::ptrdiff_t>(i0) * n, &n);
+  });
 }
 
 }  // namespace trajtransfer::blas

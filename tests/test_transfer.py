@@ -123,6 +123,16 @@ def test_transfer_is_reproducible_with_a_seed(setup):
     assert all(torch.equal(a.final_params[n], b.final_params[n]) for n in a.final_params)
 
 
+def test_reusing_lap_duals_does_not_change_the_result(setup):
+    # tanh units have no zero-gradient ties, so the optimal assignments are unique
+    warm = _run(setup, "fgmt", seed=2)
+    cold = _run(setup, "fgmt", seed=2, reuse_duals=False)
+    assert warm.config["reuse_duals"] and not cold.config["reuse_duals"]
+    assert all(np.array_equal(p["c1"], q["c1"]) for p, q in zip(warm.perms, cold.perms))
+    assert warm.accuracy == cold.accuracy
+    np.testing.assert_allclose(warm.objective, cold.objective, rtol=1e-9)
+
+
 def test_gmt_and_fgmt_agree_at_step_one(setup):
     g = _run(setup, "gmt", seed=5, steps=K)
     f = _run(setup, "fgmt", seed=5)

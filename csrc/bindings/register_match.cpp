@@ -152,6 +152,7 @@ class PyMatcher {
     d["lap"] = res.time_lap;
     d["total"] = res.time_total;
     d["lap_solves"] = res.lap_solves;
+    d["lap_unchanged"] = res.lap_unchanged;
     d["member_builds"] = res.member_builds;
     d["delta_builds"] = res.delta_builds;
     d["gemm_flops"] = res.gemm_flops;

@@ -111,7 +111,22 @@ Error Matcher::create(std::vector<std::int64_t> group_sizes, std::vector<TensorS
         auto& nb = mt->groups_[static_cast<std::size_t>(mb.group)].neighbours;
         if (std::find(nb.begin(), nb.end(), g) == nb.end()) nb.push_back(g);
       }
+      mb.owner = static_cast<int>(mt->members_.size());
       mt->members_.push_back(std::move(mb));
+    }
+    if (used.size() == 2) {
+      // Store the tensor once: the later axis b owns the rows layout, the earlier axis a
+      // contracts over each block's columns (see Member).
+      Member& mb_b = mt->members_[mt->members_.size() - 1];
+      Member& mb_a = mt->members_[mt->members_.size() - 2];
+      mb_b.primary = true;
+      mb_a.primary = false;
+      mb_a.kind = Kind::cols;
+      mb_a.owner = static_cast<int>(mt->members_.size() - 1);
+      mb_a.blocks = mb_a.pre;
+      mb_a.seg_len = mb_b.n;
+      mb_a.segs = mb_a.post / mb_b.n;
+      mb_a.cols_other = static_cast<std::size_t>(mb_b.axis - 1);
     }
   }
   mt->tensors_ = std::move(tensors);
@@ -144,6 +159,8 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
     constant_ += weight * dot;
   }
   for (Member& mb : members_) {
+    mb.contrib_valid = false;
+    if (mb.kind == Kind::cols) continue;  // reads its owner's store
     const std::size_t block = static_cast<std::size_t>(mb.m * mb.n);
     const std::size_t old = mb.target.size();
     mb.target.resize(old + block);
@@ -179,6 +196,7 @@ bool Matcher::perm_changed_since(const Member& mb) const {
 void Matcher::reserve(std::int64_t pairs) {
   std::lock_guard<std::mutex> lock(mutex_);
   for (Member& mb : members_) {
+    if (mb.kind == Kind::cols) continue;
     const std::size_t want = static_cast<std::size_t>(std::max<std::int64_t>(pairs, 0) * mb.m * mb.n);
     mb.target.reserve(want);
     mb.source.reserve(want);
@@ -195,6 +213,104 @@ std::vector<const std::int64_t*> Matcher::axis_perms(const Member& mb) const {
 }
 
 void Matcher::refresh_member(Member& mb, SolveResult& stats) {
+  if (mb.kind == Kind::cols) {
+    const std::vector<std::int64_t>& q =
+        groups_[static_cast<std::size_t>(mb.others[mb.cols_other].group)].perm;
+    if (!mb.contrib_valid) {
+      full_build_cols(mb, stats);
+    } else {
+      const std::vector<std::int64_t>& q_old = mb.seen_perms[mb.cols_other];
+      changed_.clear();
+      for (std::size_t j = 0; j < q.size(); ++j) {
+        if (q[j] != q_old[j]) changed_.push_back(static_cast<std::int64_t>(j));
+      }
+      if (2 * static_cast<std::int64_t>(changed_.size()) <= mb.seg_len) {
+        if (!changed_.empty()) delta_build_cols(mb, stats);
+      } else {
+        full_build_cols(mb, stats);
+      }
+    }
+  } else {
+    refresh_rows(mb, stats);
+  }
+  mb.seen.clear();
+  mb.seen_perms.assign(mb.others.size(), {});
+  for (std::size_t j = 0; j < mb.others.size(); ++j) {
+    const int g = mb.others[j].group;
+    if (g < 0) continue;
+    mb.seen.push_back(groups_[static_cast<std::size_t>(g)].version);
+    mb.seen_perms[j] = groups_[static_cast<std::size_t>(g)].perm;
+  }
+  mb.contrib_valid = true;
+}
+
+void Matcher::full_build_cols(Member& mb, SolveResult& stats) {
+  // contrib = sum over pairs k and blocks p of T_kp (n_a x W) * G(w_k S_kp)^T, where G applies
+  // the permutation of b inside every segment of n_b floats.
+  const Member& own = members_[static_cast<std::size_t>(mb.owner)];
+  const std::int64_t n = mb.n, nb = mb.seg_len, segs = mb.segs, W = segs * nb;
+  const std::int64_t* q =
+      groups_[static_cast<std::size_t>(mb.others[mb.cols_other].group)].perm.data();
+  mb.contrib.assign(static_cast<std::size_t>(n * n), 0.0f);
+  if (W == 0) return;  // an empty axis: the term is zero (and BLAS rejects lda = 0)
+  scratch_.resize(static_cast<std::size_t>(n * W));
+  for (std::int64_t k = 0; k < num_pairs_; ++k) {
+    const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
+    for (std::int64_t p = 0; p < mb.blocks; ++p) {
+      const std::int64_t off = k * own.m * own.n + p * n * W;
+      const float* src = own.source.data() + off;
+      for (std::int64_t i = 0; i < n * segs; ++i) {
+        const float* s_seg = src + i * nb;
+        float* d_seg = scratch_.data() + i * nb;
+        for (std::int64_t j = 0; j < nb; ++j) d_seg[j] = wf * s_seg[q[j]];
+      }
+      blas::sgemm_rows_nt(static_cast<int>(n), static_cast<int>(W), 1.0f,
+                          own.target.data() + off, scratch_.data(), 1.0f, mb.contrib.data());
+    }
+  }
+  ++stats.member_builds;
+  stats.gemm_flops += 2.0 * static_cast<double>(n) * static_cast<double>(n) *
+                      static_cast<double>(W * mb.blocks * num_pairs_);
+}
+
+void Matcher::delta_build_cols(Member& mb, SolveResult& stats) {
+  // contrib += T restricted to the changed columns times the change of the gathered source.
+  const Member& own = members_[static_cast<std::size_t>(mb.owner)];
+  const std::int64_t n = mb.n, nb = mb.seg_len, segs = mb.segs, W = segs * nb;
+  const std::int64_t c = static_cast<std::int64_t>(changed_.size()), Wc = segs * c;
+  if (Wc == 0) return;
+  const std::int64_t* q =
+      groups_[static_cast<std::size_t>(mb.others[mb.cols_other].group)].perm.data();
+  const std::int64_t* q_old = mb.seen_perms[mb.cols_other].data();
+  scratch_.resize(static_cast<std::size_t>(n * Wc));
+  scratch_t_.resize(static_cast<std::size_t>(n * Wc));
+  for (std::int64_t k = 0; k < num_pairs_; ++k) {
+    const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
+    for (std::int64_t p = 0; p < mb.blocks; ++p) {
+      const std::int64_t off = k * own.m * own.n + p * n * W;
+      const float* src = own.source.data() + off;
+      const float* tgt = own.target.data() + off;
+      for (std::int64_t i = 0; i < n * segs; ++i) {
+        const float* s_seg = src + i * nb;
+        const float* t_seg = tgt + i * nb;
+        float* ds = scratch_.data() + i * c;
+        float* dt = scratch_t_.data() + i * c;
+        for (std::int64_t jj = 0; jj < c; ++jj) {
+          const std::int64_t j = changed_[static_cast<std::size_t>(jj)];
+          dt[jj] = t_seg[j];
+          ds[jj] = wf * (s_seg[q[j]] - s_seg[q_old[j]]);
+        }
+      }
+      blas::sgemm_rows_nt(static_cast<int>(n), static_cast<int>(Wc), 1.0f, scratch_t_.data(),
+                          scratch_.data(), 1.0f, mb.contrib.data());
+    }
+  }
+  ++stats.delta_builds;
+  stats.gemm_flops += 2.0 * static_cast<double>(n) * static_cast<double>(n) *
+                      static_cast<double>(Wc * mb.blocks * num_pairs_);
+}
+
+void Matcher::refresh_rows(Member& mb, SolveResult& stats) {
   build_row_map(mb.others, axis_perms(mb), row_map_);
   if (mb.contrib_valid) {
     // Which stored rows now gather a different source row than when contrib was built?
@@ -217,15 +333,6 @@ void Matcher::refresh_member(Member& mb, SolveResult& stats) {
   } else {
     full_build(mb, stats);
   }
-  mb.seen.clear();
-  mb.seen_perms.assign(mb.others.size(), {});
-  for (std::size_t j = 0; j < mb.others.size(); ++j) {
-    const int g = mb.others[j].group;
-    if (g < 0) continue;
-    mb.seen.push_back(groups_[static_cast<std::size_t>(g)].version);
-    mb.seen_perms[j] = groups_[static_cast<std::size_t>(g)].perm;
-  }
-  mb.contrib_valid = true;
 }
 
 void Matcher::full_build(Member& mb, SolveResult& stats) {
@@ -304,7 +411,12 @@ void Matcher::build_cost(Group& g, std::vector<float>& cost, SolveResult& stats)
   stats.time_gemm += seconds_since(t0);
 }
 
-double Matcher::objective(const std::vector<std::vector<std::int64_t>>& perms) const {
+double Matcher::objective(const std::vector<std::vector<std::int64_t>>& perms) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return objective_locked(perms);
+}
+
+double Matcher::objective_locked(const std::vector<std::vector<std::int64_t>>& perms) const {
   double total = constant_;
   std::vector<std::int64_t> map;
   for (const Member& mb : members_) {
@@ -368,7 +480,7 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
   out = SolveResult{};
   out.time_static_gemm = static_gemm_time_;
   static_gemm_time_ = 0.0;
-  double obj = objective(perms_view_);
+  double obj = objective_locked(perms_view_);
   out.history.push_back(obj);
   std::vector<char> dirty(G, 1);
   std::vector<float> cost, new_duals;
@@ -409,6 +521,7 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
       }
       // Keep the old permutation unless the new one is at least as good in float64 (guards
       // against a float32 rounding tie making the objective go down).
+      if (cols == gr.perm) ++out.lap_unchanged;
       if (cols != gr.perm && after >= before) {
         gr.perm = cols;
         perms_view_[static_cast<std::size_t>(gi)] = cols;
@@ -426,14 +539,14 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
     }
   }
   out.perms = perms_view_;
-  out.objective = objective(perms_view_);
+  out.objective = objective_locked(perms_view_);
   out.time_total = seconds_since(t_start);
   return {};
 }
 
 int set_blas_threads(int num_threads) {
-  if (num_threads > 0) scipy_openblas_set_num_threads(num_threads);
-  return scipy_openblas_get_num_threads();
+  if (num_threads > 0) blas::pool_threads_setting().store(num_threads);
+  return blas::pool_threads();
 }
 
 std::vector<std::vector<int>> python_shuffle_orders(std::uint64_t seed, int n, int sweeps) {

@@ -53,6 +53,7 @@ struct SolveResult {
   bool converged = false;
   double time_gemm = 0.0, time_lap = 0.0, time_total = 0.0;
   std::int64_t lap_solves = 0;     ///< group solves actually run (dirty groups only)
+  std::int64_t lap_unchanged = 0;  ///< of those, solves that kept the group's permutation
   std::int64_t member_builds = 0;  ///< (group, tensor) cost terms rebuilt with a full GEMM
   std::int64_t delta_builds = 0;   ///< (group, tensor) cost terms updated on changed rows only
   double gemm_flops = 0.0;         ///< floating-point operations of those GEMMs
@@ -76,7 +77,7 @@ class Matcher {
               SolveResult& out);
 
   /// Exact float64 objective at the given permutations (one vector per group).
-  double objective(const std::vector<std::vector<std::int64_t>>& perms) const;
+  double objective(const std::vector<std::vector<std::int64_t>>& perms);
 
   /// Pre-allocate the pair store for `pairs` pairs in total (avoids regrowth copies).
   void reserve(std::int64_t pairs);
@@ -86,11 +87,24 @@ class Matcher {
   std::int64_t group_size(std::int64_t g) const { return groups_[static_cast<std::size_t>(g)].n; }
 
  private:
-  /// One (tensor, permuted axis): the tensor's pairs unfolded along that axis, K*m rows of n.
+  /// One (tensor, permuted axis) and its cost term.
+  ///
+  /// Layout: a member of kind `rows` owns its tensor's pairs unfolded along its axis (K*m rows
+  /// of n floats; the other axes' permutations are row reindexes). A tensor with exactly two
+  /// permuted axes a < b is stored once, by its axis-b member; its axis-a member (kind `cols`)
+  /// reads that store as pre_a blocks per pair of shape (n_a, W = segs * n_b), in which the
+  /// permutation of b acts inside each of the `segs` segments of n_b floats.
+  enum class Kind { rows, cols };
   struct Member {
     int tensor = -1;
     int axis = -1;
     int group = -1;
+    Kind kind = Kind::rows;
+    int owner = -1;                 ///< member whose target/source hold the data (self if rows)
+    std::int64_t blocks = 0;        ///< cols: blocks per pair (product of the axes before a)
+    std::int64_t segs = 0;          ///< cols: segments per block row
+    std::int64_t seg_len = 0;       ///< cols: n_b
+    std::size_t cols_other = 0;     ///< cols: index of axis b in `others`
     std::int64_t n = 0, m = 0, pre = 0, post = 0;
     bool is_static = true;          ///< no other permuted axis: its cost term is cached in
                                     ///< the group's static matrix at add time
@@ -116,10 +130,14 @@ class Matcher {
   };
 
   Matcher() = default;
+  double objective_locked(const std::vector<std::vector<std::int64_t>>& perms) const;
   void build_cost(Group& g, std::vector<float>& cost, SolveResult& stats);
   void refresh_member(Member& mb, SolveResult& stats);
+  void refresh_rows(Member& mb, SolveResult& stats);
   void full_build(Member& mb, SolveResult& stats);
   void delta_build(Member& mb, SolveResult& stats);
+  void full_build_cols(Member& mb, SolveResult& stats);
+  void delta_build_cols(Member& mb, SolveResult& stats);
   std::vector<const std::int64_t*> axis_perms(const Member& mb) const;
   bool perm_changed_since(const Member& mb) const;
 

@@ -110,6 +110,7 @@ def run_experiment(args: argparse.Namespace) -> dict:
                        batch_size=args.grad_batch_size or args.batch_size, eval_every=args.eval_every, seed=args.seed,
                        target_final=target if method == "oracle" else None,
                        warm_start={"off": False, "on": True, "both": "both"}[args.warm_start],
+                       reuse_duals=not args.cold_laps,
                        verbose=not args.quiet)
         model_for_eval.load_state_dict(res.best_params)
         best_test = evaluate(model_for_eval, data.test)
@@ -216,6 +217,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--warm-start", default="off", choices=("off", "on", "both"),
                    help="start each solve from π_{s-1} (off = paper parity)")
+    p.add_argument("--cold-laps", action="store_true",
+                   help="solve every LAP from scratch (exactly the official procedure; slower)")
     p.add_argument("--methods", default=methods, help="comma-separated: naive,gmt,fgmt,oracle")
     p.add_argument("--finetune-epochs", type=int, default=finetune)
     p.add_argument("--finetune-lr", type=float, default=None, help="default: --lr")

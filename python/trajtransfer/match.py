@@ -76,7 +76,8 @@ class MatchResult:
         solve) and ``'total'`` (``add + solve``).
     counters : dict[str, int | float]
         ``'lap_solves'`` (groups actually solved: groups whose coupled groups did not change are
-        skipped exactly), ``'member_builds'`` / ``'delta_builds'`` ((group, tensor) cost terms
+        skipped exactly), ``'lap_unchanged'`` (solves that kept the permutation),
+        ``'member_builds'`` / ``'delta_builds'`` ((group, tensor) cost terms
         rebuilt by a full GEMM / corrected on the rows whose gather changed) and
         ``'gemm_flops'``.
     """
@@ -91,12 +92,18 @@ class MatchResult:
 
 
 def set_num_threads(num_threads: int) -> int:
-    """Set the thread count of trajtransfer's OpenBLAS pool (used for the cost matrices).
+    """Set how many threads build the matcher's cost matrices.
+
+    Large GEMMs (>= 2e8 flops) are split statically by output rows over this many threads, each
+    calling trajtransfer's OpenBLAS single-threaded; smaller ones run on the calling thread.
+    (OpenBLAS's own threading busy-waits between blocks and was measured 4x slower than one
+    thread on a busy 2-core machine, and its idle spinning competes with torch's pool.)
+    Default: the hardware thread count. Process-wide; numpy's and torch's BLAS are unaffected.
 
     Parameters
     ----------
     num_threads : int
-        Threads to use; ``<= 0`` leaves the setting unchanged.
+        Threads to use; ``<= 0`` leaves the setting unchanged (so ``set_num_threads(0)`` queries).
 
     Returns
     -------
@@ -354,6 +361,7 @@ class GradientMatcher:
             timings={"gemm": float(r["gemm"]) + float(r["static_gemm"]), "lap": float(r["lap"]),
                      "add": add_s, "solve": solve_s, "total": add_s + solve_s},
             counters={"lap_solves": int(r["lap_solves"]),
+                      "lap_unchanged": int(r["lap_unchanged"]),
                       "member_builds": int(r["member_builds"]),
                       "delta_builds": int(r["delta_builds"]),
                       "gemm_flops": float(r["gemm_flops"])},

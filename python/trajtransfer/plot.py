@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence, Union
 __all__ = ["plot_transfer_curves", "plot_finetune_curves"]
 
 _COLORS = {"oracle": "tab:green", "naive": "tab:gray", "gmt": "tab:blue", "fgmt": "tab:red",
-           "target": "black", "source": "tab:purple", "scratch": "tab:gray"}
+           "target": "black", "source": "tab:purple", "scratch": "black"}
 
 
 def _figure(figsize=(6.4, 4.2)):
@@ -81,9 +81,13 @@ def plot_finetune_curves(
 ) -> str:
     """Accuracy (%) per fine-tuning epoch (index 0 = before training), one line per start point."""
     fig, ax = _figure()
+    from matplotlib.ticker import MaxNLocator
+
     for name, acc in curves.items():
-        ax.plot(range(len(acc)), [100 * a for a in acc], marker="o", ms=3, label=name,
-                color=_COLORS.get(name.split()[0].lower()))
+        ax.plot(range(len(acc)), [100 * a for a in acc], marker="o", ms=3,
+                label="from scratch (target init)" if name == "scratch" else f"from {name.upper()} best step",
+                color=_COLORS.get(name.split()[0].lower()), ls="--" if name == "scratch" else "-")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epochs of training")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_ylim(0, 100)
