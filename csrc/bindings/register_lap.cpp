@@ -118,6 +118,8 @@ void register_lap(py::module_& m) {
       "Solve one dense LAP. Returns (idx, u, v): idx[k] indexes the longer axis for entry k of the "
       "shorter axis; u, v are duals of the minimisation actually solved (costs negated when "
       "maximize).");
+  m.def("simd_level", &lap::simd_level,
+        "SIMD kernel set chosen at run time for this CPU: 'avx512', 'avx2' or 'base'.");
   m.def(
       "solve_batch",
       [](const py::array& costs, bool maximize, int num_threads) {

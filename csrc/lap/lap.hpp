@@ -17,6 +17,8 @@ enum class Status : int {
 
 /// Optional warm start for a solve. Only used for square problems; rectangular problems ignore it
 /// (a column dual that is not zero on an unassigned column would break optimality there).
+/// Any finite prices are valid (they change the speed, never the optimum); non-finite prices
+/// are ignored. Rows keep their previous column when it is still their cheapest reduced column.
 template <class T>
 struct WarmStart {
   const T* col_duals = nullptr;              ///< (m,) column duals v from a previous solve
@@ -37,6 +39,12 @@ struct Solution {
 
 /// Solve min (or max) sum_i C[i, col(i)] for a dense (n, m) matrix.
 ///
+/// Exact: float64 is solved in float64; float32 is solved in float32, then the assignment is
+/// verified in float64 (dual feasibility and complementary slackness, within about one float32
+/// rounding per row) and re-solved in float64 from the float32 duals when the check fails.
+/// Problems with n <= m are read in place, maximising included (no copy); n > m solves a
+/// transposed copy.
+///
 /// @param cost        pointer to C[0, 0]; row i starts at cost + i * row_stride
 /// @param n, m        shape; either may be zero
 /// @param row_stride  elements between consecutive rows (>= m)
@@ -49,6 +57,11 @@ struct Solution {
 template <class T>
 Status solve(const T* cost, std::int64_t n, std::int64_t m, std::int64_t row_stride,
              bool maximize, const Solution<T>& out, const WarmStart<T>& warm = {});
+
+/// Name of the SIMD kernel set the solver uses on this CPU: "avx512", "avx2" or "base" (SSE2 or
+/// the compiler's generic vectors). Chosen once at run time; the environment variable
+/// TRAJTRANSFER_LAP_ISA=avx2|base caps it (used by the tests to cover every kernel set).
+const char* simd_level();
 
 /// Solve B independent (n, m) problems laid out contiguously, on a pool of threads.
 ///

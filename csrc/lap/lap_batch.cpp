@@ -21,8 +21,10 @@ void solve_batch(const T* costs, std::int64_t batch, std::int64_t n, std::int64_
       status[b] = solve(costs + b * n * m, n, m, m, maximize, out);
     }
   };
-  int threads = num_threads > 0 ? num_threads : static_cast<int>(std::thread::hardware_concurrency());
-  threads = static_cast<int>(std::clamp<std::int64_t>(threads, 1, std::max<std::int64_t>(batch, 1)));
+  int threads =
+      num_threads > 0 ? num_threads : static_cast<int>(std::thread::hardware_concurrency());
+  threads =
+      static_cast<int>(std::clamp<std::int64_t>(threads, 1, std::max<std::int64_t>(batch, 1)));
   if (threads == 1) {
     worker();
     return;

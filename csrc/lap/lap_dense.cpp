@@ -1,79 +1,94 @@
 // Dense exact LAP: Jonker & Volgenant (1987) column reduction, reduction transfer and augmenting
 // row reduction, then shortest augmenting paths (Dijkstra with explicit duals, as in Crouse 2016)
-// for the rows still free. Square finite problems take the full JV route; rectangular problems and
-// problems with forbidden (+inf) pairs skip the reductions, which assume a finite square matrix,
-// and run the shortest-path phase from feasible duals (u = row minima, v = 0). No sentinel
-// "big" values are ever substituted for +inf: a shortest path of infinite length means infeasible.
-#include "lap/lap.hpp"
-
+// for the rows still free.
+//
+// Performance choices (measured, see bench/test_bench_lap.py):
+// * every pass over the matrix is a contiguous row kernel from lap_kernels.hpp (vectorised,
+//   instruction set chosen at run time); validation and `maximize` are folded into the first pass
+//   (column minima), so a contiguous problem is never copied. On nearly diagonal
+//   (correlation-like) costs every row owns a column minimum after that pass, which is then an
+//   exact optimality certificate (u = 0, v = column minima): one streaming pass in all;
+// * warm starts: one pass (row minima against the given prices, validation folded in, row caches
+//   filled) keeps the pairs that are still tight; ARR and shortest paths finish the other rows;
+// * the Dijkstra scan is one dense pass per settled column (relax + running argmin). Settled
+//   columns are masked by setting their price to -inf for the duration of the path, and the first
+//   scan of a path overwrites the distance array, so a path costs no O(m) re-initialisation;
+// * row duals are maintained exactly where they matter (assigned rows), so no pass recomputes them.
+// * augmenting row reduction re-examines an evicted row from a per-row cache (its W per-lane
+//   minima + a lower bound on the rest) instead of a full row scan when that proves the answer
+//   (about 90 % of the time on uniform costs); with evictions that cheap, ARR gets a larger budget
+//   and leaves far fewer rows to the expensive shortest-path phase.
+// Tried and dropped (more work measured): a multi-source search from all remaining free rows,
+// masked stores of the distance array.
+// Square finite problems take the full JV route; problems with forbidden (+inf) pairs start from
+// the column minima (square) or zero prices (rectangular). No sentinel "big" value replaces +inf:
+// a shortest path of infinite length means the problem is infeasible.
+// float32 is solved in float32 and then verified in float64 (dual feasibility + complementary
+// slackness); when the check fails, the problem is re-solved in float64 from the float32 duals.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "lap/lap.hpp"
+#include "lap/lap_kernels.hpp"
+
 namespace trajtransfer::lap {
 namespace {
 
-using idx = std::int64_t;
+using detail::ArgMin;
+using detail::EntryFlags;
+using detail::idx;
+using detail::kInf;
+using detail::Kernels;
+using detail::Min2;
 
 template <class T>
-constexpr T kInf = std::numeric_limits<T>::infinity();
-
-struct Scan {
-  bool invalid = false;    // NaN or -inf (after the sign flip)
-  bool forbidden = false;  // at least one +inf (after the sign flip)
+struct Settled {
+  idx col;
+  T dist;   // final Dijkstra distance of the column
+  T price;  // its price before the path masked it with -inf
 };
 
-template <class T>
-Scan scan_entries(const T* c, idx n, idx m, idx stride, bool maximize) {
-  Scan s;
-  for (idx i = 0; i < n; ++i) {
-    const T* row = c + i * stride;
-    bool bad = false, inf = false;
-    for (idx j = 0; j < m; ++j) {
-      const T x = maximize ? -row[j] : row[j];
-      bad |= (x != x) || (x == -kInf<T>);
-      inf |= (x == kInf<T>);
-    }
-    s.invalid |= bad;
-    s.forbidden |= inf;
-  }
-  return s;
-}
-
-// Minimisation solver state for one problem with n <= m, finite or +inf entries, no NaN/-inf.
-template <class T>
+// Minimisation of S*C (S = +1 or -1) over a matrix with n <= m.
+template <class T, int S>
 class Solver {
  public:
-  Solver(const T* c, idx n, idx m, idx stride) : c_(c), n_(n), m_(m), stride_(stride) {
+  using I = detail::pidx<T>;
+
+  Solver(const T* c, idx n, idx m, idx stride)
+      : kp_(&detail::kernels<T, S>()), c_(c), n_(n), m_(m), stride_(stride) {
     u_.assign(n, T(0));
     v_.assign(m, T(0));
     x_.assign(n, -1);
     y_.assign(m, -1);
+    d_.resize(m);
+    pred_.resize(m);
   }
 
   const T* row(idx i) const { return c_ + i * stride_; }
+  T sc(idx i, idx j) const { return S > 0 ? row(i)[j] : -row(i)[j]; }
 
-  // JV initialisation for a square, finite matrix. Fills free_ with the rows left unassigned.
-  void reduce_square() {
-    std::vector<idx> arg(m_, 0);
-    std::vector<int> matches(n_, 0);
-    // Column minima, row by row so that the inner loop is contiguous.
-    {
-      const T* r0 = row(0);
-      for (idx j = 0; j < m_; ++j) v_[j] = r0[j];
-      for (idx i = 1; i < n_; ++i) {
-        const T* r = row(i);
-        for (idx j = 0; j < m_; ++j) {
-          const bool lt = r[j] < v_[j];
-          v_[j] = lt ? r[j] : v_[j];
-          arg[j] = lt ? i : arg[j];
-        }
-      }
+  // Pass 1: validation + column minima (v) and their rows (pred_ is borrowed as argmin storage).
+  EntryFlags column_minima() {
+    std::fill(v_.begin(), v_.end(), kInf<T>);
+    std::fill(pred_.begin(), pred_.end(), I(0));
+    EntryFlags f;
+    for (idx i = 0; i < n_; ++i) {
+      const EntryFlags g = k().colmin(row(i), v_.data(), pred_.data(), m_, static_cast<I>(i));
+      f.invalid |= g.invalid;
+      f.forbidden |= g.forbidden;
     }
-    // Column reduction, last column first (as in the original), one column per row at most.
+    return f;
+  }
+
+  // JV column reduction + reduction transfer (pass 2) on a square finite matrix, after
+  // column_minima(). With `lb` the float64 row bounds of the float32 check are taken on the way.
+  void reduce_square(std::vector<double>* lb) {
+    enable_row_caches();
+    std::vector<int> matches(static_cast<std::size_t>(n_), 0);
     for (idx j = m_ - 1; j >= 0; --j) {
-      const idx i = arg[j];
+      const idx i = pred_[j];
       if (++matches[i] == 1) {
         x_[i] = j;
         y_[j] = i;
@@ -82,98 +97,153 @@ class Solver {
         x_[i] = j;
         y_[j] = i;
         y_[j1] = -1;
-      } else {
-        y_[j] = -1;
       }
     }
-    // Reduction transfer: rows matched once hand their slack to their column's price.
     free_.clear();
     for (idx i = 0; i < n_; ++i) {
-      if (matches[i] == 0) {
-        free_.push_back(i);
-      } else if (matches[i] == 1) {
-        const idx j1 = x_[i];
-        const T* r = row(i);
-        T mu = kInf<T>;
-        for (idx j = 0; j < m_; ++j) {
-          const T h = r[j] - v_[j];
-          mu = (j != j1 && h < mu) ? h : mu;
+      if (matches[i] == 0) free_.push_back(i);
+    }
+    // Every assigned row holds a column whose price is its own entry (v_j = S*c_ij = column
+    // minimum), so u = 0 is tight and exactly feasible, with the float64 bound exactly 0. When
+    // (almost) every row got a column, as on nearly diagonal correlation-like costs, the
+    // assignment is optimal or nearly so after this single pass: skip the transfer pass.
+    if (static_cast<idx>(free_.size()) * 64 <= n_) {
+      for (idx i = 0; i < n_; ++i) {
+        if (matches[i] == 0) continue;
+        u_[i] = T(0);
+        if (lb != nullptr) {
+          (*lb)[i] = 0.0;
+          clean_[i] = 1;
         }
-        v_[j1] -= mu;
+      }
+      return;
+    }
+    for (idx i = 0; i < n_; ++i) {
+      if (matches[i] == 0) continue;
+      // h = S*c - v >= 0 with h = 0 on the row's own column: the second smallest h is the
+      // smallest over the other columns, the slack the row can hand to its column's price.
+      if (matches[i] == 1) {
+        const Min2<T> mm = row_min2(i);
+        v_[x_[i]] -= mm.m2;
+        u_[i] = mm.m2;
+      } else {
+        u_[i] = T(0);
+      }
+      if (lb != nullptr) {
+        (*lb)[i] = k().lb64(row(i), v_.data(), m_);  // row still hot in cache
+        clean_[i] = 1;
       }
     }
-    augmenting_row_reduction(2);
   }
 
-  // Warm start for a square problem: given column prices v, every row takes its cheapest reduced
-  // column (or its previous column when that is still tight); conflicts and untight rows go free.
-  void warm_square(const T* v_init, const idx* prev) {
-    std::copy(v_init, v_init + m_, v_.begin());
+  // Rows take their cheapest reduced column given prices v (warm start, or column minima when
+  // there are forbidden pairs); previous pairs are kept where they are still tight. One pass.
+  // Returns false on invalid entries (validation is folded in).
+  bool greedy_from_prices(const idx* prev, EntryFlags* flags, std::vector<double>* lb) {
     free_.clear();
+    if (lb != nullptr) track_cleanliness();
+    enable_row_caches();
+    const std::size_t W = static_cast<std::size_t>(k().lanes);
     for (idx i = 0; i < n_; ++i) {
-      const T* r = row(i);
-      T best = kInf<T>;
-      idx arg = -1;
-      for (idx j = 0; j < m_; ++j) {
-        const T h = r[j] - v_[j];
-        if (h < best) {
-          best = h;
-          arg = j;
-        }
+      Min2<T> mm;
+      if (cache_ok_.empty()) {
+        mm = k().min2_check(row(i), v_.data(), m_, flags);
+      } else {
+        I* cols = &cache_cols_[static_cast<std::size_t>(i) * W];
+        mm = k().min2_check_cache(row(i), v_.data(), m_, flags, cols, &cache_bound_[i]);
+        cache_ok_[i] = 1;
       }
-      idx want = arg;
+      if (lb != nullptr) {
+        (*lb)[i] = k().lb64(row(i), v_.data(), m_);  // row still hot in cache
+        clean_[i] = 1;
+      }
+      idx want = mm.i1;
       if (prev != nullptr) {
         const idx p = prev[i];
-        if (p >= 0 && p < m_ && r[p] - v_[p] <= best) want = p;
+        if (p >= 0 && p < m_ && sc(i, p) - v_[p] <= mm.m1) want = p;
       }
-      if (want >= 0 && y_[want] < 0 && best < kInf<T>) {
+      u_[i] = mm.m1;
+      if (mm.m1 < kInf<T> && y_[want] < 0) {
         x_[i] = want;
         y_[want] = i;
       } else {
         free_.push_back(i);
       }
     }
+    return !flags->invalid;
+  }
+
+  // Row caches for the reductions (transfer + ARR), where a row is re-examined many times (each
+  // eviction) while only a few prices have moved, and always downwards.
+  void enable_row_caches() {
+    if (m_ < k().lanes) return;
+    cache_cols_.assign(static_cast<std::size_t>(n_ * k().lanes), I(0));
+    cache_bound_.assign(static_cast<std::size_t>(n_), T(0));
+    cache_ok_.assign(static_cast<std::size_t>(n_), 0);
+  }
+
+  // Smallest and second smallest of S*c_ij - v_j. When row i has a cache from an earlier scan, the
+  // W cached columns are re-evaluated: every other column's value is >= the cached bound (prices
+  // only decreased since), so two cached values at or below the bound are the exact answer. Else
+  // a full scan, which refreshes the cache.
+  Min2<T> row_min2(idx i) {
+    if (cache_ok_.empty()) return k().min2(row(i), v_.data(), m_);
+    const std::size_t W = static_cast<std::size_t>(k().lanes);
+    I* cols = &cache_cols_[static_cast<std::size_t>(i) * W];
+    if (cache_ok_[i]) {
+      const T* r = row(i);
+      Min2<T> mm{kInf<T>, -1, kInf<T>};
+      for (std::size_t l = 0; l < W; ++l) {
+        const idx j = cols[l];
+        const T h = (S > 0 ? r[j] : -r[j]) - v_[j];
+        if (h < mm.m1) {
+          mm.m2 = mm.m1;
+          mm.m1 = h;
+          mm.i1 = j;
+        } else if (h < mm.m2) {
+          mm.m2 = h;
+        }
+      }
+      if (mm.m2 <= cache_bound_[i]) return mm;
+    }
+    const Min2<T> mm = k().min2_cache(row(i), v_.data(), m_, cols, &cache_bound_[i]);
+    cache_ok_[i] = 1;
+    return mm;
   }
 
   // Augmenting row reduction (JV). Needs a finite matrix with m >= 2. Bounded: each pass handles
-  // at most a few evictions per row, so ties and tiny price steps cannot make it loop for ever.
+  // a budget of immediate re-examinations, so ties and tiny price steps cannot make it loop for
+  // ever.
   void augmenting_row_reduction(int passes) {
     if (m_ < 2) return;
     for (int pass = 0; pass < passes; ++pass) {
       const idx prv = static_cast<idx>(free_.size());
       idx k = 0, numfree = 0;
-      idx budget = 4 * n_ + 16;
+      // Evictions are cheap with the row caches (a hit costs W column reads), so the budget grows
+      // with n: measured best around 16n (n = 1024) to 64n (n = 4096) in total over 4 passes.
+      idx budget = std::max<idx>(4, n_ / 256) * n_ + 16;
       while (k < prv) {
         const idx i = free_[k++];
-        const T* r = row(i);
-        T umin = r[0] - v_[0], usub = kInf<T>;
-        idx j1 = 0, j2 = -1;
-        for (idx j = 1; j < m_; ++j) {
-          const T h = r[j] - v_[j];
-          if (h < usub) {
-            if (h >= umin) {
-              usub = h;
-              j2 = j;
-            } else {
-              usub = umin;
-              umin = h;
-              j2 = j1;
-              j1 = j;
-            }
-          }
-        }
+        const Min2<T> mm = row_min2(i);
+        const T umin = mm.m1, usub = mm.m2;
+        idx j1 = mm.i1;
         idx i0 = y_[j1];
         const bool strict = umin < usub;
         if (strict) {
           v_[j1] -= usub - umin;
         } else if (i0 >= 0) {
+          // Tie: take another column at the same reduced cost, preferring a free one.
+          const idx j2 = second_min_column(i, j1, umin);
           j1 = j2;
           i0 = y_[j2];
         }
         x_[i] = j1;
         y_[j1] = i;
+        u_[i] = usub;
+        mark_dirty(i);
         if (i0 >= 0) {
           x_[i0] = -1;
+          mark_dirty(i0);
           if (strict && --budget > 0) {
             free_[--k] = i0;  // re-examine the evicted row at once
           } else {
@@ -186,65 +256,59 @@ class Solver {
     }
   }
 
-  // Row duals consistent with the current prices: tight for assigned rows, row minima for free.
-  void set_row_duals() {
-    for (idx i = 0; i < n_; ++i) {
-      const T* r = row(i);
-      if (x_[i] >= 0) {
-        u_[i] = r[x_[i]] - v_[x_[i]];
-      } else {
-        T best = kInf<T>;
-        for (idx j = 0; j < m_; ++j) best = std::min(best, r[j] - v_[j]);
-        u_[i] = best;
-      }
-    }
-  }
-
   // Shortest augmenting path from free row `start`; false when no finite path exists.
   bool augment(idx start) {
-    d_.assign(m_, kInf<T>);
-    pred_.assign(m_, -1);
-    done_.assign(m_, 0);
-    visited_rows_.clear();
-    visited_cols_.clear();
+    settled_.clear();
     T min_val = 0;
-    idx i = start, sink = -1;
-    while (sink < 0) {
-      visited_rows_.push_back(i);
-      const T* r = row(i);
-      const T base = min_val - u_[i];
-      T lowest = kInf<T>;
-      idx jbest = -1;
-      for (idx j = 0; j < m_; ++j) {
-        if (done_[j]) continue;
-        const T rc = base + r[j] - v_[j];
-        if (rc < d_[j]) {
-          d_[j] = rc;
-          pred_[j] = i;
-        }
-        // Among equal distances prefer a free column: the path ends sooner.
-        if (d_[j] < lowest || (d_[j] == lowest && y_[j] < 0 && (jbest < 0 || y_[jbest] >= 0))) {
-          lowest = d_[j];
-          jbest = j;
+    idx i = start;
+    ArgMin<T> am = k().relax_first(row(i), v_.data(), d_.data(), pred_.data(), m_, -u_[i],
+                                  static_cast<I>(i));
+    idx sink = -1;
+    while (true) {
+      if (am.arg < 0 || !(am.val < kInf<T>)) {
+        for (const auto& s : settled_) v_[s.col] = s.price;
+        return false;
+      }
+      idx j = am.arg;
+      min_val = am.val;
+      if (y_[j] >= 0 && use_free_cols_) {
+        // Among columns at the same distance prefer a free one: the path ends at once.
+        for (idx f : free_cols_) {
+          if (d_[f] == min_val) {
+            j = f;
+            break;
+          }
         }
       }
-      if (jbest < 0 || !(lowest < kInf<T>)) return false;
-      min_val = lowest;
-      done_[jbest] = 1;
-      visited_cols_.push_back(jbest);
-      if (y_[jbest] < 0) {
-        sink = jbest;
-      } else {
-        i = y_[jbest];
+      settled_.push_back({j, d_[j], v_[j]});
+      if (y_[j] < 0) {
+        sink = j;
+        break;
       }
+      v_[j] = -kInf<T>;  // masks the column in later scans (S*c - (-inf) = +inf)
+      d_[j] = kInf<T>;
+      i = y_[j];
+      am = k().relax(row(i), v_.data(), d_.data(), pred_.data(), m_, min_val - u_[i],
+                    static_cast<I>(i));
     }
-    // Dual update keeps u_i + v_j <= c_ij with equality on the new matching.
+    // Dual update keeps u_i + v_j <= S*c_ij with equality on the new matching.
     u_[start] += min_val;
-    for (idx k = 1; k < static_cast<idx>(visited_rows_.size()); ++k) {
-      const idx ri = visited_rows_[k];
-      u_[ri] += min_val - d_[x_[ri]];
+    mark_dirty(start);
+    for (std::size_t t = 0; t + 1 < settled_.size(); ++t) {
+      const auto& s = settled_[t];
+      const T delta = min_val - s.dist;
+      u_[y_[s.col]] += delta;
+      mark_dirty(y_[s.col]);
+      v_[s.col] = s.price - delta;
     }
-    for (idx cj : visited_cols_) v_[cj] -= min_val - d_[cj];
+    v_[sink] = settled_.back().price;
+    if (use_free_cols_) {
+      auto it = std::find(free_cols_.begin(), free_cols_.end(), sink);
+      if (it != free_cols_.end()) {
+        *it = free_cols_.back();
+        free_cols_.pop_back();
+      }
+    }
     // Flip the alternating path.
     idx j = sink;
     while (true) {
@@ -259,6 +323,12 @@ class Solver {
   }
 
   bool augment_free_rows() {
+    free_cols_.clear();
+    for (idx j = 0; j < m_; ++j) {
+      if (y_[j] < 0) free_cols_.push_back(j);
+    }
+    // Only worth checking when few columns are free (square problems after the reductions).
+    use_free_cols_ = free_cols_.size() <= 64;
     for (idx i : free_) {
       if (x_[i] >= 0) continue;
       if (!augment(i)) return false;
@@ -267,9 +337,32 @@ class Solver {
     return true;
   }
 
+  idx num_free() const { return static_cast<idx>(free_.size()); }
+
   void init_all_free() {
     free_.clear();
     for (idx i = 0; i < n_; ++i) free_.push_back(i);
+  }
+
+  void set_prices(const T* v) { std::copy(v, v + m_, v_.begin()); }
+  void track_cleanliness() { clean_.assign(static_cast<std::size_t>(n_), 0); }
+
+  // float64 verification of a float32 solve: with lb_i = min_j (S*c_ij - v_j) evaluated in
+  // float64, (lb, v) is dual feasible, so sum_i (S*c_i,x(i) - v_x(i) - lb_i) bounds how far the
+  // assignment can be from optimal. Rows untouched since reduce_square() keep their bound
+  // (prices only decrease, so the bound only grows).
+  bool verified(std::vector<double>& lb) const {
+    double gap = 0, scale = 0;
+    for (idx i = 0; i < n_; ++i) {
+      if (clean_.empty() || !clean_[i]) lb[i] = k().lb64(row(i), v_.data(), m_);
+      const idx j = x_[i];
+      const double cij = static_cast<double>(sc(i, j));
+      const double vj = static_cast<double>(v_[j]);
+      gap += (cij - vj) - lb[i];
+      scale += std::fabs(cij) + std::fabs(vj);
+    }
+    const double tol = 2.0 * std::numeric_limits<float>::epsilon() * scale;  // ~1 ulp per row
+    return std::isfinite(gap) && gap <= tol;
   }
 
   const std::vector<idx>& x() const { return x_; }
@@ -277,39 +370,173 @@ class Solver {
   const std::vector<T>& v() const { return v_; }
 
  private:
+  // Another column with reduced cost `umin` for row i (ARR tie), preferring a free column.
+  idx second_min_column(idx i, idx j1, T umin) const {
+    const T* r = row(i);
+    idx any = -1;
+    for (idx j = 0; j < m_; ++j) {
+      if (j == j1) continue;
+      const T h = (S > 0 ? r[j] : -r[j]) - v_[j];
+      if (h == umin) {
+        if (y_[j] < 0) return j;
+        if (any < 0) any = j;
+      }
+    }
+    return any >= 0 ? any : j1;
+  }
+
+  void mark_dirty(idx i) {
+    if (!clean_.empty()) clean_[i] = 0;
+  }
+
+  const Kernels<T>* kp_;
+  const Kernels<T>& k() const { return *kp_; }
   const T* c_;
   idx n_, m_, stride_;
   std::vector<T> u_, v_, d_;
-  std::vector<idx> x_, y_, pred_, free_, visited_rows_, visited_cols_;
-  std::vector<char> done_;
+  std::vector<I> pred_;
+  std::vector<idx> x_, y_, free_, free_cols_;
+  std::vector<Settled<T>> settled_;
+  std::vector<char> clean_;
+  std::vector<I> cache_cols_;
+  std::vector<T> cache_bound_;
+  std::vector<char> cache_ok_;
+  bool use_free_cols_ = false;
 };
 
-// Minimise over a matrix with n <= m, entries finite or +inf. Writes x (n) and duals.
 template <class T>
-Status solve_min(const T* c, idx n, idx m, idx stride, bool forbidden, const Solution<T>& out,
-                 const WarmStart<T>& warm) {
-  Solver<T> s(c, n, m, stride);
-  const bool square = (n == m);
-  if (square && warm.col_duals != nullptr) {
-    s.warm_square(warm.col_duals, warm.col_of_row);
-    if (!forbidden) s.augmenting_row_reduction(1);
-  } else if (square && !forbidden && n >= 2) {
-    s.reduce_square();
-  } else {
-    s.init_all_free();
-  }
-  s.set_row_duals();
+void write_out(const std::vector<idx>& x, const std::vector<T>& u, const std::vector<T>& v,
+               const Solution<T>& out) {
+  std::copy(x.begin(), x.end(), out.col_of_row);
+  if (out.row_duals != nullptr) std::copy(u.begin(), u.end(), out.row_duals);
+  if (out.col_duals != nullptr) std::copy(v.begin(), v.end(), out.col_duals);
+}
+
+// Augment every free row; with forbidden pairs also confirm that no +inf pair was used.
+template <class T, int S>
+Status finish(Solver<T, S>& s, idx n, bool forbidden) {
   if (!s.augment_free_rows()) return Status::infeasible;
-  const auto& x = s.x();
   if (forbidden) {
+    const auto& x = s.x();
     for (idx i = 0; i < n; ++i) {
-      if (!(c[i * stride + x[i]] < kInf<T>)) return Status::infeasible;
+      if (!(s.sc(i, x[i]) < kInf<T>)) return Status::infeasible;
     }
   }
-  std::copy(x.begin(), x.end(), out.col_of_row);
-  if (out.row_duals != nullptr) std::copy(s.u().begin(), s.u().end(), out.row_duals);
-  if (out.col_duals != nullptr) std::copy(s.v().begin(), s.v().end(), out.col_duals);
   return Status::ok;
+}
+
+// Minimise S*C over an (n, m) matrix with n <= m. A non-null `lb` (float32 only) requests the
+// float64 verification and holds its row bounds.
+template <class T, int S>
+Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
+                 const WarmStart<T>& warm, std::vector<double>* lb);
+
+// Re-solve a float32 problem in float64, warm-started from the float32 prices and assignment.
+template <int S>
+Status resolve_in_double(const float* c, idx n, idx m, idx stride, const Solver<float, S>* s32,
+                         const Solution<float>& out) {
+  std::vector<double> c64(static_cast<std::size_t>(n * m));
+  for (idx i = 0; i < n; ++i) {
+    for (idx j = 0; j < m; ++j) c64[i * m + j] = static_cast<double>(c[i * stride + j]);
+  }
+  std::vector<double> v64;
+  std::vector<idx> x(static_cast<std::size_t>(n));
+  std::vector<double> u(n), v(m);
+  Solution<double> o64{x.data(), u.data(), v.data()};
+  WarmStart<double> w;
+  if (s32 != nullptr && n == m) {
+    v64.assign(s32->v().begin(), s32->v().end());
+    w = WarmStart<double>{v64.data(), s32->x().data()};
+  }
+  const Status st = solve_min<double, S>(c64.data(), n, m, m, o64, w, nullptr);
+  if (st != Status::ok) return st;
+  std::copy(x.begin(), x.end(), out.col_of_row);
+  if (out.row_duals != nullptr) {
+    for (idx i = 0; i < n; ++i) out.row_duals[i] = static_cast<float>(u[i]);
+  }
+  if (out.col_duals != nullptr) {
+    for (idx j = 0; j < m; ++j) out.col_duals[j] = static_cast<float>(v[j]);
+  }
+  return Status::ok;
+}
+
+template <class T>
+bool all_finite(const T* p, idx m) {
+  for (idx j = 0; j < m; ++j) {
+    if (!std::isfinite(p[j])) return false;
+  }
+  return true;
+}
+
+template <class T, int S>
+Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
+                 const WarmStart<T>& warm, std::vector<double>* lb) {
+  Solver<T, S> s(c, n, m, stride);
+  if (lb != nullptr) lb->assign(static_cast<std::size_t>(n), 0.0);
+  const bool square = (n == m);
+  bool forbidden = false;
+  bool started = false;
+  if (square && warm.col_duals != nullptr && all_finite(warm.col_duals, m)) {
+    // Warm start: one pass (validation folded in), then augment the rows left free.
+    s.set_prices(warm.col_duals);
+    EntryFlags f;
+    if (!s.greedy_from_prices(warm.col_of_row, &f, lb)) return Status::invalid_entries;
+    forbidden = f.forbidden;
+    // The greedy pass left every row a cache, so ARR settles most conflicts cheaply. (Restarting
+    // cold when many rows are free was measured: it loses on 1 % multiplicative noise.)
+    if (!forbidden) s.augmenting_row_reduction(4);
+    started = true;
+  }
+  if (!started) {
+    const EntryFlags f = s.column_minima();
+    if (f.invalid) return Status::invalid_entries;
+    forbidden = f.forbidden;
+    if (square && !forbidden && n >= 2) {
+      if (lb != nullptr) s.track_cleanliness();
+      s.reduce_square(lb);
+      s.augmenting_row_reduction(4);
+    } else if (square && forbidden) {
+      // Column minima are feasible prices; an all-forbidden column means no perfect matching.
+      if (!all_finite(s.v().data(), m)) return Status::infeasible;
+      std::vector<T> v0(s.v());
+      s.set_prices(v0.data());
+      EntryFlags g;
+      s.greedy_from_prices(nullptr, &g, lb);
+    } else {
+      std::vector<T> zero(static_cast<std::size_t>(m), T(0));
+      s.set_prices(zero.data());
+      s.init_all_free();
+    }
+  }
+  const Status st = finish(s, n, forbidden);
+  if constexpr (std::is_same_v<T, float>) {
+    // A float32 "infeasible" may be an overflow of reduced costs near FLT_MAX: confirm in float64.
+    if (st == Status::infeasible && lb != nullptr) {
+      return resolve_in_double<S>(c, n, m, stride, nullptr, out);
+    }
+    if (st == Status::ok && lb != nullptr && !s.verified(*lb)) {
+      return resolve_in_double<S>(c, n, m, stride, &s, out);
+    }
+  }
+  if (st != Status::ok) return st;
+  write_out(s.x(), s.u(), s.v(), out);
+  return Status::ok;
+}
+
+template <class T>
+Status dispatch_sign(const T* c, idx n, idx m, idx stride, bool maximize, const Solution<T>& out,
+                     const WarmStart<T>& warm) {
+  if constexpr (std::is_same_v<T, float>) {
+    // The float32 kernels carry column indices in int32 lanes.
+    if (m >= (idx{1} << 30)) {
+      return maximize ? resolve_in_double<-1>(c, n, m, stride, nullptr, out)
+                      : resolve_in_double<+1>(c, n, m, stride, nullptr, out);
+    }
+  }
+  std::vector<double> lb;
+  std::vector<double>* lbp = std::is_same_v<T, float> ? &lb : nullptr;
+  return maximize ? solve_min<T, -1>(c, n, m, stride, out, warm, lbp)
+                  : solve_min<T, +1>(c, n, m, stride, out, warm, lbp);
 }
 
 }  // namespace
@@ -318,37 +545,19 @@ template <class T>
 Status solve(const T* cost, idx n, idx m, idx row_stride, bool maximize, const Solution<T>& out,
              const WarmStart<T>& warm) {
   if (n == 0 || m == 0) return Status::ok;
-  const Scan scan = scan_entries(cost, n, m, row_stride, maximize);
-  if (scan.invalid) return Status::invalid_entries;
-
-  // The minimisation works on rows <= cols; flip the sign and/or transpose into a buffer if needed.
-  const bool transpose = n > m;
-  const idx rn = transpose ? m : n, rm = transpose ? n : m;
-  std::vector<T> buf;
-  const T* c = cost;
-  idx stride = row_stride;
-  if (transpose || maximize) {
-    buf.resize(static_cast<std::size_t>(rn * rm));
-    const T sign = maximize ? T(-1) : T(1);
-    if (transpose) {
-      for (idx i = 0; i < n; ++i)
-        for (idx j = 0; j < m; ++j) buf[j * rm + i] = sign * cost[i * row_stride + j];
-    } else {
-      for (idx i = 0; i < n; ++i)
-        for (idx j = 0; j < m; ++j) buf[i * rm + j] = sign * cost[i * row_stride + j];
-    }
-    c = buf.data();
-    stride = rm;
+  if (n <= m) return dispatch_sign<T>(cost, n, m, row_stride, maximize, out, warm);
+  // Tall problem: solve the transpose (columns become rows); its row duals are our column duals.
+  std::vector<T> buf(static_cast<std::size_t>(n * m));
+  for (idx i = 0; i < n; ++i) {
+    const T* r = cost + i * row_stride;
+    for (idx j = 0; j < m; ++j) buf[j * n + i] = r[j];
   }
-  // In transposed orientation the row duals of the inner problem are the caller's column duals.
   Solution<T> inner = out;
-  WarmStart<T> w = warm;
-  if (transpose) {
-    std::swap(inner.row_duals, inner.col_duals);
-    w = WarmStart<T>{};  // warm starts are for square problems only
-  }
-  return solve_min(c, rn, rm, stride, scan.forbidden, inner, w);
+  std::swap(inner.row_duals, inner.col_duals);
+  return dispatch_sign<T>(buf.data(), m, n, n, maximize, inner, WarmStart<T>{});
 }
+
+const char* simd_level() { return detail::kernels<double, 1>().isa; }
 
 template Status solve<float>(const float*, idx, idx, idx, bool, const Solution<float>&,
                              const WarmStart<float>&);

@@ -1,0 +1,380 @@
+// Row kernels of the dense LAP solver (internal header, included by lap_dense.cpp only).
+//
+// Every hot loop of the solver is one contiguous pass over a cost row together with the column
+// arrays (prices v, distances d, predecessors). They are written once with GCC/Clang vector
+// extensions and compiled for several instruction sets (AVX-512, AVX2, SSE2) through target
+// attributes; the widest one the CPU supports is picked at run time. Release builds therefore
+// stay portable (no -march=native) while using 512-bit vectors where they exist.
+//
+// S = +1 minimises, S = -1 maximises: the sign is folded into the loads instead of negating a
+// copy of the matrix. Multiplying by +-1 is exact, so both directions round identically.
+#pragma once
+
+// The vector types only live inside always-inline bodies compiled for their own target; the
+// ABI note GCC prints for them does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+namespace trajtransfer::lap::detail {
+
+using idx = std::int64_t;
+
+template <class T>
+constexpr T kInf = std::numeric_limits<T>::infinity();
+
+/// Predecessor index type: same width as T so that comparison masks blend it lane for lane.
+template <class T>
+using pidx = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+
+template <class T>
+struct ArgMin {
+  T val;
+  idx arg;  // -1 when every candidate is +inf
+};
+
+template <class T>
+struct Min2 {
+  T m1;    // smallest value
+  idx i1;  // one index where it is attained
+  T m2;    // second smallest value of the multiset (== m1 on a tie)
+};
+
+struct EntryFlags {
+  bool invalid = false;    // NaN or -inf after the sign flip
+  bool forbidden = false;  // +inf after the sign flip
+};
+
+#define TT_ALWAYS_INLINE [[gnu::always_inline]] inline
+
+template <class T, int W>
+struct Vec {
+  using I = pidx<T>;
+  typedef T v __attribute__((vector_size(W * sizeof(T))));
+  typedef I iv __attribute__((vector_size(W * sizeof(T))));
+  TT_ALWAYS_INLINE static v load(const T* p) {
+    v x;
+    std::memcpy(&x, p, sizeof(x));
+    return x;
+  }
+  TT_ALWAYS_INLINE static iv loadi(const I* p) {
+    iv x;
+    std::memcpy(&x, p, sizeof(x));
+    return x;
+  }
+  TT_ALWAYS_INLINE static void store(T* p, v x) { std::memcpy(p, &x, sizeof(x)); }
+  TT_ALWAYS_INLINE static void storei(I* p, iv x) { std::memcpy(p, &x, sizeof(x)); }
+  TT_ALWAYS_INLINE static v splat(T s) { return v{} + s; }
+  TT_ALWAYS_INLINE static iv isplat(I s) { return iv{} + s; }
+  TT_ALWAYS_INLINE static iv iota() {
+    iv x{};
+    for (int l = 0; l < W; ++l) x[l] = static_cast<I>(l);
+    return x;
+  }
+};
+
+// W lanes of U (for the float -> double conversion of the verification kernel).
+template <class U, int W>
+struct Wide {
+  typedef U v __attribute__((vector_size(W * sizeof(U))));
+};
+
+template <int S, class X>
+TT_ALWAYS_INLINE X signed_load(X x) {
+  if constexpr (S > 0) {
+    return x;
+  } else {
+    return -x;
+  }
+}
+
+// Validation folded into the column-minimum pass: v[j] = min(v[j], S*r[j]) with its argmin row.
+template <class T, int S, int W>
+TT_ALWAYS_INLINE EntryFlags colmin_body(const T* r, T* v, pidx<T>* arg, idx m, pidx<T> row) {
+  using V = Vec<T, W>;
+  using I = pidx<T>;
+  typename V::iv bad{}, inf{};
+  const typename V::v ninf = V::splat(-kInf<T>), pinf = V::splat(kInf<T>);
+  const typename V::iv rowv = V::isplat(row);
+  idx j = 0;
+  for (; j + W <= m; j += W) {
+    const typename V::v x = signed_load<S>(V::load(r + j));
+    bad |= ~(x > ninf);  // NaN or -inf
+    inf |= (x == pinf);
+    const typename V::v cur = V::load(v + j);
+    const typename V::iv lt = x < cur;
+    V::store(v + j, lt ? x : cur);
+    V::storei(arg + j, lt ? rowv : V::loadi(arg + j));
+  }
+  EntryFlags f;
+  for (int l = 0; l < W; ++l) {
+    f.invalid |= bad[l] != 0;
+    f.forbidden |= inf[l] != 0;
+  }
+  for (; j < m; ++j) {
+    const T x = signed_load<S>(r[j]);
+    f.invalid |= !(x > -kInf<T>);
+    f.forbidden |= (x == kInf<T>);
+    if (x < v[j]) {
+      v[j] = x;
+      arg[j] = static_cast<I>(row);
+    }
+  }
+  return f;
+}
+
+// Smallest and second smallest of h_j = S*r[j] - v[j] (augmenting row reduction, transfer).
+//
+// With `cache_cols`/`cache_bound` (Cache = true) it also leaves a certificate for a later, cheap
+// re-evaluation of the same row: the W per-lane argmin columns and a lower bound on h over every
+// other column (the smallest per-lane second minimum and the scalar tail). Prices only decrease
+// during the reductions, so h only grows and the bound stays valid (see Solver::row_min2).
+template <class T, int S, int W, bool Check = false, bool Cache = false>
+TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* flags = nullptr,
+                                   pidx<T>* cache_cols = nullptr, T* cache_bound = nullptr) {
+  using V = Vec<T, W>;
+  using I = pidx<T>;
+  typename V::v m1 = V::splat(kInf<T>), m2 = V::splat(kInf<T>);
+  typename V::iv i1 = V::isplat(0), jv = V::iota();
+  const typename V::iv step = V::isplat(static_cast<I>(W));
+  typename V::iv bad{}, inf{};
+  const typename V::v ninf = V::splat(-kInf<T>), pinf = V::splat(kInf<T>);
+  idx j = 0;
+  for (; j + W <= m; j += W) {
+    const typename V::v x = signed_load<S>(V::load(r + j));
+    if constexpr (Check) {
+      bad |= ~(x > ninf);
+      inf |= (x == pinf);
+    }
+    const typename V::v h = x - V::load(v + j);
+    const typename V::iv lt = h < m1;
+    const typename V::v hi = lt ? m1 : h;  // the larger of (h, m1)
+    m2 = hi < m2 ? hi : m2;
+    m1 = lt ? h : m1;
+    i1 = lt ? jv : i1;
+    jv += step;
+  }
+  Min2<T> out{kInf<T>, -1, kInf<T>};
+  auto push = [&out](T h, idx jj) {
+    if (h < out.m1) {
+      out.m2 = out.m1;
+      out.m1 = h;
+      out.i1 = jj;
+    } else if (h < out.m2) {
+      out.m2 = h;
+    }
+  };
+  T bound = kInf<T>;
+  if (j > 0) {
+    for (int l = 0; l < W; ++l) {
+      push(m1[l], static_cast<idx>(i1[l]));
+      if (m2[l] < out.m2) out.m2 = m2[l];
+      if (m2[l] < bound) bound = m2[l];
+    }
+    if constexpr (Cache) V::storei(cache_cols, i1);
+  }
+  for (; j < m; ++j) {
+    const T x = signed_load<S>(r[j]);
+    if constexpr (Check) {
+      flags->invalid |= !(x > -kInf<T>);
+      flags->forbidden |= (x == kInf<T>);
+    }
+    const T h = x - v[j];
+    if (h < bound) bound = h;
+    push(h, j);
+  }
+  if constexpr (Cache) *cache_bound = bound;
+  if constexpr (Check) {
+    for (int l = 0; l < W; ++l) {
+      flags->invalid |= bad[l] != 0;
+      flags->forbidden |= inf[l] != 0;
+    }
+  }
+  if (out.i1 < 0 && m > 0) out.i1 = 0;  // every entry +inf: any column is "the" minimum
+  return out;
+}
+
+// One Dijkstra step from row `row` at offset `base` (= path length so far minus u_row):
+// relax d[j] with (S*r[j] - v[j]) + base, remember the predecessor, and return the argmin of the
+// updated d. Columns already settled carry v = -inf and d = +inf, so they are never relaxed nor
+// chosen: the pass needs no index list and no mask array. First = true overwrites d and pred,
+// which removes the per-path O(m) re-initialisation.
+template <class T, int S, int W, bool First>
+TT_ALWAYS_INLINE ArgMin<T> relax_body(const T* r, const T* v, T* d, pidx<T>* pred, idx m, T base,
+                                      pidx<T> row) {
+  using V = Vec<T, W>;
+  using I = pidx<T>;
+  typename V::v best = V::splat(kInf<T>);
+  typename V::iv besti = V::isplat(-1), jv = V::iota();
+  const typename V::iv step = V::isplat(static_cast<I>(W)), rowv = V::isplat(row);
+  const typename V::v bv = V::splat(base);
+  idx j = 0;
+  for (; j + W <= m; j += W) {
+    const typename V::v rc = (signed_load<S>(V::load(r + j)) - V::load(v + j)) + bv;
+    typename V::v dv;
+    if constexpr (First) {
+      dv = rc;
+      V::storei(pred + j, rowv);
+    } else {
+      const typename V::v old = V::load(d + j);
+      const typename V::iv lt = rc < old;
+      dv = lt ? rc : old;
+      V::storei(pred + j, lt ? rowv : V::loadi(pred + j));
+    }
+    V::store(d + j, dv);
+    const typename V::iv lt2 = dv < best;
+    best = lt2 ? dv : best;
+    besti = lt2 ? jv : besti;
+    jv += step;
+  }
+  ArgMin<T> out{kInf<T>, -1};
+  for (int l = 0; l < W; ++l) {
+    const T b = best[l];
+    const idx bi = static_cast<idx>(besti[l]);
+    if (b < out.val || (b == out.val && bi >= 0 && bi < out.arg)) {
+      out.val = b;
+      out.arg = bi;
+    }
+  }
+  for (; j < m; ++j) {
+    const T rc = (signed_load<S>(r[j]) - v[j]) + base;
+    T dj;
+    if constexpr (First) {
+      dj = rc;
+      pred[j] = row;
+    } else {
+      dj = d[j];
+      if (rc < dj) {
+        dj = rc;
+        pred[j] = row;
+      }
+    }
+    d[j] = dj;
+    if (dj < out.val) {
+      out.val = dj;
+      out.arg = j;
+    }
+  }
+  return out;
+}
+
+// min_j (S*r[j] - v[j]) evaluated in float64: the verification of float32 solves.
+template <class T, int S, int W>
+TT_ALWAYS_INLINE double lb64_body(const T* r, const T* v, idx m) {
+  using tv = typename Wide<T, W>::v;
+  using dv = typename Wide<double, W>::v;
+  dv best = dv{} + kInf<double>;
+  idx j = 0;
+  for (; j + W <= m; j += W) {
+    tv a, b;
+    std::memcpy(&a, r + j, sizeof(a));
+    std::memcpy(&b, v + j, sizeof(b));
+    const dv h = signed_load<S>(__builtin_convertvector(a, dv)) - __builtin_convertvector(b, dv);
+    best = h < best ? h : best;
+  }
+  double out = kInf<double>;
+  for (int l = 0; l < W; ++l) out = best[l] < out ? best[l] : out;
+  for (; j < m; ++j) {
+    const double h = signed_load<S>(static_cast<double>(r[j])) - static_cast<double>(v[j]);
+    out = h < out ? h : out;
+  }
+  return out;
+}
+
+/// Function table for one (T, S): one instance per instruction set.
+template <class T>
+struct Kernels {
+  using I = pidx<T>;
+  EntryFlags (*colmin)(const T*, T*, I*, idx, I);
+  Min2<T> (*min2)(const T*, const T*, idx);
+  Min2<T> (*min2_check)(const T*, const T*, idx, EntryFlags*);
+  Min2<T> (*min2_cache)(const T*, const T*, idx, I*, T*);
+  Min2<T> (*min2_check_cache)(const T*, const T*, idx, EntryFlags*, I*, T*);
+  ArgMin<T> (*relax_first)(const T*, const T*, T*, I*, idx, T, I);
+  ArgMin<T> (*relax)(const T*, const T*, T*, I*, idx, T, I);
+  double (*lb64)(const T*, const T*, idx);
+  const char* isa;
+  int lanes;  // columns cached by min2_cache
+};
+
+#define TT_LAP_DEFINE_ISA(NAME, TARGET, BYTES)                                                  \
+  template <class T, int S>                                                                     \
+  TARGET EntryFlags NAME##_colmin(const T* r, T* v, pidx<T>* a, idx m, pidx<T> row) {           \
+    return colmin_body<T, S, (BYTES) / int(sizeof(T))>(r, v, a, m, row);                        \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
+  TARGET Min2<T> NAME##_min2(const T* r, const T* v, idx m) {                                   \
+    return min2_body<T, S, (BYTES) / int(sizeof(T))>(r, v, m);                                  \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
+  TARGET Min2<T> NAME##_min2_check(const T* r, const T* v, idx m, EntryFlags* f) {              \
+    return min2_body<T, S, (BYTES) / int(sizeof(T)), true>(r, v, m, f);                         \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
+  TARGET Min2<T> NAME##_min2_cache(const T* r, const T* v, idx m, pidx<T>* c, T* b) {           \
+    return min2_body<T, S, (BYTES) / int(sizeof(T)), false, true>(r, v, m, nullptr, c, b);      \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
+  TARGET Min2<T> NAME##_min2_check_cache(const T* r, const T* v, idx m, EntryFlags* f,          \
+                                         pidx<T>* c, T* b) {                                    \
+    return min2_body<T, S, (BYTES) / int(sizeof(T)), true, true>(r, v, m, f, c, b);             \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
+  TARGET ArgMin<T> NAME##_relax_first(const T* r, const T* v, T* d, pidx<T>* p, idx m, T base,  \
+                                      pidx<T> row) {                                            \
+    return relax_body<T, S, (BYTES) / int(sizeof(T)), true>(r, v, d, p, m, base, row);          \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
+  TARGET ArgMin<T> NAME##_relax(const T* r, const T* v, T* d, pidx<T>* p, idx m, T base,        \
+                                pidx<T> row) {                                                  \
+    return relax_body<T, S, (BYTES) / int(sizeof(T)), false>(r, v, d, p, m, base, row);         \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
+  TARGET double NAME##_lb64(const T* r, const T* v, idx m) {                                    \
+    return lb64_body<T, S, (BYTES) / 8>(r, v, m); /* lanes of double width */             \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
+  constexpr Kernels<T> NAME##_kernels() {                                                       \
+    return Kernels<T>{&NAME##_colmin<T, S>,      &NAME##_min2<T, S>,                          \
+                      &NAME##_min2_check<T, S>,  &NAME##_min2_cache<T, S>,                    \
+                      &NAME##_min2_check_cache<T, S>,                                         \
+                      &NAME##_relax_first<T, S>, &NAME##_relax<T, S>,                         \
+                      &NAME##_lb64<T, S>,        #NAME,                                       \
+                      (BYTES) / int(sizeof(T))};                                              \
+  }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TT_LAP_X86 1
+TT_LAP_DEFINE_ISA(avx512, __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))), 64)
+TT_LAP_DEFINE_ISA(avx2, __attribute__((target("avx2,fma"))), 32)
+#endif
+TT_LAP_DEFINE_ISA(base, , 16)
+
+/// The kernels for the widest instruction set this CPU supports (decided once).
+template <class T, int S>
+const Kernels<T>& kernels() {
+  static const Kernels<T> k = [] {
+#ifdef TT_LAP_X86
+    __builtin_cpu_init();
+    // TRAJTRANSFER_LAP_ISA=avx2|base caps the choice (tests run every kernel set this way).
+    const char* cap = std::getenv("TRAJTRANSFER_LAP_ISA");
+    const bool allow512 = cap == nullptr || std::strcmp(cap, "avx512") == 0;
+    const bool allow256 = allow512 || std::strcmp(cap, "avx2") == 0;
+    if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl")) {
+      return avx512_kernels<T, S>();
+    }
+    if (allow256 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      return avx2_kernels<T, S>();
+    }
+#endif
+    return base_kernels<T, S>();
+  }();
+  return k;
+}
+
+}  // namespace trajtransfer::lap::detail
