@@ -15,4 +15,10 @@ PYBIND11_MODULE(_core, m) {
 #endif
   auto lap = m.def_submodule("lap", "Dense exact linear assignment");
   trajtransfer::bindings::register_lap(lap);
+  auto emu = m.def_submodule("cuda_emulation", "Host emulation of the CUDA kernels (for tests)");
+  trajtransfer::bindings::register_cuda_emulation(emu);
+#ifdef TRAJTRANSFER_WITH_CUDA
+  auto cuda = m.def_submodule("cuda", "CUDA kernels on raw device pointers and streams");
+  trajtransfer::bindings::register_cuda(cuda);
+#endif
 }
