@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import _cuda
 from ._arrays import as_float_cost, to_numpy
 from ._native import _core
 
@@ -63,6 +64,8 @@ def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any
     >>> c.tolist()
     [1, 0, 2]
     """
+    if _cuda.is_cuda_tensor(cost_matrix):  # solved on its device (CUDA build)
+        return _cuda.linear_sum_assignment(cost_matrix, maximize)
     arr, back = to_numpy(cost_matrix, "cost_matrix")
     _check_ndim(arr, 2, "cost_matrix", "(n, m)")
     arr = as_float_cost(arr, "cost_matrix")
@@ -195,6 +198,8 @@ def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
     ValueError
         As :func:`linear_sum_assignment`; the message names the failing problem.
     """
+    if _cuda.is_cuda_tensor(costs):  # solved on its device (CUDA build); num_threads is unused
+        return _cuda.linear_sum_assignment_batch(costs, maximize)
     arr, back = to_numpy(costs, "costs")
     _check_ndim(arr, 3, "costs", "(B, n, m)")
     arr = as_float_cost(arr, "costs")
