@@ -92,7 +92,7 @@ class _Counter:
 def test_gradient_pair_counts(setup, monkeypatch, method, pairs):
     c = _Counter(monkeypatch)
     res = _run(setup, method, eval_every=K)
-    assert res.num_gradient_pairs == pairs == c.adds
+    assert res.num_gradient_pairs == pairs == c.adds == res.num_source_gradients
     assert res.num_solves == K == c.solves and c.weight_matchings == 0
     assert len(res.perms) == K and all(o is not None for o in res.objective)
     assert res.eval_steps == [0, K]
@@ -131,6 +131,23 @@ def test_reusing_lap_duals_does_not_change_the_result(setup):
     assert all(np.array_equal(p["c1"], q["c1"]) for p, q in zip(warm.perms, cold.perms))
     assert warm.accuracy == cold.accuracy
     np.testing.assert_allclose(warm.objective, cold.objective, rtol=1e-9)
+
+
+def test_gmt_source_cache_recomputes_only_the_target_side(setup):
+    plain = _run(setup, "gmt", seed=4)
+    cached = _run(setup, "gmt", seed=4, cache_source=True)
+    assert cached.num_gradient_pairs == K * (K + 1) // 2 and cached.num_source_gradients == K
+    assert cached.config["cache_source"]
+    # step 1 uses the same first minibatch either way
+    assert np.array_equal(plain.perms[0]["c1"], cached.perms[0]["c1"])
+    assert plain.objective[0] == cached.objective[0]
+    # with a planted permutation the cached source gradients are exactly as good
+    data, traj, _, _ = setup
+    spec = _mlp(0).permutation_spec()
+    pi = random_permutation(spec, traj[0], seed=3)
+    res = transfer(_mlp(0), traj, apply_permutation(spec, pi, traj[0]), data, method="gmt",
+                   batch_size=64, cache_source=True)
+    assert all(np.array_equal(p["c1"], pi["c1"]) for p in res.perms)
 
 
 def test_gmt_and_fgmt_agree_at_step_one(setup):

@@ -38,6 +38,22 @@ bool all_finite(const float* x, std::int64_t count) {
   return bad == 0;
 }
 
+/// float64 dot product of two float rows. Eight independent partial sums break the add
+/// latency chain (and let the compiler vectorise) without -ffast-math.
+double dot_f64(const float* x, const float* y, std::int64_t n) {
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int u = 0; u < 8; ++u) {
+      part[u] += static_cast<double>(x[i + u]) * static_cast<double>(y[i + u]);
+    }
+  }
+  double tail = 0.0;
+  for (; i < n; ++i) tail += static_cast<double>(x[i]) * static_cast<double>(y[i]);
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7])) +
+         tail;
+}
+
 bool is_permutation(const std::int64_t* p, std::int64_t n, std::vector<char>& seen) {
   seen.assign(static_cast<std::size_t>(n), 0);
   for (std::int64_t i = 0; i < n; ++i) {
@@ -159,7 +175,6 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
     constant_ += weight * dot;
   }
   for (Member& mb : members_) {
-    mb.contrib_valid = false;
     if (mb.kind == Kind::cols) continue;  // reads its owner's store
     const std::size_t block = static_cast<std::size_t>(mb.m * mb.n);
     const std::size_t old = mb.target.size();
@@ -167,7 +182,6 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
     mb.source.resize(old + block);
     unfold_rows(targets[mb.tensor], mb.pre, mb.n, mb.post, mb.target.data() + old);
     unfold_rows(sources[mb.tensor], mb.pre, mb.n, mb.post, mb.source.data() + old);
-    mb.contrib_valid = false;
     if (mb.is_static && mb.m > 0) {
       // Static term: independent of every other permutation, so accumulate it once, here.
       const auto t0 = Clock::now();
@@ -180,6 +194,24 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
   }
   weights_.push_back(weight);
   ++num_pairs_;
+  // Dynamic terms are linear in the pairs: a term that is up to date for its recorded
+  // permutations stays so after adding this pair's share at those same permutations (FGMT's
+  // warm-started solves then only correct for the rows whose permutation changed).
+  const auto t0 = Clock::now();
+  for (Member& mb : members_) {
+    if (mb.is_static || !mb.contrib_valid) continue;
+    if (mb.kind == Kind::cols) {
+      accumulate_cols(mb, num_pairs_ - 1, mb.seen_perms[mb.cols_other].data(), false);
+    } else {
+      std::vector<const std::int64_t*> seen(mb.others.size(), nullptr);
+      for (std::size_t j = 0; j < mb.others.size(); ++j) {
+        if (mb.others[j].group >= 0) seen[j] = mb.seen_perms[j].data();
+      }
+      build_row_map(mb.others, seen, row_map_);
+      accumulate_rows(mb, num_pairs_ - 1, false);
+    }
+  }
+  static_gemm_time_ += seconds_since(t0);
   return {};
 }
 
@@ -245,16 +277,23 @@ void Matcher::refresh_member(Member& mb, SolveResult& stats) {
 }
 
 void Matcher::full_build_cols(Member& mb, SolveResult& stats) {
-  // contrib = sum over pairs k and blocks p of T_kp (n_a x W) * G(w_k S_kp)^T, where G applies
-  // the permutation of b inside every segment of n_b floats.
-  const Member& own = members_[static_cast<std::size_t>(mb.owner)];
-  const std::int64_t n = mb.n, nb = mb.seg_len, segs = mb.segs, W = segs * nb;
   const std::int64_t* q =
       groups_[static_cast<std::size_t>(mb.others[mb.cols_other].group)].perm.data();
-  mb.contrib.assign(static_cast<std::size_t>(n * n), 0.0f);
-  if (W == 0) return;  // an empty axis: the term is zero (and BLAS rejects lda = 0)
+  stats.gemm_flops += accumulate_cols(mb, 0, q, true);
+  ++stats.member_builds;
+}
+
+double Matcher::accumulate_cols(Member& mb, std::int64_t k0, const std::int64_t* q,
+                                bool overwrite) {
+  // contrib (+)= sum over pairs k >= k0 and blocks p of T_kp (n_a x W) * G(w_k S_kp)^T, where
+  // G applies q (the permutation of b) inside every segment of n_b floats.
+  const Member& own = members_[static_cast<std::size_t>(mb.owner)];
+  const std::int64_t n = mb.n, nb = mb.seg_len, segs = mb.segs, W = segs * nb;
+  mb.contrib.resize(static_cast<std::size_t>(n * n));
+  if (overwrite) std::fill(mb.contrib.begin(), mb.contrib.end(), 0.0f);
+  if (W == 0 || k0 >= num_pairs_) return 0.0;  // empty: BLAS would reject lda = 0
   scratch_.resize(static_cast<std::size_t>(n * W));
-  for (std::int64_t k = 0; k < num_pairs_; ++k) {
+  for (std::int64_t k = k0; k < num_pairs_; ++k) {
     const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
     for (std::int64_t p = 0; p < mb.blocks; ++p) {
       const std::int64_t off = k * own.m * own.n + p * n * W;
@@ -268,9 +307,8 @@ void Matcher::full_build_cols(Member& mb, SolveResult& stats) {
                           own.target.data() + off, scratch_.data(), 1.0f, mb.contrib.data());
     }
   }
-  ++stats.member_builds;
-  stats.gemm_flops += 2.0 * static_cast<double>(n) * static_cast<double>(n) *
-                      static_cast<double>(W * mb.blocks * num_pairs_);
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) *
+         static_cast<double>(W * mb.blocks * (num_pairs_ - k0));
 }
 
 void Matcher::delta_build_cols(Member& mb, SolveResult& stats) {
@@ -336,14 +374,20 @@ void Matcher::refresh_rows(Member& mb, SolveResult& stats) {
 }
 
 void Matcher::full_build(Member& mb, SolveResult& stats) {
-  const std::int64_t n = mb.n, m = mb.m, rows_total = m * num_pairs_;
+  stats.gemm_flops += accumulate_rows(mb, 0, true);
+  ++stats.member_builds;
+}
+
+double Matcher::accumulate_rows(Member& mb, std::int64_t k0, bool overwrite) {
+  // contrib (+)= sum over pairs k >= k0 of T_k^T G(w_k S_k), G = the rows reindex in row_map_.
+  const std::int64_t n = mb.n, m = mb.m, l_begin = k0 * m, l_end = m * num_pairs_;
   mb.contrib.resize(static_cast<std::size_t>(n * n));
+  if (overwrite) std::fill(mb.contrib.begin(), mb.contrib.end(), 0.0f);
+  if (l_end <= l_begin) return 0.0;
   const std::int64_t chunk = std::max<std::int64_t>(1, kChunkFloats / std::max<std::int64_t>(n, 1));
-  scratch_.resize(static_cast<std::size_t>(std::min(chunk, std::max<std::int64_t>(rows_total, 1)) * n));
-  float beta = 0.0f;
-  if (rows_total == 0) std::fill(mb.contrib.begin(), mb.contrib.end(), 0.0f);
-  for (std::int64_t l0 = 0; l0 < rows_total; l0 += chunk) {
-    const std::int64_t l1 = std::min(rows_total, l0 + chunk);
+  scratch_.resize(static_cast<std::size_t>(std::min(chunk, l_end - l_begin) * n));
+  for (std::int64_t l0 = l_begin; l0 < l_end; l0 += chunk) {
+    const std::int64_t l1 = std::min(l_end, l0 + chunk);
     // Gather the source rows through the other axes' permutations, weight folded in.
     for (std::int64_t l = l0; l < l1; ++l) {
       const std::int64_t k = l / m, r = l - k * m;
@@ -358,12 +402,10 @@ void Matcher::full_build(Member& mb, SolveResult& stats) {
       }
     }
     blas::sgemm_tn_rows(static_cast<int>(n), static_cast<int>(l1 - l0), 1.0f,
-                        mb.target.data() + l0 * n, scratch_.data(), beta, mb.contrib.data());
-    beta = 1.0f;
+                        mb.target.data() + l0 * n, scratch_.data(), 1.0f, mb.contrib.data());
   }
-  ++stats.member_builds;
-  stats.gemm_flops += 2.0 * static_cast<double>(n) * static_cast<double>(n) *
-                      static_cast<double>(rows_total);
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) *
+         static_cast<double>(l_end - l_begin);
 }
 
 void Matcher::delta_build(Member& mb, SolveResult& stats) {
@@ -428,14 +470,19 @@ double Matcher::objective_locked(const std::vector<std::vector<std::int64_t>>& p
     build_row_map(mb.others, ap, map);
     const std::int64_t* p = perms[static_cast<std::size_t>(mb.group)].data();
     const std::int64_t n = mb.n, m = mb.m;
+    bool identity = true;
+    for (std::int64_t i = 0; i < n && identity; ++i) identity = p[i] == i;
+    std::vector<float> row(static_cast<std::size_t>(n));
     for (std::int64_t k = 0; k < num_pairs_; ++k) {
       double acc = 0.0;
       for (std::int64_t r = 0; r < m; ++r) {
         const float* tr = mb.target.data() + (k * m + r) * n;
         const float* sr = mb.source.data() + (k * m + map[static_cast<std::size_t>(r)]) * n;
-        for (std::int64_t i = 0; i < n; ++i) {
-          acc += static_cast<double>(tr[i]) * static_cast<double>(sr[p[i]]);
+        if (!identity) {  // gather first, so that the float64 dot runs on contiguous rows
+          for (std::int64_t i = 0; i < n; ++i) row[static_cast<std::size_t>(i)] = sr[p[i]];
+          sr = row.data();
         }
+        acc += dot_f64(tr, sr, n);
       }
       total += weights_[static_cast<std::size_t>(k)] * acc;
     }

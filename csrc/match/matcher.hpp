@@ -57,7 +57,8 @@ struct SolveResult {
   std::int64_t member_builds = 0;  ///< (group, tensor) cost terms rebuilt with a full GEMM
   std::int64_t delta_builds = 0;   ///< (group, tensor) cost terms updated on changed rows only
   double gemm_flops = 0.0;         ///< floating-point operations of those GEMMs
-  double time_static_gemm = 0.0;   ///< static-term GEMMs run by add() since the previous solve
+  double time_static_gemm = 0.0;   ///< GEMMs run by add() since the previous solve (static
+                                   ///< terms, and new pairs' shares of up-to-date dynamic terms)
 };
 
 class Matcher {
@@ -137,6 +138,8 @@ class Matcher {
   void full_build(Member& mb, SolveResult& stats);
   void delta_build(Member& mb, SolveResult& stats);
   void full_build_cols(Member& mb, SolveResult& stats);
+  double accumulate_rows(Member& mb, std::int64_t k0, bool overwrite);
+  double accumulate_cols(Member& mb, std::int64_t k0, const std::int64_t* q, bool overwrite);
   void delta_build_cols(Member& mb, SolveResult& stats);
   std::vector<const std::int64_t*> axis_perms(const Member& mb) const;
   bool perm_changed_since(const Member& mb) const;

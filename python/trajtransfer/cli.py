@@ -91,7 +91,7 @@ def run_experiment(args: argparse.Namespace) -> dict:
     t_src = time.perf_counter() - t0
     log(f"source trained in {t_src:.1f}s: val {100 * h_src.val_accuracy[-1]:.2f}%")
     t0 = time.perf_counter()
-    h_tgt = train(target, data.train, cfg, val=data.val, seed=args.seed + 1)
+    train(target, data.train, cfg, val=data.val, seed=args.seed + 1)
     t_tgt = time.perf_counter() - t0
     target_val, target_test = evaluate(target, data.val), evaluate(target, data.test)
     log(f"target trained in {t_tgt:.1f}s: val {100 * target_val:.2f}%  test {100 * target_test:.2f}%")
@@ -110,7 +110,7 @@ def run_experiment(args: argparse.Namespace) -> dict:
                        batch_size=args.grad_batch_size or args.batch_size, eval_every=args.eval_every, seed=args.seed,
                        target_final=target if method == "oracle" else None,
                        warm_start={"off": False, "on": True, "both": "both"}[args.warm_start],
-                       reuse_duals=not args.cold_laps,
+                       reuse_duals=not args.cold_laps, cache_source=args.cache_source,
                        verbose=not args.quiet)
         model_for_eval.load_state_dict(res.best_params)
         best_test = evaluate(model_for_eval, data.test)
@@ -217,6 +217,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--warm-start", default="off", choices=("off", "on", "both"),
                    help="start each solve from π_{s-1} (off = paper parity)")
+    p.add_argument("--cache-source", action="store_true",
+                   help="GMT: compute each point's source gradient once (halves GMT's gradient work)")
     p.add_argument("--cold-laps", action="store_true",
                    help="solve every LAP from scratch (exactly the official procedure; slower)")
     p.add_argument("--methods", default=methods, help="comma-separated: naive,gmt,fgmt,oracle")

@@ -70,8 +70,8 @@ class MatchResult:
     converged : bool
         True if the last sweep gained ``<= tol * max(1, |objective|)`` (False: hit max_sweeps).
     timings : dict[str, float]
-        Seconds: ``'gemm'`` (cost-matrix building, including the static-term GEMMs that
-        ``add`` ran since the previous solve), ``'lap'`` (assignment solves), ``'add'`` (wall
+        Seconds: ``'gemm'`` (cost-matrix building, including the GEMMs that ``add`` ran since
+        the previous solve: static terms, and new pairs' shares of cached dynamic terms), ``'lap'`` (assignment solves), ``'add'`` (wall
         time of the ``add`` calls since the previous solve), ``'solve'`` (wall time of the
         solve) and ``'total'`` (``add + solve``).
     counters : dict[str, int | float]
@@ -203,10 +203,14 @@ class _CompiledSpec:
 class GradientMatcher:
     """Incremental matcher: add (target, source) pairs one at a time, solve whenever needed.
 
-    The pairs live in a native store laid out for one GEMM per (group, tensor); the cost terms
-    of tensors whose other axes are unpermuted are accumulated at :meth:`add` time, so adding a
-    pair costs O(size of the pair) plus those static GEMMs, and :meth:`solve` only rebuilds the
-    terms that depend on other permutations.
+    The pairs live in a native store laid out for one GEMM per (group, tensor), each tensor
+    stored once (once per axis for the rare tensors with more than two permuted axes). Cost terms are cached per (group, tensor): terms of tensors whose other axes are
+    unpermuted ("static") are accumulated at :meth:`add` time; the others are kept for the
+    permutations they were built at, extended by each added pair's share, and corrected on only
+    the rows whose permutation changed (a full rebuild when more than half did). A group whose
+    coupled groups did not change since its last solve is skipped (exact). So an FGMT loop
+    (add a pair, solve warm-started from the previous permutations) costs O(1 pair) of GEMM work
+    per step plus the corrections, not O(K pairs).
 
     Parameters
     ----------

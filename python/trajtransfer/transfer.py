@@ -16,8 +16,10 @@ Differences from the official code, all result-neutral unless opted in (§6):
 no BN warm-up inside the gradient computation (I1: gradients are taken in train mode with batch
 statistics, so it cannot matter); BN recalibration under ``no_grad`` and only when the model has
 BatchNorm (I2, I3); persistent seeded samplers (I3); everything seeded (Q3); optional
-``eval_every`` (I13). Opt-ins that may change results (§6.4): ``warm_start`` (start each solve
-from π_{s−1}, or from both it and the identity) and ``rtol`` (a relative convergence tolerance).
+``eval_every`` (I13); FGMT's LAPs start from the previous solve's duals (``reuse_duals``: the
+same optimum per assignment, only ties may break differently). Opt-ins that may change results
+(§6.4): ``warm_start`` (start each solve from π_{s−1}, or from both it and the identity) and
+``rtol`` (a relative convergence tolerance).
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class TransferResult:
         for Naive.
     num_gradient_pairs : int
         Gradient pairs computed: K(K+1)/2 for GMT, K for FGMT, 0 otherwise.
+    num_source_gradients : int
+        Source-side gradients actually computed (fewer than the pairs with GMT's
+        ``cache_source``).
     num_solves : int
         Matching solves: K for GMT/FGMT (2K with ``warm_start="both"``), 1 for Oracle, 0 for Naive.
     timings : dict[str, float]
@@ -116,6 +121,7 @@ class TransferResult:
     sweeps: list = field(default_factory=list)
     perms: list = field(default_factory=list)
     num_gradient_pairs: int = 0
+    num_source_gradients: int = 0
     num_solves: int = 0
     timings: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
@@ -138,7 +144,8 @@ class TransferResult:
             "best_accuracy": self.best_accuracy, "final_accuracy": self.final_accuracy,
             "eval_steps": list(self.eval_steps), "accuracy": list(self.accuracy),
             "objective": list(self.objective), "sweeps": list(self.sweeps),
-            "num_gradient_pairs": self.num_gradient_pairs, "num_solves": self.num_solves,
+            "num_gradient_pairs": self.num_gradient_pairs,
+            "num_source_gradients": self.num_source_gradients, "num_solves": self.num_solves,
             "timings": dict(self.timings), "config": dict(self.config),
         }
 
@@ -183,20 +190,23 @@ def paired_gradients(target_model, source_model, batches: Sequence) -> tuple[dic
     ValueError
         If ``batches`` is empty.
     """
-    import torch.nn.functional as F
-
     if len(batches) == 0:
         raise ValueError("paired_gradients needs at least one minibatch")
-    out = []
-    for model in (target_model, source_model):
-        model.train()
-        model.zero_grad(set_to_none=True)
-        for x, y in batches:
-            F.cross_entropy(model(x), y).backward()
-        out.append({n: p.grad.detach().clone() / len(batches) for n, p in model.named_parameters()
-                    if p.requires_grad and p.grad is not None})
-        model.zero_grad(set_to_none=True)
-    return out[0], out[1]
+    return _mean_gradient(target_model, batches), _mean_gradient(source_model, batches)
+
+
+def _mean_gradient(model, batches: Sequence) -> dict:
+    """Mean over ``batches`` of the mean cross-entropy gradient, train mode."""
+    import torch.nn.functional as F
+
+    model.train()
+    model.zero_grad(set_to_none=True)
+    for x, y in batches:
+        F.cross_entropy(model(x), y).backward()
+    out = {n: p.grad.detach().clone() / len(batches) for n, p in model.named_parameters()
+           if p.requires_grad and p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out
 
 
 def _identity(sizes: Mapping[str, int]) -> dict:
@@ -235,6 +245,7 @@ def transfer(
     eval_batch_size: int = 1024,
     warm_start: Union[bool, str] = False,
     reuse_duals: bool = True,
+    cache_source: bool = False,
     tol: float = 1e-7,
     rtol: Optional[float] = None,
     max_sweeps: int = 100,
@@ -286,6 +297,11 @@ def transfer(
         descent path and each LAP's optimal value are unchanged; only ties between equally good
         assignments (e.g. units with zero gradient) may be broken differently. False: cold LAPs,
         exactly the official procedure.
+    cache_source : bool, default False
+        GMT opt-in (§6.4): compute the source gradient at each point once, keep it with its
+        minibatches, and at later steps recompute only the target side on those same minibatches.
+        Halves GMT's gradient work (K source gradients instead of K(K+1)/2) but changes the
+        sampling: the official GMT draws fresh minibatches for every pair. No effect on FGMT.
     tol : float
         Stopping threshold of the coordinate descent: stop after a sweep gaining
         ≤ ``tol`` × max(1, |objective|). For gradient objectives (|objective| < 1) this is the
@@ -383,15 +399,26 @@ def transfer(
         moved = apply_permutation(spec, perm, d) if perm is not None else d
         return {n: base[n] + moved[n] for n in names}
 
+    source_cache: dict = {}  # GMT with cache_source: point k -> (minibatches, source gradient)
+    counts = {"source": 0}
+
     def gradient_pair(k: int, perm: Optional[dict]) -> tuple[dict, dict]:
         t0 = time.perf_counter()
         point = trajectory[k]
         d = {n: point[n] - origin[n] for n in names}
         _load_params(tgt_model, target_point(d, perm))
-        _load_params(src_model, point)
-        pair = paired_gradients(tgt_model, src_model, grad_loader.take(grad_batches))
+        if k in source_cache:
+            batches, g_s = source_cache[k]
+        else:
+            batches = grad_loader.take(grad_batches)
+            _load_params(src_model, point)
+            g_s = _mean_gradient(src_model, batches)
+            counts["source"] += 1
+            if cache_source:
+                source_cache[k] = (batches, g_s)
+        g_t = _mean_gradient(tgt_model, batches)
         times["gradients"] += time.perf_counter() - t0
-        return pair
+        return g_t, g_s
 
     def pair_bound(g_t: dict, g_s: dict) -> float:
         return float(sum(float(g_t[n].norm()) * float(g_s[n].norm()) for n in g_t))
@@ -530,12 +557,12 @@ def transfer(
         "grad_batches": int(grad_batches), "batch_size": int(batch_size), "bn_batches": int(bn_batches),
         "bn_batch_size": int(bn_batch_size or batch_size), "uses_batchnorm": uses_bn,
         "eval_every": int(eval_every), "warm_start": warm_start, "reuse_duals": bool(reuse_duals),
-        "tol": tol, "rtol": rtol,
+        "cache_source": bool(cache_source), "tol": tol, "rtol": rtol,
         "max_sweeps": int(max_sweeps), "seed": int(seed),
     }
     return TransferResult(
         method=method, num_steps=K, best_step=int(best["step"]), best_accuracy=best["acc"],
         best_params=best["state"], final_params=final_state, eval_steps=eval_steps, accuracy=accs,
         objective=objectives, sweeps=sweeps, perms=perms, num_gradient_pairs=n_pairs,
-        num_solves=n_solves, timings=times, config=config,
+        num_source_gradients=counts["source"], num_solves=n_solves, timings=times, config=config,
     )
