@@ -31,6 +31,22 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
         assert d["eval_steps"] == list(range(K + 1)) and 0 <= d["best_accuracy"] <= 1
     assert set(res["finetune"]) == {"scratch", "naive", "gmt", "fgmt", "oracle"}
     assert (out / "source_checkpoints" / "epoch_-1.pt").exists()
+    # the time split table: its shares are matching / total of each method's transfer
+    assert "matching share" in printed and "| LAP |" in printed
+    gmt = res["methods"]["gmt"]
+    assert gmt["matching_fraction"] == pytest.approx(gmt["timings"]["matching"] / gmt["timings"]["total"])
+    assert f"{100 * gmt['matching_fraction']:.1f}%" in printed
+    assert gmt["config"]["grad_batches"] == 2 and gmt["config"]["batch_size"] == 128  # --quick caps 10
+
+
+def test_demo_defaults():
+    args = build_parser().parse_args(["demo"])
+    assert (args.dataset, args.hidden, args.epochs, args.steps, args.lr, args.batch_size) == \
+        ("digits", "512", 2, 10, 0.01, 32)
+    assert (args.grad_batches, args.grad_batch_size, args.threads) == (10, 128, 1)
+    # the generic command keeps the paper's one minibatch per gradient pair
+    args = build_parser().parse_args(["transfer"])
+    assert (args.grad_batches, args.grad_batch_size) == (1, 0)
 
 
 def test_transfer_command_on_digits(tmp_path, capsys):

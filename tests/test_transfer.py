@@ -222,6 +222,20 @@ def test_options_and_validation(setup, capsys):
         transfer(MLP(64, (16,), 10), traj, target_init, data, method="naive")
 
 
+def test_timings_split_the_wall_time(setup):
+    res = _run(setup, "gmt", grad_batches=2)
+    t = res.timings
+    assert set(t) >= {"gradients", "matching", "matching_gemm", "matching_lap", "evaluation", "bn",
+                      "overhead", "total"}
+    # the phases are disjoint intervals of one call: with the overhead they add up to its wall time
+    assert t["gradients"] + t["matching"] + t["evaluation"] + t["overhead"] == pytest.approx(t["total"])
+    assert min(t["gradients"], t["matching"], t["evaluation"]) > 0 and t["overhead"] >= 0
+    assert t["bn"] == 0.0  # no BatchNorm in the MLP: nothing recalibrated
+    # the matcher's own split is part of the matching's wall time
+    assert 0 < t["matching_gemm"] + t["matching_lap"] <= t["matching"] + 1e-6
+    assert res.config["grad_batches"] == 2 and res.num_gradient_pairs == K * (K + 1) // 2
+
+
 def test_training_sgd_matches_torch_optim_sgd():
     data = load_digits_data(seed=0)
     a, b = _mlp(4), _mlp(4)

@@ -1,5 +1,17 @@
 """trajtransfer: learning transfer through permutation symmetry, on a fast native core.
 
+Three layers, each usable on its own:
+
+* :func:`linear_sum_assignment` (a faster drop-in for SciPy's), :func:`linear_sum_assignment_batch`
+  and :func:`lap_solve` (duals + warm starts);
+* permutation matching with Git Re-Basin specs: :func:`match_weights`, :func:`match_gradients`,
+  :class:`GradientMatcher`, :func:`apply_permutation`, :func:`spec_from_model`;
+* learning transfer (Chijiwa, ICLR 2024): :func:`transfer` with GMT, FGMT, Naive and Oracle,
+  :class:`Trajectory`, :class:`TrajectoryRecorder`.
+
+Only numpy is needed for the first two layers with numpy inputs; torch is imported lazily by the
+names that need it.
+
 >>> import numpy as np
 >>> import trajtransfer as tt
 >>> row, col = tt.linear_sum_assignment(np.array([[1.0, 2.0], [2.0, 1.0]]))
@@ -9,19 +21,101 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from ._native import _core
 from .lap import LapSolution, lap_solve, linear_sum_assignment, linear_sum_assignment_batch
+from .match import GradientMatcher, MatchResult, match_gradients, match_weights, set_num_threads
+from .permute import (
+    apply_inverse_permutation,
+    apply_permutation,
+    compose_permutations,
+    identity_permutation,
+    invert_permutation,
+    permute_model,
+    random_permutation,
+)
+from .spec import (
+    PermutationSpec,
+    conv_spec,
+    mlp_spec,
+    permutation_spec_from_axes_to_perm,
+    resnet_spec,
+    validate_spec,
+)
 
 __version__: str = _core.__version__
 
+# Names whose modules import torch (or scikit-learn/matplotlib) at use: loaded on first access.
+_LAZY = {
+    "spec_from_model": "spec_fx",
+    "MLP": "models",
+    "Conv8": "models",
+    "ResNet18": "models",
+    "Trajectory": "trajectory",
+    "TrajectoryRecorder": "trajectory",
+    "lambda_schedule": "trajectory",
+    "transfer": "transfer",
+    "TransferResult": "transfer",
+    "StepInfo": "transfer",
+    "paired_gradients": "transfer",
+    "METHODS": "transfer",
+    "preset": "presets",
+    "list_presets": "presets",
+    "TransferPreset": "presets",
+    "recalibrate_bn": "bn",
+    "reset_bn_stats": "bn",
+    "has_batchnorm": "bn",
+    "load_dataset": "data",
+    "load_digits_data": "data",
+    "load_fashion_mnist": "data",
+    "load_mnist": "data",
+    "load_cifar10": "data",
+    "train": "training",
+    "TrainConfig": "training",
+    "evaluate": "training",
+}
+
 __all__ = [
     "__version__",
+    # linear assignment
     "LapSolution",
     "lap_solve",
     "linear_sum_assignment",
     "linear_sum_assignment_batch",
+    # specs and permutations
+    "PermutationSpec",
+    "permutation_spec_from_axes_to_perm",
+    "validate_spec",
+    "mlp_spec",
+    "conv_spec",
+    "resnet_spec",
+    "apply_permutation",
+    "apply_inverse_permutation",
+    "invert_permutation",
+    "compose_permutations",
+    "random_permutation",
+    "identity_permutation",
+    "permute_model",
+    # matching
+    "MatchResult",
+    "match_weights",
+    "match_gradients",
+    "GradientMatcher",
+    "set_num_threads",
+    *_LAZY,
 ]
 
 
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trajtransfer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
 def __dir__() -> list[str]:
-    return __all__
+    return list(__all__)
