@@ -50,15 +50,48 @@ def test_demo_defaults():
 
 
 def test_transfer_command_on_digits(tmp_path, capsys):
+    from trajtransfer.match import set_num_threads
+
     out = tmp_path / "run"
-    main(["transfer", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--steps", "2",
-          "--methods", "naive,fgmt", "--finetune-epochs", "0", "--batch-size", "64", "--out", str(out),
-          "--quiet", "--threads", "1"])
+    before = set_num_threads(0)  # query
+    try:
+        set_num_threads(2)
+        main(["transfer", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--steps", "2",
+              "--methods", "naive,fgmt", "--finetune-epochs", "0", "--batch-size", "64", "--out", str(out),
+              "--quiet", "--threads", "1"])
+        assert set_num_threads(0) == 1  # --threads sets the matcher's pool too
+    finally:
+        set_num_threads(before)
     res = json.loads((out / "results.json").read_text())
+    assert res["torch_threads"] == 1 and res["match_threads"] == 1
     assert set(res["methods"]) == {"naive", "fgmt"} and res["finetune"] == {}
     assert res["command"].startswith("trajtransfer transfer --dataset digits")
     assert (out / "transfer.png").read_bytes()[:8] == PNG_MAGIC
     assert not (out / "finetune.png").exists()
+
+
+def test_transfer_command_actual_trajectory(tmp_path):
+    out = tmp_path / "actual"
+    main(["transfer", "--dataset", "digits", "--hidden", "16", "--epochs", "2", "--steps", "4",
+          "--trajectory", "actual", "--methods", "naive", "--finetune-epochs", "0", "--batch-size", "64",
+          "--out", str(out), "--quiet", "--threads", "1"])
+    res = json.loads((out / "results.json").read_text())
+    assert res["trajectory"] == "actual" and res["steps"] == 4
+    # through every epoch's checkpoint: the source's own accuracy at s = 2 is its epoch-0 checkpoint's
+    src = res["source"]["trajectory_val_accuracy"]
+    assert len(src) == 5 and src[-1] == pytest.approx(res["source"]["val_accuracy"])
+    # Naive at s = 2 is θ₂⁰ + (θ₁ at epoch 0 − θ₁⁰), a different point than halfway along init -> end
+    lin = tmp_path / "linear"
+    main(["transfer", "--dataset", "digits", "--hidden", "16", "--epochs", "2", "--steps", "4",
+          "--methods", "naive", "--finetune-epochs", "0", "--batch-size", "64", "--out", str(lin),
+          "--quiet", "--threads", "1"])
+    res_lin = json.loads((lin / "results.json").read_text())
+    assert res_lin["trajectory"] == "linear"
+    assert res_lin["methods"]["naive"]["accuracy"][-1] == res["methods"]["naive"]["accuracy"][-1]  # same end
+    assert res_lin["source"]["trajectory_val_accuracy"][2] != src[2]
+    with pytest.raises(SystemExit, match="multiple"):
+        main(["transfer", "--dataset", "digits", "--epochs", "3", "--steps", "4", "--trajectory", "actual",
+              "--out", str(tmp_path / "bad"), "--quiet"])
 
 
 def test_cli_rejects_bad_arguments(tmp_path):

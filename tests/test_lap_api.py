@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import trajtransfer
+
 from trajtransfer.lap import (
     LapSolution,
     lap_solve,
@@ -312,8 +314,9 @@ print("ok")
 def test_every_kernel_set_is_optimal(isa) -> None:
     """The run-time dispatch picks the widest ISA; force the narrower ones in a subprocess."""
     env = dict(os.environ, TRAJTRANSFER_LAP_ISA=isa)
+    # Import the same trajtransfer the tests use (installed, or built in place under python/).
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "python"), env.get("PYTHONPATH", "")])
+        [str(Path(trajtransfer.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr

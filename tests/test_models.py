@@ -15,13 +15,7 @@ from trajtransfer.permute import apply_permutation, random_permutation
 from trajtransfer.spec import mlp_spec, permutation_spec_from_axes_to_perm, validate_spec
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: a multi-thread pool only adds contention on shared CI cores (100x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(model: nn.Module) -> int:

@@ -17,13 +17,7 @@ from trajtransfer.permute import (
 )
 from trajtransfer.spec import permutation_spec_from_axes_to_perm
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: a multi-thread pool only adds contention on shared CI cores (100x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # A spec exercising every case: two groups on one tensor, one group on two axes of one tensor,

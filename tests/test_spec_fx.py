@@ -14,13 +14,7 @@ from trajtransfer.permute import apply_permutation, random_permutation
 from trajtransfer.spec_fx import spec_from_model
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: a multi-thread pool only adds contention on shared CI cores (100x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invariance_error(model, spec, x, *, train, seed=0):

@@ -39,6 +39,12 @@ def _build_model(kind: str, in_features: int, num_classes: int, hidden: Sequence
     raise ValueError(f"--model must be one of {_MODELS}, got {kind!r}")
 
 
+def _match_threads() -> int:
+    from .match import set_num_threads
+
+    return int(set_num_threads(0))  # <= 0 only queries
+
+
 def _pct(x: Optional[float]) -> str:
     return "   -  " if x is None else f"{100 * x:6.2f}"
 
@@ -57,11 +63,19 @@ def run_experiment(args: argparse.Namespace) -> dict:
     from .transfer import METHODS, transfer
 
     if args.threads:
+        from .match import set_num_threads as set_match_threads
+
+        # One budget for both pools: torch's and the matcher's GEMM threads (the matcher's
+        # default, every hardware thread, competes with torch's on a shared machine).
         torch.set_num_threads(int(args.threads))
+        set_match_threads(int(args.threads))
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"--methods: unknown {bad}; choose from {','.join(METHODS)}")
+    if args.trajectory == "actual" and (args.epochs < 1 or args.steps % args.epochs):
+        raise SystemExit(f"--trajectory actual: --steps {args.steps} must be a multiple of "
+                         f"--epochs {args.epochs}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
@@ -96,7 +110,11 @@ def run_experiment(args: argparse.Namespace) -> dict:
     target_val, target_test = evaluate(target, data.val), evaluate(target, data.test)
     log(f"target trained in {t_tgt:.1f}s: val {100 * target_val:.2f}%  test {100 * target_test:.2f}%")
 
-    traj = rec.trajectory(num_splits=args.steps, schedule=args.schedule)
+    if args.trajectory == "actual":
+        # every epoch's checkpoint (the paper's appendix variant): T split evenly over the epochs
+        traj = rec.trajectory(num_splits=args.steps // args.epochs, schedule=args.schedule, epochs="all")
+    else:
+        traj = rec.trajectory(num_splits=args.steps, schedule=args.schedule)
     results = {}
     model_for_eval = build()
     # The source's own accuracy along the trajectory (context for the plot).
@@ -154,12 +172,14 @@ def run_experiment(args: argparse.Namespace) -> dict:
         "command": " ".join(["trajtransfer"] + list(args.argv)),
         "dataset": data.name, "model": args.model, "hidden": list(args.hidden),
         "train": cfg.as_dict(), "steps": traj.num_steps, "schedule": args.schedule,
+        "trajectory": args.trajectory,
         "source": {"val_accuracy": h_src.val_accuracy[-1], "seconds": t_src,
                    "trajectory_val_accuracy": source_curve},
         "target": {"val_accuracy": target_val, "test_accuracy": target_test, "seconds": t_tgt},
         "methods": {m: results[m][1] for m in methods},
         "finetune": finetune, "pngs": [os.fspath(p) for p in pngs],
         "seconds": time.perf_counter() - t_all, "torch_threads": torch.get_num_threads(),
+        "match_threads": _match_threads(),
     }
     with open(out / "results.json", "w") as f:
         json.dump(summary, f, indent=1, default=float)
@@ -227,6 +247,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
     p.add_argument("--steps", type=int, default=steps, help="T, transfer steps (linear trajectory init->end)")
     p.add_argument("--schedule", default="uniform", choices=("uniform", "cosine"), help="λ schedule")
+    p.add_argument("--trajectory", default="linear", choices=("linear", "actual"),
+                   help="linear: init -> end (paper default); actual: through every epoch's checkpoint")
     p.add_argument("--grad-batches", type=int, default=grad_batches,
                    help=f"minibatches per gradient pair (default {grad_batches})")
     p.add_argument("--grad-batch-size", type=int, default=grad_batch_size,
@@ -243,7 +265,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--finetune-lr", type=float, default=None, help="default: --lr")
     p.add_argument("--train-subset", type=int, default=0, help="use only the first N training samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=threads, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=threads,
+                   help="torch and matcher threads (0: leave both at their defaults)")
     p.add_argument("--out", default=out)
     p.add_argument("--quiet", action="store_true")
 

@@ -26,6 +26,20 @@ def _curve(res) -> tuple:
     return list(res.eval_steps), list(res.accuracy), res.best_step
 
 
+
+def _finish(fig, ax, path, title: str) -> str:
+    """Shared styling of the accuracy figures, then save to ``path`` (folders created)."""
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    return os.fspath(path)
+
 def plot_transfer_curves(
     results: Mapping[str, object],
     path: Union[str, "os.PathLike[str]"],
@@ -61,16 +75,7 @@ def plot_transfer_curves(
         ax.axhline(100 * value, ls="--", lw=1, color=_COLORS.get(label.split()[0].lower(), "black"),
                    label=f"{label} ({100 * value:.1f}%)")
     ax.set_xlabel("transfer step s")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    return os.fspath(path)
+    return _finish(fig, ax, path, title)
 
 
 def plot_finetune_curves(
@@ -89,13 +94,4 @@ def plot_finetune_curves(
                 color=_COLORS.get(name.split()[0].lower()), ls="--" if name == "scratch" else "-")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epochs of training")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    return os.fspath(path)
+    return _finish(fig, ax, path, title)
