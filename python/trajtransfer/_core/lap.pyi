@@ -1,0 +1,20 @@
+"""
+Dense exact linear assignment
+"""
+from __future__ import annotations
+import numpy
+import numpy.typing
+import typing
+__all__: list[str] = ['simd_level', 'solve', 'solve_batch']
+def simd_level() -> str:
+    """
+    SIMD kernel set chosen at run time for this CPU: 'avx512', 'avx2' or 'base'.
+    """
+def solve(cost: numpy.ndarray, maximize: bool = False, col_duals: typing.Any = None, init_col_ind: typing.Any = None) -> tuple:
+    """
+    Solve one dense LAP. Returns (idx, u, v): idx[k] indexes the longer axis for entry k of the shorter axis; u, v are duals of the minimisation actually solved (costs negated when maximize).
+    """
+def solve_batch(costs: numpy.ndarray, maximize: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.int64]:
+    """
+    Solve B dense LAPs of equal shape on a thread pool. Returns (B, min(n, m)) indices.
+    """

@@ -1,0 +1,32 @@
+"""
+Coordinate-descent permutation matching
+"""
+from __future__ import annotations
+import collections.abc
+import typing
+__all__: list[str] = ['Matcher', 'python_shuffle_orders', 'set_num_threads']
+class Matcher:
+    """
+    Native coordinate-descent matcher (private; see trajtransfer.match)
+    """
+    def __init__(self, group_sizes: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shapes: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]], axis_groups: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]]) -> None:
+        ...
+    def add(self, targets: list, sources: list, weight: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    def objective(self, perms: list) -> float:
+        ...
+    def reserve(self, pairs: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def solve(self, init: typing.Any, use_previous: bool, warm_duals: bool, max_sweeps: typing.SupportsInt | typing.SupportsIndex, tol: typing.SupportsFloat | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex) -> dict:
+        ...
+    @property
+    def num_pairs(self) -> int:
+        ...
+def python_shuffle_orders(seed: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, sweeps: typing.SupportsInt | typing.SupportsIndex) -> list[list[int]]:
+    """
+    Orders random.Random(seed).shuffle gives list(range(n)), per sweep.
+    """
+def set_num_threads(num_threads: typing.SupportsInt | typing.SupportsIndex) -> int:
+    """
+    Set the threads of trajtransfer's OpenBLAS pool (<= 0: unchanged); returns the count.
+    """
