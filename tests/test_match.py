@@ -546,3 +546,171 @@ def test_fgmt_loop_incremental_terms_equal_fresh_solves():
         saved_work = saved_work or res.counters["member_builds"] < fresh.counters["member_builds"]
         prev = res.perms
     assert saved_work
+
+
+# ----------------------------------------------------------------------------------------------
+# exact objective from cached per-pair terms; add()'s fused finiteness check; clear_pairs
+# ----------------------------------------------------------------------------------------------
+
+
+def _native_and_odd():
+    """Tensors stored as given (static, group on axis 0, trailing axes: 'a', 'l0'), transposed
+    on add ('x': group on a middle axis), with two groups ('y'), 1-D ('z'), unpermuted ('w')."""
+    axes = {
+        "a": ("p", None, None),          # (7, 3, 2): static, stored as (7, 6)
+        "x": (None, "p", None),          # (3, 7, 2)
+        "y": ("q", None, "p"),           # (5, 4, 7)
+        "z": ("q",),                     # (5,)
+        "w": (None, None),               # (2, 2) unpermuted
+    }
+    spec = permutation_spec_from_axes_to_perm(axes)
+    shapes = {"a": (7, 3, 2), "x": (3, 7, 2), "y": (5, 4, 7), "z": (5,), "w": (2, 2)}
+    return spec, shapes
+
+
+@pytest.mark.parametrize("make", ["native_odd", "mlp"])
+def test_cached_objectives_equal_fresh_and_independent(make):
+    # Solves from the identity, from random inits and warm, interleaved with adds: every
+    # history[0] and objective (served from cached per-pair terms, moved between permutations on
+    # changed rows only) equals the uncached objective() bit for bit and a float64 NumPy sum.
+    rng = np.random.default_rng(31)
+    if make == "mlp":
+        spec, shapes = _mlp([12, 16, 9, 3], rng)
+    else:
+        spec, shapes = _native_and_odd()
+    m = GradientMatcher(spec, seed=5)
+    pairs, weights = [], []
+    for step in range(6):
+        pair = (_random_params(spec, shapes, rng), _random_params(spec, shapes, rng))
+        w = [1.0, 0.5, 2.0, 1.25, 0.75, 3.0][step]
+        pairs.append(pair)
+        weights.append(w)
+        m.add(*pair, w)
+        starts = [None, random_permutation(spec, pair[0], seed=step), "warm"]
+        for init in starts:
+            if init == "warm":
+                res = m.solve()
+            else:
+                ident = {g: np.arange(len(p)) for g, p in res.perms.items()} if step else None
+                res = m.solve(init if init is not None else ident, warm_start=step % 2 == 0)
+            fresh = m.objective(res.perms)
+            assert res.objective == fresh
+            assert res.objective == pytest.approx(_np_objective(spec, pairs, weights, res.perms),
+                                                  rel=1e-12)
+            start = (init if init not in (None, "warm") else None)
+            if start is not None:
+                assert res.history[0] == m.objective(start)
+    assert m.solve({}, warm_start=False).history[0] == m.objective({})
+
+
+def test_identity_start_objective_equals_fresh_bitwise():
+    rng = np.random.default_rng(32)
+    spec, shapes = _native_and_odd()
+    pairs = [(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng))
+             for _ in range(3)]
+    m = GradientMatcher(spec, seed=1)
+    for t, s in pairs:
+        m.add(t, s, 0.7)
+    res = m.solve(warm_start=False)
+    assert res.history[0] == m.objective({})
+    assert res.history[0] == pytest.approx(
+        _np_objective(spec, pairs, [0.7] * 3, {g: np.arange(n) for g, n in
+                                                [("p", 7), ("q", 5)]}), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["a", "x", "y", "z", "w"])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("side", ["target", "source"])
+def test_non_finite_rejected_in_every_layout_and_nothing_added(name, bad, side):
+    rng = np.random.default_rng(33)
+    spec, shapes = _native_and_odd()
+    t, s = _random_params(spec, shapes, rng), _random_params(spec, shapes, rng)
+    m = GradientMatcher(spec, seed=0)
+    m.add(t, s)
+    before = m.solve(warm_start=False)
+    t2, s2 = _random_params(spec, shapes, rng), _random_params(spec, shapes, rng)
+    poisoned = (t2 if side == "target" else s2)[name]
+    poisoned.flat[poisoned.size // 2] = bad
+    other = (s2 if side == "target" else t2)[name]
+    other.flat[poisoned.size // 2] = 0.0  # inf * 0 = NaN must be caught too
+    with pytest.raises(ValueError, match=rf"{side}\['{name}'\].*NaN or infinite"):
+        m.add(t2, s2)
+    assert m.num_pairs == 1
+    after = m.solve(warm_start=False)
+    assert after.objective == before.objective
+    for g in spec.groups:
+        np.testing.assert_array_equal(after.perms[g], before.perms[g])
+
+
+def test_extreme_finite_values_are_accepted():
+    # float32 max squared and summed still fits a float64: no false non-finite alarm
+    spec, shapes = _native_and_odd()
+    big = {n: np.full(shp, np.finfo(np.float32).max, np.float32) for n, shp in shapes.items()}
+    m = GradientMatcher(spec)
+    m.add(big, big)  # (a float32 cost matrix of these would overflow: no solve here)
+    ident = {"p": np.arange(7), "q": np.arange(5)}
+    assert np.isfinite(m.objective(ident))
+    assert m.objective(ident) == pytest.approx(_np_objective(spec, [(big, big)], [1.0], ident),
+                                               rel=1e-12)
+
+
+def test_clear_pairs_then_cold_solve_equals_a_new_matcher():
+    rng = np.random.default_rng(34)
+    spec, shapes = _small_conv()
+    old = [(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng)) for _ in range(3)]
+    new = [(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng)) for _ in range(2)]
+    m = GradientMatcher(spec, seed=3)
+    for t, s in old:
+        m.add(t, s, 1.5)
+    m.solve()
+    m.clear_pairs()
+    assert m.num_pairs == 0
+    with pytest.raises(ValueError, match="no pairs"):
+        m.solve()
+    fresh = GradientMatcher(spec, seed=3)
+    for (t, s), w in zip(new, [0.5, 2.0]):
+        m.add(t, s, w)
+        fresh.add(t, s, w)
+    a = m.solve(warm_start=False)
+    b = fresh.solve(warm_start=False)
+    assert a.objective == b.objective and a.history == b.history and a.sweeps == b.sweeps
+    for g in spec.groups:
+        np.testing.assert_array_equal(a.perms[g], b.perms[g])
+    assert a.objective == pytest.approx(_np_objective(spec, new, [0.5, 2.0], a.perms), rel=1e-12)
+
+
+def test_clear_pairs_keeps_perms_and_duals_for_warm_solves():
+    rng = np.random.default_rng(35)
+    spec, shapes = _mlp([10, 24, 24, 4], rng)
+    m = GradientMatcher(spec, seed=7)
+    m.add(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng))
+    first = m.solve()
+    m.clear_pairs()
+    pair = (_random_params(spec, shapes, rng), _random_params(spec, shapes, rng))
+    m.add(*pair)
+    # warm_start, no init: starts from the kept permutations
+    warm = m.solve()
+    assert warm.history[0] == pytest.approx(_np_objective(spec, [pair], [1.0], first.perms),
+                                            rel=1e-12)
+    # identity start with kept duals (GMT's use): the same optima as cold LAPs on this
+    # tie-free data, so the same coordinate-descent path
+    ident = {g: np.arange(shapes[f"layers.{i}.weight"][0]) for i, g in enumerate(spec.groups)}
+    m.clear_pairs()
+    m.add(*pair)
+    kept = m.solve(ident, warm_start=True)
+    cold = match_gradients(spec, [pair], seed=7)
+    for g in spec.groups:
+        np.testing.assert_array_equal(kept.perms[g], cold.perms[g])
+    assert kept.objective == cold.objective
+    # the shapes of the first pair still apply
+    bad = _random_params(spec, shapes, rng)
+    bad["layers.0.weight"] = bad["layers.0.weight"][:, :5]
+    with pytest.raises(ValueError, match="expected"):
+        m.add(bad, bad)
+
+
+def test_clear_pairs_before_any_add_is_a_no_op():
+    spec, shapes = _mlp([3, 4, 2], np.random.default_rng(0))
+    m = GradientMatcher(spec)
+    m.clear_pairs()
+    assert m.num_pairs == 0

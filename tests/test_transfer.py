@@ -123,10 +123,22 @@ def test_transfer_is_reproducible_with_a_seed(setup):
     assert all(torch.equal(a.final_params[n], b.final_params[n]) for n in a.final_params)
 
 
-def test_reusing_lap_duals_does_not_change_the_result(setup):
+@pytest.mark.parametrize("method", ["fgmt", "gmt"])
+def test_reusing_lap_duals_does_not_change_the_result(setup, monkeypatch, method):
     # tanh units have no zero-gradient ties, so the optimal assignments are unique
-    warm = _run(setup, "fgmt", seed=2)
-    cold = _run(setup, "fgmt", seed=2, reuse_duals=False)
+    made = []
+    real_init = match_mod.GradientMatcher.__init__
+
+    def init(obj, *a, **k):
+        made.append(obj)
+        real_init(obj, *a, **k)
+
+    monkeypatch.setattr(match_mod.GradientMatcher, "__init__", init)
+    warm = _run(setup, method, seed=2)
+    # GMT keeps one matcher (clear_pairs between steps) only when it may reuse the duals
+    assert len(made) == 1
+    cold = _run(setup, method, seed=2, reuse_duals=False)
+    assert len(made) == 1 + (K if method == "gmt" else 1)
     assert warm.config["reuse_duals"] and not cold.config["reuse_duals"]
     assert all(np.array_equal(p["c1"], q["c1"]) for p, q in zip(warm.perms, cold.perms))
     assert warm.accuracy == cold.accuracy

@@ -187,6 +187,11 @@ class PyMatcher {
     impl_->reserve(pairs);
   }
 
+  void clear_pairs() {
+    py::gil_scoped_release release;  // Safe: touches only the matcher's own buffers.
+    impl_->clear_pairs();
+  }
+
   std::int64_t num_pairs() const { return impl_->num_pairs(); }
 
  private:
@@ -207,6 +212,8 @@ void register_match(py::module_& m) {
            py::arg("warm_duals"), py::arg("max_sweeps"), py::arg("tol"), py::arg("seed"))
       .def("objective", &PyMatcher::objective, py::arg("perms"))
       .def("reserve", &PyMatcher::reserve, py::arg("pairs"))
+      .def("clear_pairs", &PyMatcher::clear_pairs,
+           "Drop all pairs; keep the store's memory, the permutations and the LAP duals.")
       .def_property_readonly("num_pairs", &PyMatcher::num_pairs);
   m.def("set_num_threads", &match::set_blas_threads, py::arg("num_threads"),
         "Set the threads of trajtransfer's OpenBLAS pool (<= 0: unchanged); returns the count.");

@@ -128,6 +128,9 @@ Error Matcher::create(std::vector<std::int64_t> group_sizes, std::vector<TensorS
         if (std::find(nb.begin(), nb.end(), g) == nb.end()) nb.push_back(g);
       }
       mb.owner = static_cast<int>(mt->members_.size());
+      // Only the static GEMM and objective() read a static member's store: keeping the
+      // tensor's own layout saves the transpose, and its permutation then moves whole rows.
+      mb.native = mb.is_static && mb.pre == 1 && mb.post > 1;
       mt->members_.push_back(std::move(mb));
     }
     if (used.size() == 2) {
@@ -147,32 +150,61 @@ Error Matcher::create(std::vector<std::int64_t> group_sizes, std::vector<TensorS
   }
   mt->tensors_ = std::move(tensors);
   mt->perms_view_.resize(mt->groups_.size());
+  mt->primary_of_.assign(mt->tensors_.size(), -1);
+  for (std::size_t mi = 0; mi < mt->members_.size(); ++mi) {
+    const Member& mb = mt->members_[mi];
+    if (mb.primary) mt->primary_of_[static_cast<std::size_t>(mb.tensor)] = static_cast<int>(mi);
+  }
+  ObjectiveCache& ic = mt->identity_cache_;
+  ic.acc.assign(mt->members_.size(), {});
+  for (const Group& gr : mt->groups_) ic.perms.push_back(gr.perm);  // identity at creation
+  ic.valid = true;
   out = std::move(mt);
   return {};
+}
+
+bool Matcher::stored_as_given(const Member& mb) const {
+  return mb.kind == Kind::rows && (mb.native || mb.post == 1);
+}
+
+double Matcher::term_at_identity(const Member& mb, const float* t, const float* s) const {
+  // pair_term(mb, k, identity) on the caller's buffers (same layout, same order: same bits).
+  const std::int64_t w = mb.native ? mb.post : mb.n;
+  const std::int64_t rows = mb.native ? mb.n : mb.m;
+  double acc = 0.0;
+  for (std::int64_t r = 0; r < rows; ++r) acc += dot_f64(t + r * w, s + r * w, w);
+  return acc;
 }
 
 Error Matcher::add(const float* const* targets, const float* const* sources, double weight) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!std::isfinite(weight)) return {Status::bad_argument, -1, -1};
-  // Validate everything first so that a failure leaves the store untouched.
-  for (std::size_t t = 0; t < tensors_.size(); ++t) {
+  // Validate everything first so that a failure leaves the store untouched. Where a tensor is
+  // stored as given, the float64 dot that the exact objective needs anyway doubles as the
+  // finiteness check (products of finite floats cannot overflow a double, and any inf or NaN
+  // operand makes the sum inf or NaN), saving a pass over the pair.
+  const std::size_t T = tensors_.size();
+  std::vector<double>& raw_dot = add_dots_;
+  raw_dot.assign(T, 0.0);
+  for (std::size_t t = 0; t < T; ++t) {
     const std::int64_t count = product(tensors_[t].shape, 0, tensors_[t].shape.size());
-    if (!all_finite(targets[t], count) || !all_finite(sources[t], count)) {
-      return {Status::non_finite, static_cast<std::int64_t>(t), -1};
+    const int pm = primary_of_[t];
+    bool ok;
+    if (pm < 0) {  // no permuted axis: a constant of the objective, kept exactly
+      raw_dot[t] = dot_f64(targets[t], sources[t], count);
+      ok = std::isfinite(raw_dot[t]);
+    } else if (stored_as_given(members_[static_cast<std::size_t>(pm)])) {
+      raw_dot[t] = term_at_identity(members_[static_cast<std::size_t>(pm)], targets[t],
+                                    sources[t]);
+      ok = std::isfinite(raw_dot[t]);
+    } else {
+      ok = all_finite(targets[t], count) && all_finite(sources[t], count);
     }
+    if (!ok) return {Status::non_finite, static_cast<std::int64_t>(t), -1};
   }
   const float alpha = static_cast<float>(weight);
-  for (std::size_t t = 0; t < tensors_.size(); ++t) {
-    bool permuted = false;
-    for (int g : tensors_[t].groups) permuted = permuted || g >= 0;
-    if (permuted) continue;
-    // No permuted axis: a constant of the objective, kept exactly.
-    const std::int64_t count = product(tensors_[t].shape, 0, tensors_[t].shape.size());
-    double dot = 0.0;
-    for (std::int64_t i = 0; i < count; ++i) {
-      dot += static_cast<double>(targets[t][i]) * static_cast<double>(sources[t][i]);
-    }
-    constant_ += weight * dot;
+  for (std::size_t t = 0; t < T; ++t) {
+    if (primary_of_[t] < 0) constant_ += weight * raw_dot[t];
   }
   for (Member& mb : members_) {
     if (mb.kind == Kind::cols) continue;  // reads its owner's store
@@ -180,20 +212,40 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
     const std::size_t old = mb.target.size();
     mb.target.resize(old + block);
     mb.source.resize(old + block);
-    unfold_rows(targets[mb.tensor], mb.pre, mb.n, mb.post, mb.target.data() + old);
-    unfold_rows(sources[mb.tensor], mb.pre, mb.n, mb.post, mb.source.data() + old);
+    if (stored_as_given(mb)) {  // native (n, post), or rows with post == 1: a plain copy
+      std::memcpy(mb.target.data() + old, targets[mb.tensor], sizeof(float) * block);
+      std::memcpy(mb.source.data() + old, sources[mb.tensor], sizeof(float) * block);
+    } else {
+      unfold_rows(targets[mb.tensor], mb.pre, mb.n, mb.post, mb.target.data() + old);
+      unfold_rows(sources[mb.tensor], mb.pre, mb.n, mb.post, mb.source.data() + old);
+    }
     if (mb.is_static && mb.m > 0) {
       // Static term: independent of every other permutation, so accumulate it once, here.
       const auto t0 = Clock::now();
       Group& g = groups_[static_cast<std::size_t>(mb.group)];
-      blas::sgemm_tn_rows(static_cast<int>(mb.n), static_cast<int>(mb.m), alpha,
-                          mb.target.data() + old, mb.source.data() + old, 1.0f,
-                          g.static_cost.data());
+      if (mb.native) {  // C += T S^T on the (n, post) layout: no transpose needed
+        blas::sgemm_rows_nt(static_cast<int>(mb.n), static_cast<int>(mb.post), alpha,
+                            mb.target.data() + old, mb.source.data() + old, 1.0f,
+                            g.static_cost.data());
+      } else {
+        blas::sgemm_tn_rows(static_cast<int>(mb.n), static_cast<int>(mb.m), alpha,
+                            mb.target.data() + old, mb.source.data() + old, 1.0f,
+                            g.static_cost.data());
+      }
       static_gemm_time_ += seconds_since(t0);
+    }
+    if (mb.primary) {
+      // The pair's exact term at the identity (an identity-start solve then needs no pass
+      // over the stored pairs for history[0]); read while the rows are still in cache.
+      const double term = stored_as_given(mb)
+                              ? raw_dot[static_cast<std::size_t>(mb.tensor)]
+                              : pair_term(mb, num_pairs_, nullptr, nullptr, row_);
+      identity_cache_.acc[static_cast<std::size_t>(&mb - members_.data())].push_back(term);
     }
   }
   weights_.push_back(weight);
   ++num_pairs_;
+  identity_cache_.upto = num_pairs_;
   // Dynamic terms are linear in the pairs: a term that is up to date for its recorded
   // permutations stays so after adding this pair's share at those same permutations (FGMT's
   // warm-started solves then only correct for the rows whose permutation changed).
@@ -227,12 +279,34 @@ bool Matcher::perm_changed_since(const Member& mb) const {
 
 void Matcher::reserve(std::int64_t pairs) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const std::size_t k = static_cast<std::size_t>(std::max<std::int64_t>(pairs, 0));
   for (Member& mb : members_) {
     if (mb.kind == Kind::cols) continue;
-    const std::size_t want = static_cast<std::size_t>(std::max<std::int64_t>(pairs, 0) * mb.m * mb.n);
+    const std::size_t want = k * static_cast<std::size_t>(mb.m * mb.n);
     mb.target.reserve(want);
     mb.source.reserve(want);
   }
+  weights_.reserve(k);
+  for (auto& a : identity_cache_.acc) a.reserve(k);
+}
+
+void Matcher::clear_pairs() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (Member& mb : members_) {
+    mb.target.clear();  // clear() keeps the capacity, and so the already faulted-in pages
+    mb.source.clear();
+    mb.contrib_valid = false;
+    mb.seen.clear();
+    mb.seen_perms.clear();
+  }
+  for (Group& gr : groups_) std::fill(gr.static_cost.begin(), gr.static_cost.end(), 0.0f);
+  weights_.clear();
+  constant_ = 0.0;
+  num_pairs_ = 0;
+  for (auto& a : identity_cache_.acc) a.clear();
+  identity_cache_.upto = 0;
+  last_cache_.valid = false;
+  // Kept on purpose: each group's perm, version, duals and has_duals (see the header).
 }
 
 std::vector<const std::int64_t*> Matcher::axis_perms(const Member& mb) const {
@@ -458,36 +532,167 @@ double Matcher::objective(const std::vector<std::vector<std::int64_t>>& perms) {
   return objective_locked(perms);
 }
 
-double Matcher::objective_locked(const std::vector<std::vector<std::int64_t>>& perms) const {
-  double total = constant_;
-  std::vector<std::int64_t> map;
-  for (const Member& mb : members_) {
-    if (!mb.primary) continue;
-    std::vector<const std::int64_t*> ap(mb.others.size(), nullptr);
-    for (std::size_t j = 0; j < mb.others.size(); ++j) {
-      if (mb.others[j].group >= 0) ap[j] = perms[static_cast<std::size_t>(mb.others[j].group)].data();
+double Matcher::pair_term(const Member& mb, std::int64_t k, const std::int64_t* p,
+                          const std::int64_t* map, std::vector<float>& row) const {
+  // <T_k, pi(S_k)> of one primary member, float64. p: the member's own group permutation
+  // (null: identity); map: the rows reindex of the other axes (null: identity).
+  const std::int64_t n = mb.n, m = mb.m;
+  const float* tk = mb.target.data() + k * m * n;
+  const float* sk = mb.source.data() + k * m * n;
+  double acc = 0.0;
+  if (mb.native) {  // n rows of post floats; p moves whole rows
+    const std::int64_t w = mb.post;
+    for (std::int64_t i = 0; i < n; ++i) acc += dot_f64(tk + i * w, sk + (p ? p[i] : i) * w, w);
+    return acc;
+  }
+  row.resize(static_cast<std::size_t>(n));
+  for (std::int64_t r = 0; r < m; ++r) {
+    const float* tr = tk + r * n;
+    const float* sr = sk + (map ? map[r] : r) * n;
+    if (p != nullptr) {  // gather first, so that the float64 dot runs on contiguous rows
+      for (std::int64_t i = 0; i < n; ++i) row[static_cast<std::size_t>(i)] = sr[p[i]];
+      sr = row.data();
     }
-    build_row_map(mb.others, ap, map);
-    const std::int64_t* p = perms[static_cast<std::size_t>(mb.group)].data();
-    const std::int64_t n = mb.n, m = mb.m;
-    bool identity = true;
-    for (std::int64_t i = 0; i < n && identity; ++i) identity = p[i] == i;
-    std::vector<float> row(static_cast<std::size_t>(n));
+    acc += dot_f64(tr, sr, n);
+  }
+  return acc;
+}
+
+double Matcher::native_term(const Member& mb, std::int64_t k, const std::int64_t* p, double* dots,
+                            const std::vector<std::int64_t>* only) const {
+  // pair_term of a native member, keeping its row dots; with `only`, recompute just those rows
+  // and reuse the others from `dots`. The sum runs in row order as in pair_term: bit-identical.
+  const std::int64_t n = mb.n, w = mb.post;
+  const float* tk = mb.target.data() + k * mb.m * n;
+  const float* sk = mb.source.data() + k * mb.m * n;
+  if (only == nullptr) {
+    for (std::int64_t i = 0; i < n; ++i) dots[i] = dot_f64(tk + i * w, sk + p[i] * w, w);
+  } else {
+    for (const std::int64_t i : *only) dots[i] = dot_f64(tk + i * w, sk + p[i] * w, w);
+  }
+  double acc = 0.0;
+  for (std::int64_t i = 0; i < n; ++i) acc += dots[i];
+  return acc;
+}
+
+double Matcher::sum_terms(const std::vector<std::vector<double>>& acc) const {
+  // One fixed summation order (members, then pairs) whichever way the terms were obtained, so
+  // cached and fresh objectives agree bit for bit.
+  double total = constant_;
+  for (std::size_t mi = 0; mi < members_.size(); ++mi) {
+    if (!members_[mi].primary) continue;
     for (std::int64_t k = 0; k < num_pairs_; ++k) {
-      double acc = 0.0;
-      for (std::int64_t r = 0; r < m; ++r) {
-        const float* tr = mb.target.data() + (k * m + r) * n;
-        const float* sr = mb.source.data() + (k * m + map[static_cast<std::size_t>(r)]) * n;
-        if (!identity) {  // gather first, so that the float64 dot runs on contiguous rows
-          for (std::int64_t i = 0; i < n; ++i) row[static_cast<std::size_t>(i)] = sr[p[i]];
-          sr = row.data();
-        }
-        acc += dot_f64(tr, sr, n);
-      }
-      total += weights_[static_cast<std::size_t>(k)] * acc;
+      total += weights_[static_cast<std::size_t>(k)] * acc[mi][static_cast<std::size_t>(k)];
     }
   }
   return total;
+}
+
+void Matcher::extend_cache(ObjectiveCache& c) {
+  if (c.upto >= num_pairs_) return;
+  for (std::size_t mi = 0; mi < members_.size(); ++mi) {
+    if (members_[mi].primary) extend_member(c, mi, c.upto, num_pairs_);
+  }
+  c.upto = num_pairs_;
+}
+
+void Matcher::extend_member(ObjectiveCache& c, std::size_t mi, std::int64_t k0, std::int64_t k1) {
+  // Terms of member mi for pairs [k0, k1) at c.perms.
+  const Member& mb = members_[mi];
+  std::vector<const std::int64_t*> ap(mb.others.size(), nullptr);
+  bool map_identity = true;
+  for (std::size_t j = 0; j < mb.others.size(); ++j) {
+    const int g = mb.others[j].group;
+    if (g < 0) continue;
+    const auto& q = c.perms[static_cast<std::size_t>(g)];
+    ap[j] = q.data();
+    for (std::size_t i = 0; i < q.size() && map_identity; ++i) {
+      map_identity = q[i] == static_cast<std::int64_t>(i);
+    }
+  }
+  if (!map_identity) build_row_map(mb.others, ap, obj_map_);
+  const std::vector<std::int64_t>& pv = c.perms[static_cast<std::size_t>(mb.group)];
+  bool identity = true;
+  for (std::size_t i = 0; i < pv.size() && identity; ++i) {
+    identity = pv[i] == static_cast<std::int64_t>(i);
+  }
+  std::vector<double>& a = c.acc[mi];
+  if (a.size() < static_cast<std::size_t>(k1)) a.resize(static_cast<std::size_t>(k1));
+  if (mb.native && c.row_dots.size() == members_.size()) {
+    std::vector<double>& d = c.row_dots[mi];
+    if (d.size() < static_cast<std::size_t>(k1 * mb.n)) d.resize(static_cast<std::size_t>(k1 * mb.n));
+    for (std::int64_t k = k0; k < k1; ++k) {
+      a[static_cast<std::size_t>(k)] = native_term(mb, k, pv.data(), d.data() + k * mb.n, nullptr);
+    }
+    return;
+  }
+  for (std::int64_t k = k0; k < k1; ++k) {
+    a[static_cast<std::size_t>(k)] = pair_term(mb, k, identity ? nullptr : pv.data(),
+                                               map_identity ? nullptr : obj_map_.data(), row_);
+  }
+}
+
+void Matcher::retarget_cache(ObjectiveCache& c,
+                             const std::vector<std::vector<std::int64_t>>& perms) {
+  // Move the cache's terms from c.perms to `perms`: a member none of whose groups changed keeps
+  // its terms; a native member re-reads only its rows whose source row changed; any other
+  // affected member is recomputed over the cached pairs.
+  std::vector<std::int64_t> rows;
+  std::vector<std::size_t> full;
+  for (std::size_t mi = 0; mi < members_.size(); ++mi) {
+    const Member& mb = members_[mi];
+    if (!mb.primary) continue;
+    const std::size_t g = static_cast<std::size_t>(mb.group);
+    bool others_changed = false;
+    for (const OtherAxis& ax : mb.others) {
+      if (ax.group >= 0) {
+        others_changed = others_changed || c.perms[static_cast<std::size_t>(ax.group)] !=
+                                               perms[static_cast<std::size_t>(ax.group)];
+      }
+    }
+    const bool own_changed = c.perms[g] != perms[g];
+    if (!own_changed && !others_changed) continue;
+    if (mb.native) {  // static: no other permuted axis
+      rows.clear();
+      for (std::int64_t i = 0; i < mb.n; ++i) {
+        if (c.perms[g][static_cast<std::size_t>(i)] != perms[g][static_cast<std::size_t>(i)]) {
+          rows.push_back(i);
+        }
+      }
+      for (std::int64_t k = 0; k < c.upto; ++k) {
+        c.acc[mi][static_cast<std::size_t>(k)] = native_term(
+            mb, k, perms[g].data(), c.row_dots[mi].data() + k * mb.n, &rows);
+      }
+      continue;
+    }
+    full.push_back(mi);
+  }
+  c.perms = perms;
+  for (const std::size_t mi : full) extend_member(c, mi, 0, c.upto);
+}
+
+double Matcher::objective_cached(const std::vector<std::vector<std::int64_t>>& perms) {
+  if (perms == identity_cache_.perms) return sum_terms(identity_cache_.acc);  // kept by add()
+  if (!last_cache_.valid) {
+    last_cache_.perms = perms;
+    last_cache_.acc.assign(members_.size(), {});
+    last_cache_.row_dots.assign(members_.size(), {});
+    last_cache_.upto = 0;
+    last_cache_.valid = true;
+  } else if (last_cache_.perms != perms) {
+    retarget_cache(last_cache_, perms);
+  }
+  extend_cache(last_cache_);  // reads only the pairs added since the cache was last extended
+  return sum_terms(last_cache_.acc);
+}
+
+double Matcher::objective_locked(const std::vector<std::vector<std::int64_t>>& perms) {
+  // Uncached (public objective() at arbitrary perms must not evict the solve's cache).
+  ObjectiveCache c;
+  c.perms = perms;
+  c.acc.assign(members_.size(), {});
+  extend_cache(c);
+  return sum_terms(c.acc);
 }
 
 Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const SolveOptions& opts,
@@ -527,7 +732,7 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
   out = SolveResult{};
   out.time_static_gemm = static_gemm_time_;
   static_gemm_time_ = 0.0;
-  double obj = objective_locked(perms_view_);
+  double obj = objective_cached(perms_view_);
   out.history.push_back(obj);
   std::vector<char> dirty(G, 1);
   std::vector<float> cost, new_duals;
@@ -586,7 +791,7 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
     }
   }
   out.perms = perms_view_;
-  out.objective = objective_locked(perms_view_);
+  out.objective = objective_cached(perms_view_);
   out.time_total = seconds_since(t_start);
   return {};
 }

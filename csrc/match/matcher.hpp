@@ -83,6 +83,12 @@ class Matcher {
   /// Pre-allocate the pair store for `pairs` pairs in total (avoids regrowth copies).
   void reserve(std::int64_t pairs);
 
+  /// Drop every pair and every cost term built from them, keeping the store's memory (no new
+  /// page faults when as many pairs are added again), each group's current permutation and its
+  /// LAP duals: a following solve can reuse them (`use_previous`, `warm_duals`). For callers that
+  /// replace all pairs between solves (GMT).
+  void clear_pairs();
+
   std::int64_t num_pairs() const { return num_pairs_; }
   std::int64_t num_groups() const { return static_cast<std::int64_t>(groups_.size()); }
   std::int64_t group_size(std::int64_t g) const { return groups_[static_cast<std::size_t>(g)].n; }
@@ -110,8 +116,11 @@ class Matcher {
     bool is_static = true;          ///< no other permuted axis: its cost term is cached in
                                     ///< the group's static matrix at add time
     bool primary = false;           ///< first permuted axis of its tensor: used for objective()
+    bool native = false;            ///< static with pre == 1: stored in the tensor's own layout,
+                                    ///< n rows of `post` floats (no transpose at add time; the
+                                    ///< group's permutation is a row reindex in objective())
     std::vector<OtherAxis> others;  ///< the other axes in order
-    FloatStore target, source;          ///< (K*m, n) each
+    FloatStore target, source;          ///< (K*m, n) each; native: (K*n, post)
     std::vector<float> contrib;         ///< cached (n, n) cost term of a dynamic member
     std::vector<std::uint64_t> seen;    ///< versions of `others`' groups when contrib was built
     std::vector<std::vector<std::int64_t>> seen_perms;  ///< and their permutations (per other
@@ -130,8 +139,32 @@ class Matcher {
     std::uint64_t version = 0;       ///< bumped whenever perm changes
   };
 
+  /// Exact per-(member, pair) objective terms at one set of permutations: acc[member][k] is
+  /// <T_k, pi(S_k)> of a primary member, unweighted, for pairs k < upto. The objective is linear
+  /// in the pairs, so a cache stays valid as pairs are appended and only new pairs are read.
+  struct ObjectiveCache {
+    std::vector<std::vector<std::int64_t>> perms;
+    std::vector<std::vector<double>> acc;
+    /// native members: the n row dots of each pair (k * n + i), so that moving the cache to new
+    /// permutations re-reads only the rows whose source row changed.
+    std::vector<std::vector<double>> row_dots;
+    std::int64_t upto = 0;
+    bool valid = false;
+  };
+
   Matcher() = default;
-  double objective_locked(const std::vector<std::vector<std::int64_t>>& perms) const;
+  double objective_locked(const std::vector<std::vector<std::int64_t>>& perms);
+  double objective_cached(const std::vector<std::vector<std::int64_t>>& perms);
+  double sum_terms(const std::vector<std::vector<double>>& acc) const;
+  double pair_term(const Member& mb, std::int64_t k, const std::int64_t* p,
+                   const std::int64_t* map, std::vector<float>& row) const;
+  bool stored_as_given(const Member& mb) const;
+  double term_at_identity(const Member& mb, const float* t, const float* s) const;
+  void extend_cache(ObjectiveCache& c);
+  void extend_member(ObjectiveCache& c, std::size_t mi, std::int64_t k0, std::int64_t k1);
+  void retarget_cache(ObjectiveCache& c, const std::vector<std::vector<std::int64_t>>& perms);
+  double native_term(const Member& mb, std::int64_t k, const std::int64_t* p, double* dots,
+                     const std::vector<std::int64_t>* only) const;
   void build_cost(Group& g, std::vector<float>& cost, SolveResult& stats);
   void refresh_member(Member& mb, SolveResult& stats);
   void refresh_rows(Member& mb, SolveResult& stats);
@@ -154,6 +187,12 @@ class Matcher {
   FloatStore scratch_, scratch_t_;
   std::vector<std::int64_t> row_map_, old_map_, changed_;
   std::vector<std::vector<std::int64_t>> perms_view_;
+  ObjectiveCache identity_cache_;  ///< at the identity: filled by add() while the pair is hot
+  ObjectiveCache last_cache_;      ///< at the permutations of the last exact objective
+  std::vector<float> row_;
+  std::vector<std::int64_t> obj_map_;
+  std::vector<int> primary_of_;   ///< per tensor: its primary member (-1: unpermuted tensor)
+  std::vector<double> add_dots_;  ///< add(): per tensor float64 dot at the identity
   std::mutex mutex_;
 };
 

@@ -212,6 +212,14 @@ class GradientMatcher:
     (add a pair, solve warm-started from the previous permutations) costs O(1 pair) of GEMM work
     per step plus the corrections, not O(K pairs).
 
+    The exact float64 objective (``history[0]``, ``objective``) is linear in the pairs, so it is
+    kept as per-pair terms: at the identity they are computed by :meth:`add` (fused with its
+    finiteness check), and at the last solve's permutations they are extended by the pairs added
+    since and moved to new permutations by re-reading only the affected rows where the layout
+    allows. A solve therefore reads the stored pairs at most once, usually far less. Loops that
+    replace every pair between solves (GMT) call :meth:`clear_pairs` instead of building a new
+    matcher: the store's memory, the permutations and the LAP duals are kept.
+
     Parameters
     ----------
     spec : PermutationSpec
@@ -306,6 +314,24 @@ class GradientMatcher:
             raise ValueError("reserve: add a first pair before reserving (it fixes the shapes)")
         self._native.reserve(int(num_pairs))
 
+    def clear_pairs(self) -> None:
+        """Drop every pair, keeping the matcher's state for a new set of pairs of the same shapes.
+
+        For loops that replace all pairs between solves (GMT recomputes every gradient pair at
+        each step). Kept: the native store's memory (adding as many pairs again allocates and
+        page-faults nothing), each group's permutation from the last solve and its LAP column
+        duals. So ``solve(warm_start=True)`` starts from the last solution's permutations, and
+        ``solve(init, warm_start=True)`` starts from ``init`` with every assignment problem
+        warm-started from the previous duals: the same optimum per assignment (only ties between
+        equally good assignments may be broken differently), usually far fewer augmentations on
+        the nearly rank-deficient cost matrices of gradients. ``warm_start=False`` ignores the
+        kept state, exactly as for a new matcher.
+
+        Does nothing before the first :meth:`add`. The shapes stay those of the first pair.
+        """
+        if self._native is not None:
+            self._native.clear_pairs()
+
     def solve(
         self,
         init: Union[Mapping[str, Any], None] = None,
@@ -339,7 +365,7 @@ class GradientMatcher:
         ValueError
             No pairs added, invalid ``init``, ``max_sweeps < 0`` or ``tol < 0``.
         """
-        if self._native is None:
+        if self._native is None or self._native.num_pairs == 0:
             raise ValueError("solve: no pairs added yet (call add() first)")
         max_sweeps = int(max_sweeps)
         tol = float(tol)

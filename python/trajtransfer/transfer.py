@@ -297,7 +297,8 @@ def transfer(
         for the same sweep order).
     reuse_duals : bool, default True
         With an identity start, still warm-start each linear assignment from the duals of the
-        matcher's previous solve (FGMT only: GMT builds a new matcher per step). The coordinate
+        matcher's previous solve (GMT keeps one matcher and replaces its pairs at each step with
+        ``GradientMatcher.clear_pairs``; with False it builds a new matcher per step). The coordinate
         descent path and each LAP's optimal value are unchanged; only ties between equally good
         assignments (e.g. units with zero gradient) may be broken differently. False: cold LAPs,
         exactly the official procedure.
@@ -503,14 +504,22 @@ def transfer(
         obj = sw = None
         if method in ("gmt", "fgmt"):
             if method == "gmt":
-                matcher = GradientMatcher(spec, seed=seed)
+                if matcher is None or not reuse_duals:
+                    matcher = GradientMatcher(spec, seed=seed)
+                else:
+                    # GMT recomputes every pair at each step: drop them, but keep the matcher's
+                    # store memory and its LAP duals (same optima, far fewer augmentations on the
+                    # nearly rank-deficient gradient cost matrices; see reuse_duals).
+                    matcher.clear_pairs()
                 bound = 0.0
                 for k in range(s):
                     g_t, g_s = gradient_pair(k, perm)
                     t0 = time.perf_counter()
                     matcher.add(g_t, g_s)
                     if k == 0:
-                        matcher.reserve(s)  # the pair count is known: no store regrowth copies
+                        # No store regrowth copies. A kept matcher holds at most K pairs at any
+                        # step: one allocation, which clear_pairs keeps (no fresh page faults).
+                        matcher.reserve(K if reuse_duals else s)
                     bound += pair_bound(g_t, g_s) if rtol is not None else 0.0
                     times["matching"] += time.perf_counter() - t0
                     n_pairs += 1

@@ -13,6 +13,10 @@ class Matcher:
         ...
     def add(self, targets: list, sources: list, weight: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
+    def clear_pairs(self) -> None:
+        """
+        Drop all pairs; keep the store's memory, the permutations and the LAP duals.
+        """
     def objective(self, perms: list) -> float:
         ...
     def reserve(self, pairs: typing.SupportsInt | typing.SupportsIndex) -> None:
