@@ -129,16 +129,19 @@ TT_ALWAYS_INLINE EntryFlags colmin_body(const T* r, T* v, pidx<T>* arg, idx m, p
 
 // Smallest and second smallest of h_j = S*r[j] - v[j] (augmenting row reduction, transfer).
 //
-// With `cache_cols`/`cache_bound` (Cache = true) it also leaves a certificate for a later, cheap
-// re-evaluation of the same row: the W per-lane argmin columns and a lower bound on h over every
-// other column (the smallest per-lane second minimum and the scalar tail). Prices only decrease
-// during the reductions, so h only grows and the bound stays valid (see Solver::row_min2).
+// With `cache_cols`/`cache_vals`/`cache_bound` (Cache = true) it also leaves a certificate for a
+// later, cheap re-evaluation of the same row: the W per-lane argmin columns, their signed costs
+// S*r[j] (so that a re-evaluation reads one contiguous block instead of W scattered cache lines
+// of the row) and a lower bound on h over every other column (the smallest per-lane second
+// minimum and the scalar tail). Prices only decrease after a warm or cold start, so h only grows
+// and the bound stays valid (see Solver::row_min2).
 template <class T, int S, int W, bool Check = false, bool Cache = false>
 TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* flags = nullptr,
-                                   pidx<T>* cache_cols = nullptr, T* cache_bound = nullptr) {
+                                   pidx<T>* cache_cols = nullptr, T* cache_vals = nullptr,
+                                   T* cache_bound = nullptr) {
   using V = Vec<T, W>;
   using I = pidx<T>;
-  typename V::v m1 = V::splat(kInf<T>), m2 = V::splat(kInf<T>);
+  typename V::v m1 = V::splat(kInf<T>), m2 = V::splat(kInf<T>), c1 = V::splat(kInf<T>);
   typename V::iv i1 = V::isplat(0), jv = V::iota();
   const typename V::iv step = V::isplat(static_cast<I>(W));
   typename V::iv bad{}, inf{};
@@ -156,6 +159,7 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
     m2 = hi < m2 ? hi : m2;
     m1 = lt ? h : m1;
     i1 = lt ? jv : i1;
+    if constexpr (Cache) c1 = lt ? x : c1;
     jv += step;
   }
   Min2<T> out{kInf<T>, -1, kInf<T>};
@@ -175,7 +179,14 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
       if (m2[l] < out.m2) out.m2 = m2[l];
       if (m2[l] < bound) bound = m2[l];
     }
-    if constexpr (Cache) V::storei(cache_cols, i1);
+    if constexpr (Cache) {
+      // A lane that never improved on +inf keeps column l (its first); store its real cost.
+      for (int l = 0; l < W; ++l) {
+        if (!(m1[l] < kInf<T>)) c1[l] = signed_load<S>(r[i1[l]]);
+      }
+      V::storei(cache_cols, i1);
+      V::store(cache_vals, c1);
+    }
   }
   for (; j < m; ++j) {
     const T x = signed_load<S>(r[j]);
@@ -292,8 +303,8 @@ struct Kernels {
   EntryFlags (*colmin)(const T*, T*, I*, idx, I);
   Min2<T> (*min2)(const T*, const T*, idx);
   Min2<T> (*min2_check)(const T*, const T*, idx, EntryFlags*);
-  Min2<T> (*min2_cache)(const T*, const T*, idx, I*, T*);
-  Min2<T> (*min2_check_cache)(const T*, const T*, idx, EntryFlags*, I*, T*);
+  Min2<T> (*min2_cache)(const T*, const T*, idx, I*, T*, T*);
+  Min2<T> (*min2_check_cache)(const T*, const T*, idx, EntryFlags*, I*, T*, T*);
   ArgMin<T> (*relax_first)(const T*, const T*, T*, I*, idx, T, I);
   ArgMin<T> (*relax)(const T*, const T*, T*, I*, idx, T, I);
   double (*lb64)(const T*, const T*, idx);
@@ -315,13 +326,13 @@ struct Kernels {
     return min2_body<T, S, (BYTES) / int(sizeof(T)), true>(r, v, m, f);                         \
   }                                                                                             \
   template <class T, int S>                                                                     \
-  TARGET Min2<T> NAME##_min2_cache(const T* r, const T* v, idx m, pidx<T>* c, T* b) {           \
-    return min2_body<T, S, (BYTES) / int(sizeof(T)), false, true>(r, v, m, nullptr, c, b);      \
+  TARGET Min2<T> NAME##_min2_cache(const T* r, const T* v, idx m, pidx<T>* c, T* cv, T* b) {    \
+    return min2_body<T, S, (BYTES) / int(sizeof(T)), false, true>(r, v, m, nullptr, c, cv, b);  \
   }                                                                                             \
   template <class T, int S>                                                                     \
   TARGET Min2<T> NAME##_min2_check_cache(const T* r, const T* v, idx m, EntryFlags* f,          \
-                                         pidx<T>* c, T* b) {                                    \
-    return min2_body<T, S, (BYTES) / int(sizeof(T)), true, true>(r, v, m, f, c, b);             \
+                                         pidx<T>* c, T* cv, T* b) {                             \
+    return min2_body<T, S, (BYTES) / int(sizeof(T)), true, true>(r, v, m, f, c, cv, b);         \
   }                                                                                             \
   template <class T, int S>                                                                     \
   TARGET ArgMin<T> NAME##_relax_first(const T* r, const T* v, T* d, pidx<T>* p, idx m, T base,  \

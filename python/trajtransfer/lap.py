@@ -117,7 +117,10 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
 
     Warm starts apply to square problems; rectangular ones are solved cold. A warm start only
     changes the speed, never the optimum: rows whose previous column is no longer their cheapest
-    reduced column are freed and re-augmented.
+    reduced column (up to one rounding of the operands) are freed and re-augmented. When the
+    costs moved so far that the old prices cannot help (measured in the first pass: the old
+    assignment's duality gap against the spread of the rows' reduced costs, e.g. after
+    resampling a few percent of the entries), the solve restarts cold, at the cost of that pass.
 
     Returns
     -------

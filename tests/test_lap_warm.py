@@ -1,0 +1,189 @@
+"""Warm re-solves of trajtransfer.lap.lap_solve: exact optimum (SciPy oracle) and certifying duals
+after perturbations of every strength (so both the warm route and its automatic cold restart
+run), across magnitudes that stress the float32 verification (whose row bounds now come from the
+row caches), in every SIMD kernel set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trajtransfer.lap import LapSolution, lap_solve
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+scipy_optimize = pytest.importorskip("scipy.optimize")
+
+
+def scipy_total(cost: np.ndarray, maximize: bool) -> float:
+    c = np.asarray(cost, dtype=np.float64)
+    return float(c[scipy_optimize.linear_sum_assignment(c, maximize=maximize)].sum())
+
+
+def assert_optimal_and_certified(cost: np.ndarray, sol: LapSolution) -> None:
+    """SciPy's optimum (float32: within a float32 rounding budget per row) and duals with
+    u_i + v_j <= s*c_ij everywhere, equality on the assignment (s = -1 when maximising)."""
+    c64 = cost.astype(np.float64)
+    n = cost.shape[0]
+    assert sorted(sol.col_ind.tolist()) == list(range(n))
+    got, want = sol.objective(cost), scipy_total(cost, sol.maximize)
+    eps = np.finfo(cost.dtype).eps
+    scale = float(np.abs(c64[sol.row_ind, sol.col_ind]).sum())
+    assert abs(got - want) <= 4 * eps * scale + 1e-300, (got, want)
+    s = -1.0 if sol.maximize else 1.0
+    slack = s * c64 - sol.row_duals.astype(np.float64)[:, None] - sol.col_duals.astype(
+        np.float64)[None, :]
+    tol = 64 * eps * (np.abs(c64).max() + np.abs(sol.col_duals.astype(np.float64)).max())
+    assert slack.min() >= -tol
+    assert np.abs(slack[sol.row_ind, sol.col_ind]).max() <= tol
+
+
+def perturb(rng: np.random.Generator, cost: np.ndarray, kind: str, strength: float) -> np.ndarray:
+    if kind == "multiplicative":
+        new = cost * (1 + strength * rng.standard_normal(cost.shape))
+    elif kind == "additive":
+        new = cost + strength * np.abs(cost).mean() * rng.random(cost.shape)
+    else:  # resample a fraction `strength` of the entries
+        fresh = rng.random(cost.shape) * np.abs(cost).max()
+        new = np.where(rng.random(cost.shape) < strength, fresh, cost)
+    return new.astype(cost.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("maximize", [False, True])
+def test_unchanged_problem_keeps_every_pair_and_price(rng, dtype, maximize) -> None:
+    # float32 duals are tight only to about an ulp; the warm start must still accept every pair
+    # (before, ~9 % of the rows of such a problem were freed and re-augmented, moving prices).
+    cost = rng.random((300, 300)).astype(dtype)
+    prev = lap_solve(cost, maximize=maximize)
+    again = lap_solve(cost, maximize=maximize, warm_start=prev)
+    np.testing.assert_array_equal(again.col_ind, prev.col_ind)
+    np.testing.assert_array_equal(again.col_duals, prev.col_duals)
+    assert_optimal_and_certified(cost, again)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("maximize", [False, True])
+def test_previous_pairs_that_became_forbidden_are_dropped(rng, dtype, maximize) -> None:
+    cost = rng.random((120, 120)).astype(dtype)
+    prev = lap_solve(cost, maximize=maximize)
+    new = cost.copy()
+    new[prev.row_ind[::3], prev.col_ind[::3]] = -np.inf if maximize else np.inf
+    sol = lap_solve(new, maximize=maximize, warm_start=prev)
+    assert np.all(np.isfinite(new[sol.row_ind, sol.col_ind]))
+    assert sol.objective(new) == pytest.approx(scipy_total(new, maximize), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cold_restart_still_validates_and_handles_forbidden_pairs(rng, dtype) -> None:
+    # A fully resampled matrix makes the warm pass give up after its row sample (every 8th row);
+    # entries only in the other rows must still be validated, and forbidden pairs honoured.
+    cost = rng.random((200, 200)).astype(dtype)
+    prev = lap_solve(cost)
+    new = rng.random((200, 200)).astype(dtype)
+    bad = new.copy()
+    bad[3, 5] = np.nan
+    with pytest.raises(ValueError, match="invalid numeric entries"):
+        lap_solve(bad, warm_start=prev)
+    bad[3, 5] = -np.inf
+    with pytest.raises(ValueError, match="invalid numeric entries"):
+        lap_solve(bad, warm_start=prev)
+    holes = new.copy()
+    holes[1::8, :150] = np.inf
+    sol = lap_solve(holes, warm_start=prev)
+    assert np.all(np.isfinite(holes[sol.row_ind, sol.col_ind]))
+    assert sol.objective(holes) == pytest.approx(scipy_total(holes, False), rel=1e-6)
+    holes[1::8, :] = np.inf
+    with pytest.raises(ValueError, match="infeasible"):
+        lap_solve(holes, warm_start=prev)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind, strength", [("multiplicative", 0.01), ("resample", 0.01),
+                                            ("resample", 0.3), ("resample", 1.0)])
+def test_medium_warm_resolves_match_scipy(rng, dtype, kind, strength) -> None:
+    # n = 400 leaves the float32 verification to the row caches on every ISA (W <= 16 columns);
+    # strong resampling triggers the automatic cold restart, weak noise keeps the warm route.
+    cost = rng.random((400, 400)).astype(dtype)
+    prev = lap_solve(cost)
+    for _ in range(2):
+        new = perturb(rng, cost, kind, strength)
+        sol = lap_solve(new, warm_start=prev)
+        assert_optimal_and_certified(new, sol)
+        cost, prev = new, sol
+
+
+@settings(max_examples=60)
+@given(n=st.integers(16, 70), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]), maximize=st.booleans(),
+       exponent=st.integers(-140, 100), wide=st.booleans(),
+       kind=st.sampled_from(["multiplicative", "additive", "resample"]),
+       strength=st.sampled_from([1e-6, 1e-2, 0.3, 1.0]))
+def test_chained_warm_starts_are_optimal_at_every_scale(n, seed, dtype, maximize, exponent, wide,
+                                                        kind, strength) -> None:
+    """Three chained warm re-solves (as between matcher steps) on costs scaled by 2**exponent
+    (float32: from subnormal to ~1e30), optionally spread over many binades, reach SciPy's
+    optimum with certifying duals."""
+    rng = np.random.default_rng(seed)
+    if dtype == np.float64:
+        exponent = max(exponent, -100)
+    base = rng.random((n, n))
+    if wide:  # entries spread over ~40 binades: float32 differences are far from exact
+        base = base * 2.0 ** rng.integers(-20, 20, (n, n))
+    cost = (base * 2.0**exponent).astype(dtype)
+    if not np.all(np.isfinite(cost)):
+        return
+    prev = lap_solve(cost, maximize=maximize)
+    assert_optimal_and_certified(cost, prev)
+    for _ in range(3):
+        new = perturb(rng, cost, kind, strength)
+        sol = lap_solve(new, maximize=maximize, warm_start=prev)
+        assert_optimal_and_certified(new, sol)
+        cost, prev = new, sol
+
+
+_ISA_SCRIPT = r"""
+import numpy as np
+from scipy.optimize import linear_sum_assignment as ref
+from trajtransfer.lap import lap_solve
+rng = np.random.default_rng(3)
+for t in range(60):
+    n = int(rng.integers(16, 90))
+    dt = np.float32 if t % 2 else np.float64
+    mx = bool(t % 4 == 1)
+    cost = rng.random((n, n)).astype(dt)
+    prev = lap_solve(cost, maximize=mx)
+    for step in range(3):
+        if t % 3 == 0:
+            new = cost * (1 + 0.01 * rng.standard_normal(cost.shape))
+        elif t % 3 == 1:
+            new = np.where(rng.random(cost.shape) < 0.02, rng.random(cost.shape), cost)
+        else:
+            new = np.where(rng.random(cost.shape) < 0.5, rng.random(cost.shape), cost)
+        new = new.astype(dt)
+        sol = lap_solve(new, maximize=mx, warm_start=prev)
+        c64 = new.astype(np.float64)
+        a, b = c64[ref(c64, maximize=mx)].sum(), c64[sol.row_ind, sol.col_ind].sum()
+        assert abs(a - b) <= 1e-5 * (1 + abs(a)), (t, step, a, b)
+        cost, prev = new, sol
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2"])
+def test_warm_starts_in_every_kernel_set(isa) -> None:
+    """The row-cache kernels (cached costs, bounds) of the narrower ISAs, forced in a subprocess."""
+    env = dict(os.environ, TRAJTRANSFER_LAP_ISA=isa)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1] / "python"), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
