@@ -26,18 +26,6 @@ std::int64_t product(const std::vector<std::int64_t>& v, std::size_t lo, std::si
   return p;
 }
 
-bool all_finite(const float* x, std::int64_t count) {
-  // inf and NaN are exactly the floats whose exponent bits are all ones; an integer OR-reduction
-  // over that test vectorises (a float accumulation would be a serial dependency chain).
-  std::uint32_t bad = 0;
-  for (std::int64_t i = 0; i < count; ++i) {
-    std::uint32_t u;
-    std::memcpy(&u, x + i, sizeof(u));
-    bad |= static_cast<std::uint32_t>((u & 0x7f800000u) == 0x7f800000u);
-  }
-  return bad == 0;
-}
-
 /// float64 dot product of two float rows. Eight independent partial sums break the add
 /// latency chain (and let the compiler vectorise) without -ffast-math.
 double dot_f64(const float* x, const float* y, std::int64_t n) {
@@ -167,40 +155,20 @@ bool Matcher::stored_as_given(const Member& mb) const {
   return mb.kind == Kind::rows && (mb.native || mb.post == 1);
 }
 
-double Matcher::term_at_identity(const Member& mb, const float* t, const float* s) const {
-  // pair_term(mb, k, identity) on the caller's buffers (same layout, same order: same bits).
-  const std::int64_t w = mb.native ? mb.post : mb.n;
-  const std::int64_t rows = mb.native ? mb.n : mb.m;
-  double acc = 0.0;
-  for (std::int64_t r = 0; r < rows; ++r) acc += dot_f64(t + r * w, s + r * w, w);
-  return acc;
-}
-
 Error Matcher::add(const float* const* targets, const float* const* sources, double weight) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!std::isfinite(weight)) return {Status::bad_argument, -1, -1};
-  // Validate everything first so that a failure leaves the store untouched. Where a tensor is
-  // stored as given, the float64 dot that the exact objective needs anyway doubles as the
-  // finiteness check (products of finite floats cannot overflow a double, and any inf or NaN
-  // operand makes the sum inf or NaN), saving a pass over the pair.
+  // Validate everything first so that a failure leaves the store untouched. The float64 dot
+  // <target, source> that the exact objective needs at the identity doubles as the finiteness
+  // check (products of finite floats cannot overflow a double, and any inf or NaN operand
+  // makes the sum inf or NaN), saving a pass over the pair.
   const std::size_t T = tensors_.size();
   std::vector<double>& raw_dot = add_dots_;
   raw_dot.assign(T, 0.0);
   for (std::size_t t = 0; t < T; ++t) {
     const std::int64_t count = product(tensors_[t].shape, 0, tensors_[t].shape.size());
-    const int pm = primary_of_[t];
-    bool ok;
-    if (pm < 0) {  // no permuted axis: a constant of the objective, kept exactly
-      raw_dot[t] = dot_f64(targets[t], sources[t], count);
-      ok = std::isfinite(raw_dot[t]);
-    } else if (stored_as_given(members_[static_cast<std::size_t>(pm)])) {
-      raw_dot[t] = term_at_identity(members_[static_cast<std::size_t>(pm)], targets[t],
-                                    sources[t]);
-      ok = std::isfinite(raw_dot[t]);
-    } else {
-      ok = all_finite(targets[t], count) && all_finite(sources[t], count);
-    }
-    if (!ok) return {Status::non_finite, static_cast<std::int64_t>(t), -1};
+    raw_dot[t] = dot_f64(targets[t], sources[t], count);
+    if (!std::isfinite(raw_dot[t])) return {Status::non_finite, static_cast<std::int64_t>(t), -1};
   }
   const float alpha = static_cast<float>(weight);
   for (std::size_t t = 0; t < T; ++t) {
@@ -235,12 +203,11 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
       static_gemm_time_ += seconds_since(t0);
     }
     if (mb.primary) {
-      // The pair's exact term at the identity (an identity-start solve then needs no pass
-      // over the stored pairs for history[0]); read while the rows are still in cache.
-      const double term = stored_as_given(mb)
-                              ? raw_dot[static_cast<std::size_t>(mb.tensor)]
-                              : pair_term(mb, num_pairs_, nullptr, nullptr, row_);
-      identity_cache_.acc[static_cast<std::size_t>(&mb - members_.data())].push_back(term);
+      // The pair's exact term at the identity: an identity-start solve then needs no pass over
+      // the stored pairs for history[0]. (Summed in the input's order: objective() at the
+      // identity reads this cache too, so every exact value at the identity agrees bitwise.)
+      identity_cache_.acc[static_cast<std::size_t>(&mb - members_.data())].push_back(
+          raw_dot[static_cast<std::size_t>(mb.tensor)]);
     }
   }
   weights_.push_back(weight);
@@ -687,7 +654,9 @@ double Matcher::objective_cached(const std::vector<std::vector<std::int64_t>>& p
 }
 
 double Matcher::objective_locked(const std::vector<std::vector<std::int64_t>>& perms) {
-  // Uncached (public objective() at arbitrary perms must not evict the solve's cache).
+  // Uncached (public objective() at arbitrary perms must not evict the solve's cache), except
+  // at the identity, whose terms add() computed in its own summation order.
+  if (perms == identity_cache_.perms) return sum_terms(identity_cache_.acc);
   ObjectiveCache c;
   c.perms = perms;
   c.acc.assign(members_.size(), {});
@@ -755,8 +724,12 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
       const auto t_lap = Clock::now();
       lap::WarmStart<float> warm;
       if (gr.has_duals) {
+        // The previous LAP's own (duals, assignment) pair: an optimal pair for the old costs,
+        // so its duality gap measures only how far the costs moved. (gr.perm may be a fresh
+        // init, e.g. GMT/FGMT's identity starts, whose gap would look like a heavy perturbation
+        // and make the solver restart cold.)
         warm.col_duals = gr.duals.data();
-        warm.col_of_row = gr.perm.data();
+        warm.col_of_row = gr.lap_cols.data();
       }
       const lap::Solution<float> sol{cols.data(), nullptr, new_duals.data()};
       const lap::Status st = lap::solve<float>(cost.data(), n, n, n, true, sol, warm);
@@ -764,6 +737,7 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
       ++out.lap_solves;
       if (st != lap::Status::ok) return {Status::lap_failed, gi, -1};
       gr.duals.swap(new_duals);
+      gr.lap_cols = cols;
       gr.has_duals = true;
       dirty[static_cast<std::size_t>(gi)] = 0;
       double before = 0.0, after = 0.0;

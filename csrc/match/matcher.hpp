@@ -135,6 +135,8 @@ class Matcher {
     std::vector<float> static_cost;  ///< (n, n): sum of static members' terms over all pairs
     std::vector<std::int64_t> perm;  ///< current permutation (kept between solves)
     std::vector<float> duals;        ///< LAP column duals of the last solve
+    std::vector<std::int64_t> lap_cols;  ///< and the assignment they belong to (which `perm`
+                                         ///< is not after a new init or a kept tie)
     bool has_duals = false;
     std::uint64_t version = 0;       ///< bumped whenever perm changes
   };
@@ -159,7 +161,6 @@ class Matcher {
   double pair_term(const Member& mb, std::int64_t k, const std::int64_t* p,
                    const std::int64_t* map, std::vector<float>& row) const;
   bool stored_as_given(const Member& mb) const;
-  double term_at_identity(const Member& mb, const float* t, const float* s) const;
   void extend_cache(ObjectiveCache& c);
   void extend_member(ObjectiveCache& c, std::size_t mi, std::int64_t k0, std::int64_t k1);
   void retarget_cache(ObjectiveCache& c, const std::vector<std::vector<std::int64_t>>& perms);

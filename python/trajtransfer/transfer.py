@@ -16,8 +16,8 @@ Differences from the official code, all result-neutral unless opted in (§6):
 no BN warm-up inside the gradient computation (I1: gradients are taken in train mode with batch
 statistics, so it cannot matter); BN recalibration under ``no_grad`` and only when the model has
 BatchNorm (I2, I3); persistent seeded samplers (I3); everything seeded (Q3); optional
-``eval_every`` (I13); FGMT's LAPs start from the previous solve's duals (``reuse_duals``: the
-same optimum per assignment, only ties may break differently). Opt-ins that may change results
+``eval_every`` (I13); GMT's and FGMT's LAPs start from the previous solve's duals
+(``reuse_duals``: the same optimum per assignment, only ties may break differently). Opt-ins that may change results
 (§6.4): ``warm_start`` (start each solve from π_{s−1}, or from both it and the identity) and
 ``rtol`` (a relative convergence tolerance).
 """
