@@ -3,16 +3,11 @@ threads, large magnitudes and every SIMD kernel set. SciPy is the oracle through
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-import trajtransfer
+from isa_subprocess import run_with_isa
 
 from trajtransfer.lap import (
     LapSolution,
@@ -313,11 +308,6 @@ print("ok")
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_every_kernel_set_is_optimal(isa) -> None:
     """The run-time dispatch picks the widest ISA; force the narrower ones in a subprocess."""
-    env = dict(os.environ, TRAJTRANSFER_LAP_ISA=isa)
-    # Import the same trajtransfer the tests use (installed, or built in place under python/).
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(trajtransfer.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = run_with_isa(_ISA_SCRIPT, isa)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

@@ -5,13 +5,10 @@ row caches), in every SIMD kernel set."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from isa_subprocess import run_with_isa
 
 from trajtransfer.lap import LapSolution, lap_solve
 
@@ -180,10 +177,6 @@ print("ok")
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_warm_starts_in_every_kernel_set(isa) -> None:
     """The row-cache kernels (cached costs, bounds) of the narrower ISAs, forced in a subprocess."""
-    env = dict(os.environ, TRAJTRANSFER_LAP_ISA=isa)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "python"), env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = run_with_isa(_ISA_SCRIPT, isa)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

@@ -11,12 +11,16 @@ except ImportError:  # pragma: no cover - the wheel is a hard dependency
 
 try:
     from . import _core
+
+    # The stub folder python/trajtransfer/_core/ (*.pyi) imports as an empty namespace package
+    # when the extension was never built in this tree: treat that as "not built".
+    if not hasattr(_core, "__version__"):
+        raise ImportError("trajtransfer._core resolved to the stub folder, not the extension")
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ImportError(
         "trajtransfer's compiled core (trajtransfer._core) could not be imported. "
-        "Did you build the package? Install it with `pip install .` from the repository root "
-        "(an editable install needs `pip install -e . --no-build-isolation` after installing the "
-        "build requirements)."
+        "Did you build the package? Install it with `pip install .` from the repository root, "
+        "or build it in place as the README's Development section shows."
     ) from exc
 
 __all__ = ["_core"]

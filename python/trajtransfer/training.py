@@ -171,7 +171,6 @@ def train(
     -------
     TrainHistory
     """
-    import torch
     import torch.nn.functional as F
 
     cfg = TrainConfig(**{**(config.as_dict() if config else {}), **overrides})
