@@ -36,6 +36,11 @@
 #include <cmath>
 #include <limits>
 #include <vector>
+#include <cstdio>
+#include <cstdlib>
+#include <chrono>
+static long g_relax=0, g_aug=0;
+static double tnow(){return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();}
 
 #include "lap/lap.hpp"
 #include "lap/lap_kernels.hpp"
@@ -357,6 +362,7 @@ class Solver {
       v_[j] = -kInf<T>;  // masks the column in later scans (S*c - (-inf) = +inf)
       d_[j] = kInf<T>;
       i = y_[j];
+      ++g_relax;
       am = k().relax(row(i), v_.data(), d_.data(), pred_.data(), m_, min_val - u_[i],
                     static_cast<I>(i));
     }
@@ -397,9 +403,11 @@ class Solver {
       if (y_[j] < 0) free_cols_.push_back(j);
     }
     // Only worth checking when few columns are free (square problems after the reductions).
-    use_free_cols_ = free_cols_.size() <= 64;
+    use_free_cols_ = std::getenv("TT_FC") ? true : free_cols_.size() <= 64;
+    std::fprintf(stderr,"free before aug %zu\n", free_.size());
     for (idx i : free_) {
       if (x_[i] >= 0) continue;
+      ++g_aug;
       if (!augment(i)) return false;
     }
     free_.clear();
@@ -599,8 +607,10 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     forbidden = f.forbidden;
     if (square && !forbidden && n >= 2) {
       if (lb != nullptr) s.track_cleanliness();
-      s.reduce_square(lb);
+      double t0=tnow(); s.reduce_square(lb);
+      std::fprintf(stderr,"after reduce free %ld %.3fms\n",(long)s.num_free(),1e3*(tnow()-t0)); t0=tnow();
       s.augmenting_row_reduction(4);
+      std::fprintf(stderr,"after arr free %ld %.3fms\n",(long)s.num_free(),1e3*(tnow()-t0));
     } else if (square && forbidden) {
       // Column minima are feasible prices; an all-forbidden column means no perfect matching.
       if (!all_finite(s.v().data(), m)) return Status::infeasible;
@@ -614,7 +624,9 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
       s.init_all_free();
     }
   }
+  double tf=tnow(); g_relax=0; g_aug=0;
   const Status st = finish(s, n, forbidden);
+  std::fprintf(stderr,"finish %.3fms aug %ld relax %ld\n",1e3*(tnow()-tf),g_aug,g_relax);
   if constexpr (std::is_same_v<T, float>) {
     // A float32 "infeasible" may be an overflow of reduced costs near FLT_MAX: confirm in float64.
     if (st == Status::infeasible && lb != nullptr) {
