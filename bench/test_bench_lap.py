@@ -191,3 +191,35 @@ def test_warm_resolve(benchmark, perturbation: str, n: int, dtype: str, solver: 
     res = benchmark.pedantic(fns[solver], rounds=3 * ROUNDS[n], iterations=1, warmup_rounds=1)
     rows, cols = (res.row_ind, res.col_ind) if solver != "scipy" else res
     check_total(new, rows, cols, want)
+
+
+# --- gradient-like costs: low rank, with the all-zero rows/columns of dead ReLU units -----------
+# (FGMT/GMT cost matrices: rank ~40 of 512, ~6 % zero rows and ~10 % zero columns; cold solve.)
+
+
+@lru_cache(maxsize=None)
+def gradient_cost(n: int) -> np.ndarray:
+    rng = np.random.default_rng(2000 + n)
+    c = rng.standard_normal((n, 40)) @ rng.standard_normal((40, n)) * 1e-3
+    c[rng.choice(n, n * 6 // 100, replace=False)] = 0.0
+    c[:, rng.choice(n, n // 10, replace=False)] = 0.0
+    return c.astype(np.float32)
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS))
+@pytest.mark.parametrize("n", [512])
+def test_gradient_like(benchmark, n: int, solver: str) -> None:
+    if solver in ("lapjv", "lapx-lapjvh"):
+        pytest.importorskip({"lapjv": "lapjv", "lapx-lapjvh": "lap"}[solver])
+    fn, has_max, ours = SOLVERS[solver]
+    cost = gradient_cost(n)
+    c64 = cost.astype(np.float64)
+    r, c = scipy_optimize.linear_sum_assignment(c64, maximize=True)
+    want = float(c64[r, c].sum())
+    benchmark.group = f"gradient-like-float32-n{n}"
+    benchmark.extra_info.update(solver=solver, ours=ours, n=n, family="gradient-like",
+                                dtype="float32", simd=SIMD)
+    arg = cost if has_max else -cost
+    rows, cols = benchmark.pedantic(fn, args=(arg, has_max), rounds=10, iterations=1,
+                                    warmup_rounds=1)
+    check_total(cost, rows, cols, want)

@@ -335,7 +335,8 @@ def test_random_architectures_are_symmetries():
         widths = lists(st.integers(2, 4))
         model = RandomNet(conv, widths, lists(st.sampled_from(sorted(ACTS))), lists(st.booleans()),
                           lists(st.booleans()), lists(st.booleans()))
-        x = randn(*((4, 3, 8, 8) if conv else (4, 3)), seed=data.draw(st.integers(0, 99)))
+        # 16 x 16: room for up to 4 (n) pools of 2 (8 x 8 ran out of pixels after 3)
+        x = randn(*((4, 3, 16, 16) if conv else (4, 3)), seed=data.draw(st.integers(0, 99)))
         spec = spec_from_model(model, x)
         # every residual connection merges two hidden groups; nothing else does
         assert len(spec.groups) == n - sum(skip for skip, _ in model.plan)

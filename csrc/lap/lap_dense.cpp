@@ -36,11 +36,6 @@
 #include <cmath>
 #include <limits>
 #include <vector>
-#include <cstdio>
-#include <cstdlib>
-#include <chrono>
-static long g_relax=0, g_aug=0;
-static double tnow(){return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();}
 
 #include "lap/lap.hpp"
 #include "lap/lap_kernels.hpp"
@@ -362,7 +357,6 @@ class Solver {
       v_[j] = -kInf<T>;  // masks the column in later scans (S*c - (-inf) = +inf)
       d_[j] = kInf<T>;
       i = y_[j];
-      ++g_relax;
       am = k().relax(row(i), v_.data(), d_.data(), pred_.data(), m_, min_val - u_[i],
                     static_cast<I>(i));
     }
@@ -403,11 +397,9 @@ class Solver {
       if (y_[j] < 0) free_cols_.push_back(j);
     }
     // Only worth checking when few columns are free (square problems after the reductions).
-    use_free_cols_ = std::getenv("TT_FC") ? true : free_cols_.size() <= 64;
-    std::fprintf(stderr,"free before aug %zu\n", free_.size());
+    use_free_cols_ = free_cols_.size() <= 64;
     for (idx i : free_) {
       if (x_[i] >= 0) continue;
-      ++g_aug;
       if (!augment(i)) return false;
     }
     free_.clear();
@@ -607,10 +599,8 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     forbidden = f.forbidden;
     if (square && !forbidden && n >= 2) {
       if (lb != nullptr) s.track_cleanliness();
-      double t0=tnow(); s.reduce_square(lb);
-      std::fprintf(stderr,"after reduce free %ld %.3fms\n",(long)s.num_free(),1e3*(tnow()-t0)); t0=tnow();
+      s.reduce_square(lb);
       s.augmenting_row_reduction(4);
-      std::fprintf(stderr,"after arr free %ld %.3fms\n",(long)s.num_free(),1e3*(tnow()-t0));
     } else if (square && forbidden) {
       // Column minima are feasible prices; an all-forbidden column means no perfect matching.
       if (!all_finite(s.v().data(), m)) return Status::infeasible;
@@ -624,9 +614,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
       s.init_all_free();
     }
   }
-  double tf=tnow(); g_relax=0; g_aug=0;
   const Status st = finish(s, n, forbidden);
-  std::fprintf(stderr,"finish %.3fms aug %ld relax %ld\n",1e3*(tnow()-tf),g_aug,g_relax);
   if constexpr (std::is_same_v<T, float>) {
     // A float32 "infeasible" may be an overflow of reduced costs near FLT_MAX: confirm in float64.
     if (st == Status::infeasible && lb != nullptr) {
@@ -657,12 +645,163 @@ Status dispatch_sign(const T* c, idx n, idx m, idx stride, bool maximize, const 
                   : solve_min<T, +1>(c, n, m, stride, out, warm, lbp);
 }
 
+// Rows whose entries are all equal and finite (e.g. the all-zero rows of dead ReLU units in
+// gradient cost matrices), or an empty list when there are too few to be worth removing.
+template <class T>
+std::vector<idx> constant_rows(const T* c, idx n, idx m, idx stride) {
+  std::vector<idx> rows;
+  for (idx i = 0; i < n; ++i) {
+    const T* r = c + i * stride;
+    const T a = r[0];
+    if (!std::isfinite(a)) continue;
+    idx j = 1;
+    while (j < m && r[j] == a) ++j;
+    if (j == m) rows.push_back(i);
+  }
+  // Measured on the digits gradient costs (512 x 512, 29 zero rows, 50 zero columns): 12.5 ms
+  // -> 6.4 ms dropping the rows, 4.8 ms dropping the columns with the row order below. A single
+  // such row in a large matrix is not worth the copy, nor are tiny problems.
+  if (n < 16 || static_cast<idx>(rows.size()) * 64 < n) rows.clear();
+  return rows;
+}
+
+// The same for columns (all entries of the column equal and finite).
+template <class T>
+std::vector<idx> constant_cols(const T* c, idx n, idx m, idx stride) {
+  std::vector<char> same(static_cast<std::size_t>(m), 1);
+  for (idx j = 0; j < m; ++j) same[static_cast<std::size_t>(j)] = std::isfinite(c[j]) ? 1 : 0;
+  for (idx i = 1; i < n; ++i) {
+    const T* r = c + i * stride;
+    char any = 0;
+    for (idx j = 0; j < m; ++j) {
+      same[static_cast<std::size_t>(j)] &= (r[j] == c[j]) ? 1 : 0;
+      any |= same[static_cast<std::size_t>(j)];
+    }
+    if (!any) return {};  // usual case: settled after a row or two, not a whole pass
+  }
+  std::vector<idx> cols;
+  for (idx j = 0; j < m; ++j) {
+    if (same[static_cast<std::size_t>(j)]) cols.push_back(j);
+  }
+  if (m < 16 || static_cast<idx>(cols.size()) * 64 < m) cols.clear();
+  return cols;
+}
+
+// A constant row adds the same cost whichever column it takes, so an optimum of the other rows
+// (an (n - r, m) problem, r the constant rows) completed by giving the constant rows the columns
+// left over is an optimum of the whole problem (exact). The reduced problem has fewer rows than
+// columns, so it takes the rectangular route (zero prices, shortest paths), which on low-rank
+// costs settles far fewer columns per path than the square one with the constant rows in it.
+// Duals: the rectangular solve leaves every unassigned column at the highest price (its start
+// price, prices only decrease), so u = S*a - max v is tight on any leftover column and feasible.
+//
+// `transposed`: solve the transpose of the (m, n) matrix at `cost` instead (row i of the problem
+// is column i of the matrix), read in blocks without a transposed copy of the whole matrix.
+template <class T>
+Status solve_without_constant_rows(const T* cost, idx n, idx m, idx stride, bool maximize,
+                                   const Solution<T>& out, const std::vector<idx>& rows,
+                                   bool transposed = false) {
+  const idx r = static_cast<idx>(rows.size());
+  const idx n2 = n - r;
+  std::vector<idx> keep;
+  keep.reserve(static_cast<std::size_t>(n2));
+  for (idx i = 0, t = 0; i < n; ++i) {
+    if (t < r && rows[static_cast<std::size_t>(t)] == i) {
+      ++t;
+      continue;
+    }
+    keep.push_back(i);
+  }
+  // Row order does not change the optimum, only the work: rows with the largest entries first
+  // settle the contested columns early, and later shortest paths get shorter (digits gradient
+  // costs: 4.7 -> 3.7 ms and 4.5 -> 3.6 ms for the solve of the remaining rows).
+  std::vector<T> score(static_cast<std::size_t>(n), T(0));
+  for (idx i = 0; i < (transposed ? m : n); ++i) {
+    const T* row_i = cost + i * stride;
+    for (idx j = 0; j < (transposed ? n : m); ++j) {
+      const T a = std::fabs(row_i[j]);
+      T& sc = score[static_cast<std::size_t>(transposed ? j : i)];
+      sc = a > sc ? a : sc;  // NaN entries are caught by the solve itself
+    }
+  }
+  std::stable_sort(keep.begin(), keep.end(), [&score](idx a, idx b) {
+    return score[static_cast<std::size_t>(a)] > score[static_cast<std::size_t>(b)];
+  });
+  std::vector<T> sub(static_cast<std::size_t>(n2 * m));
+  if (!transposed) {
+    for (idx t = 0; t < n2; ++t) {
+      const T* src = cost + keep[static_cast<std::size_t>(t)] * stride;
+      std::copy(src, src + m, sub.begin() + t * m);
+    }
+  } else {
+    constexpr idx B = 32;  // blocked gather: column-wise reads of a whole matrix thrash the cache
+    for (idx t0 = 0; t0 < n2; t0 += B) {
+      for (idx j0 = 0; j0 < m; j0 += B) {
+        for (idx j = j0; j < std::min(j0 + B, m); ++j) {
+          const T* src = cost + j * stride;
+          for (idx t = t0; t < std::min(t0 + B, n2); ++t) {
+            sub[static_cast<std::size_t>(t * m + j)] = src[keep[static_cast<std::size_t>(t)]];
+          }
+        }
+      }
+    }
+  }
+  std::vector<idx> x2(static_cast<std::size_t>(n2));
+  std::vector<T> u2(static_cast<std::size_t>(n2)), v(static_cast<std::size_t>(m));
+  if (n2 > 0) {
+    const Status st = dispatch_sign<T>(sub.data(), n2, m, m, maximize,
+                                       Solution<T>{x2.data(), u2.data(), v.data()}, WarmStart<T>{});
+    if (st != Status::ok) return st;
+  }
+  std::vector<char> used(static_cast<std::size_t>(m), 0);
+  for (idx t = 0; t < n2; ++t) {
+    out.col_of_row[keep[t]] = x2[t];
+    used[static_cast<std::size_t>(x2[t])] = 1;
+    if (out.row_duals != nullptr) out.row_duals[keep[t]] = u2[t];
+  }
+  T vmax = -kInf<T>;
+  for (idx j = 0; j < m; ++j) vmax = v[j] > vmax ? v[j] : vmax;
+  if (n2 == 0) vmax = T(0);
+  idx j = 0;
+  for (idx i : rows) {
+    while (used[static_cast<std::size_t>(j)]) ++j;
+    used[static_cast<std::size_t>(j)] = 1;
+    out.col_of_row[i] = j;
+    const T a = transposed ? cost[i] : cost[i * stride];
+    if (out.row_duals != nullptr) out.row_duals[i] = (maximize ? -a : a) - vmax;
+  }
+  if (out.col_duals != nullptr) std::copy(v.begin(), v.end(), out.col_duals);
+  return Status::ok;
+}
+
 }  // namespace
 
 template <class T>
 Status solve(const T* cost, idx n, idx m, idx row_stride, bool maximize, const Solution<T>& out,
              const WarmStart<T>& warm) {
   if (n == 0 || m == 0) return Status::ok;
+  if (n <= m && !(n == m && warm.col_duals != nullptr)) {
+    // Cold solves only: a warm square solve keeps its (cheaper) warm route.
+    const std::vector<idx> rows = constant_rows(cost, n, m, row_stride);
+    if (n == m) {
+      // A square problem is the same problem transposed (the assignment inverted, the duals
+      // swapped): drop whichever of rows or columns has more constant ones. Digits gradient
+      // costs (29 zero rows, 50 zero columns): 5.9 ms by rows, 4.0 ms by columns.
+      const std::vector<idx> cols = constant_cols(cost, n, m, row_stride);
+      if (cols.size() > rows.size()) {
+        std::vector<idx> row_of_col(static_cast<std::size_t>(n));
+        const Status st = solve_without_constant_rows(
+            cost, n, n, row_stride, maximize,
+            Solution<T>{row_of_col.data(), out.col_duals, out.row_duals}, cols, true);
+        if (st != Status::ok) return st;
+        for (idx j = 0; j < n; ++j) out.col_of_row[row_of_col[static_cast<std::size_t>(j)]] = j;
+        return Status::ok;
+      }
+    }
+    if (!rows.empty()) {
+      return solve_without_constant_rows(cost, n, m, row_stride, maximize, out, rows);
+    }
+  }
   if (n <= m) return dispatch_sign<T>(cost, n, m, row_stride, maximize, out, warm);
   // Tall problem: solve the transpose (columns become rows); its row duals are our column duals.
   std::vector<T> buf(static_cast<std::size_t>(n * m));
