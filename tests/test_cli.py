@@ -101,3 +101,12 @@ def test_cli_rejects_bad_arguments(tmp_path):
         main(["demo", "--hidden", "a,b", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["nothing"])
+
+
+def test_cli_reports_missing_data_in_one_line(tmp_path, capsys):
+    """MNIST cannot be downloaded: without a path the CLI exits 2 with a one-line message."""
+    rc = main(["transfer", "--dataset", "mnist", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("trajtransfer: error:") and "nothing is downloaded" in err
+    assert "Traceback" not in err

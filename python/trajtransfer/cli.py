@@ -305,7 +305,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.epochs, args.steps = min(args.epochs, 2), min(args.steps, 3)
         args.finetune_epochs = min(args.finetune_epochs, 1)
         args.grad_batches = min(args.grad_batches, 2)
-    run_experiment(args)
+    try:
+        run_experiment(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        # Bad input (a missing data path, an unknown preset, ...): one line, not a traceback.
+        print(f"trajtransfer: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
