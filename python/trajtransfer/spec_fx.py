@@ -339,10 +339,7 @@ class _Tracer:
         if fn in _RESHAPE_FUNCTIONS:
             return self.reshape(node, self.single_input(node))
         if fn in _REDUCE_FUNCTIONS:
-            src = self.single_input(node)
-            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-            return self.reduce(node, src, dims, bool(keep))
+            return self.reduce_call(node)
         if fn is getattr and self.shape(node) is None:
             return _META
         if fn is operator.getitem and not self.tensor_inputs(node):
@@ -351,6 +348,13 @@ class _Tracer:
             return _META  # arithmetic on sizes
         self.fail(node, "this operation is not supported (it may mix or reorder permuted "
                         "channels: e.g. cat, indexing, matmul, attention, functional layers)")
+
+    def reduce_call(self, node: fx.Node) -> Any:
+        """A reduction called as ``torch.f(x, dim, keepdim)`` or ``x.f(dim, keepdim)``."""
+        src = self.single_input(node)
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        return self.reduce(node, src, dims, bool(keep))
 
     def method(self, node: fx.Node) -> Any:
         name = node.target
@@ -363,10 +367,7 @@ class _Tracer:
         if name in _RESHAPE_METHODS:
             return self.reshape(node, self.single_input(node))
         if name in _REDUCE_METHODS:
-            src = self.single_input(node)
-            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-            return self.reduce(node, src, dims, bool(keep))
+            return self.reduce_call(node)
         self.fail(node, f"tensor method {name!r} is not supported")
 
     def run(self) -> None:
