@@ -43,7 +43,10 @@ struct Solution {
 /// verified in float64 (dual feasibility and complementary slackness, within about one float32
 /// rounding per row) and re-solved in float64 from the float32 duals when the check fails.
 /// Problems with n <= m are read in place, maximising included (no copy); n > m solves a
-/// transposed copy. Cold solves (no warm start) with at least 1/64 constant rows or (square)
+/// transposed copy. Problems of at least 2^19 entries split their streaming passes (those whose
+/// rows are independent) over the calling thread and one helper thread, with the same result as
+/// on one thread; solve_batch's workers, and TRAJTRANSFER_LAP_THREADS=1, keep them on one.
+/// Cold solves (no warm start) with at least 1/64 constant rows or (square)
 /// columns, such as the zero rows/columns of dead units in gradient costs, solve a copy without
 /// them (exact: a constant line costs the same whatever it is matched with).
 ///

@@ -1,11 +1,13 @@
 // Batched driver: independent problems handed out to a small pool of std::threads through an
-// atomic counter, so problems of uneven difficulty balance themselves.
+// atomic counter, so problems of uneven difficulty balance themselves. Solves run by the pool are
+// single-threaded inside (see lap_parallel.hpp).
 #include <algorithm>
 #include <atomic>
 #include <thread>
 #include <vector>
 
 #include "lap/lap.hpp"
+#include "lap/lap_parallel.hpp"
 
 namespace trajtransfer::lap {
 
@@ -15,6 +17,9 @@ void solve_batch(const T* costs, std::int64_t batch, std::int64_t n, std::int64_
   const std::int64_t k = std::min(n, m);
   std::atomic<std::int64_t> next{0};
   auto worker = [&]() {
+    // One solve per thread already uses the cores (and num_threads = 1 means one thread):
+    // the solves inside do not split their passes over the helper thread.
+    const detail::SingleThreadedSolves one_thread_each;
     for (std::int64_t b = next.fetch_add(1); b < batch; b = next.fetch_add(1)) {
       Solution<T> out;
       out.col_of_row = col_of_row + b * k;

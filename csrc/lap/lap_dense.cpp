@@ -25,8 +25,27 @@
 //   cache lines of the row (ARR 0.27 -> 0.18 ms on a warm n = 1024 float32 re-solve);
 // * the float64 verification of float32 solves takes a row's bound from its cache when the cache
 //   proves it (W float64 differences instead of a pass over the row).
+// * the streaming passes whose rows are independent (warm row scan; cold column minima and
+//   reduction transfer; the float32 check) split over two threads from 2^19 entries on
+//   (lap_parallel.hpp); every order-dependent decision is taken afterwards in row order, so the
+//   result does not depend on the split. Where a warm re-solve goes (uniform, 1 % noise, one
+//   thread, -DTT_LAP_PROFILE): n = 1024 float32 pass 0.28 ms, ARR 0.19, float32 check 0.04;
+//   n = 2048 float32 1.31 / 0.88 / 0.16; n = 2048 float64 pass 5.2-5.5, ARR 2.1 (a third of it
+//   full-row rescans). Split vs one thread, same quiet machine (ms, warm / cold): n = 1024
+//   float32 0.50 / 2.09 -> 0.45 / 1.99, float64 0.76 / 3.16 -> 0.67 / 3.10; n = 2048 float32
+//   2.6 / 11.5 -> 2.1 / 10.7, float64 7.2 / 27.5 -> 5.0 / 24.6. ARR and the shortest paths are
+//   sequential, which caps the warm/cold ratio at ~4-5x on this 2-core machine.
 // Tried and dropped (more work measured): a multi-source search from all remaining free rows,
-// masked stores of the distance array.
+// masked stores of the distance array. For warm starts: ~32 % of the rows lose their previous
+// column's tie at the old prices (n = 1024, 1 % noise) although the optimum moves for only 1.6 %
+// of them (16 rows; 86 of 2048 at n = 2048): optimal duals sit on a vertex with about one extra
+// tight pair per row. Raising the previous column's price by the row's gap where a column slack
+// (folded into the warm pass) allowed it repaired only 67-86 of those 332 rows (column slacks are
+// as fragile as row gaps), freed rows 215 -> 157-169 but ARR steps stayed at ~2.8k and the pass
+// cost 20 % more (0.29 -> 0.36 ms). A branch-free unrolled re-evaluation of the W cached columns
+// in ARR was slower (warm n = 1024 float32 0.45 -> 0.49 ms: the branches predict well); reading
+// the assigned cost from the row cache in the float32 check, and pulling the helper-written row
+// caches into the caller's core after a split pass, changed nothing measurable.
 // Square finite problems take the full JV route; problems with forbidden (+inf) pairs start from
 // the column minima (square) or zero prices (rectangular). No sentinel "big" value replaces +inf:
 // a shortest path of infinite length means the problem is infeasible.
@@ -39,6 +58,55 @@
 
 #include "lap/lap.hpp"
 #include "lap/lap_kernels.hpp"
+#include "lap/lap_parallel.hpp"
+
+#ifdef TT_LAP_PROFILE
+// Development only (-DTT_LAP_PROFILE): wall time per solver phase and a few event counts, summed
+// over solves and printed by tt_lap_profile_dump(solves) (from a standalone C++ driver that links
+// this file). Not thread-safe: profile one solve at a time.
+#include <chrono>
+#include <cstdio>
+namespace tt_prof {
+inline double acc[8];
+inline long cnt[8];
+inline long ev[10];
+inline const char* names[8] = {"warm_pass", "warm_arr", "colmin", "reduce",
+                               "cold_arr",  "augment",  "verify", "resolve64"};
+inline const char* evn[10] = {"arr_steps", "cache_miss", "ties",    "arr_in",  "nontight",
+                              "free_p0",   "free_p1",    "free_p2", "free_p3", "lb64_full"};
+struct Scope {
+  int k;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  explicit Scope(int kk) : k(kk) {}
+  ~Scope() {
+    acc[k] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                  .count();
+    ++cnt[k];
+  }
+};
+}  // namespace tt_prof
+extern "C" void tt_lap_profile_dump(int solves) {
+  using trajtransfer::lap::detail::g_prof_chunks;
+  for (int k = 0; k < 8; ++k) {
+    if (tt_prof::cnt[k] != 0) {
+      std::printf("  %-10s %8.3f ms\n", tt_prof::names[k], tt_prof::acc[k] / solves);
+    }
+    tt_prof::acc[k] = 0;
+    tt_prof::cnt[k] = 0;
+  }
+  std::printf("  chunks: caller %ld, helper %ld\n", g_prof_chunks[0].exchange(0) / solves,
+              g_prof_chunks[1].exchange(0) / solves);
+  for (int k = 0; k < 10; ++k) {
+    if (tt_prof::ev[k] != 0) {
+      std::printf("  %-10s %10.1f\n", tt_prof::evn[k], double(tt_prof::ev[k]) / solves);
+    }
+    tt_prof::ev[k] = 0;
+  }
+}
+#define TT_PROF(k) tt_prof::Scope tt_prof_scope_##k(k)
+#else
+#define TT_PROF(k) (void)0
+#endif
 
 namespace trajtransfer::lap {
 namespace {
@@ -72,6 +140,17 @@ constexpr double kColdRestartGapRatio = 12.0;
 constexpr idx kSampleStride = 8;
 constexpr double kEarlyRestartGapRatio = 2 * kColdRestartGapRatio;
 
+// The streaming passes (warm row scan, cold column minima and transfer, float32 check) split over
+// two threads from this many entries on (2^19: e.g. 725 x 725), in chunks of kChunkRows rows
+// (lap_parallel.hpp). Smaller problems stay on one thread: a pass of 2^19 float32 entries takes
+// ~0.05 ms, and waking the helper costs ~10-50 us. Batch workers never split (one solve per core).
+#ifdef TT_LAP_SPLIT_MIN_ENTRIES  // development builds: A/B against the one-thread passes
+constexpr idx kSplitMinEntries = TT_LAP_SPLIT_MIN_ENTRIES;
+#else
+constexpr idx kSplitMinEntries = idx{1} << 19;
+#endif
+constexpr idx kChunkRows = 32;
+
 // Minimisation of S*C (S = +1 or -1) over a matrix with n <= m.
 template <class T, int S>
 class Solver {
@@ -86,22 +165,46 @@ class Solver {
     y_.assign(m, -1);
     d_.resize(m);
     pred_.resize(m);
+    split_ = n * m >= kSplitMinEntries && n >= 4 * kChunkRows;
   }
 
   const T* row(idx i) const { return c_ + i * stride_; }
   T sc(idx i, idx j) const { return S > 0 ? row(i)[j] : -row(i)[j]; }
 
   // Pass 1: validation + column minima (v) and their rows (pred_ is borrowed as argmin storage).
+  // Split over two threads (see lap_parallel.hpp): the helper keeps its own minima, merged
+  // after the pass with ties to the lower row, as the one-thread pass keeps the first row.
   EntryFlags column_minima() {
     std::fill(v_.begin(), v_.end(), kInf<T>);
     std::fill(pred_.begin(), pred_.end(), I(0));
-    EntryFlags f;
-    for (idx i = 0; i < n_; ++i) {
-      const EntryFlags g = k().colmin(row(i), v_.data(), pred_.data(), m_, static_cast<I>(i));
-      f.invalid |= g.invalid;
-      f.forbidden |= g.forbidden;
+    std::vector<T> v1;
+    std::vector<I> a1;
+    if (split_) {
+      v1.assign(static_cast<std::size_t>(m_), kInf<T>);
+      a1.assign(static_cast<std::size_t>(m_), I(0));
     }
-    return f;
+    EntryFlags f[2];
+    detail::for_row_chunks(n_, kChunkRows, split_, [&](idx b, idx e, int t) {
+      T* v = t == 0 ? v_.data() : v1.data();
+      I* a = t == 0 ? pred_.data() : a1.data();
+      EntryFlags loc;
+      for (idx i = b; i < e; ++i) {
+        const EntryFlags g = k().colmin(row(i), v, a, m_, static_cast<I>(i));
+        loc.invalid |= g.invalid;
+        loc.forbidden |= g.forbidden;
+      }
+      f[t].invalid |= loc.invalid;
+      f[t].forbidden |= loc.forbidden;
+    });
+    if (split_) {
+      for (idx j = 0; j < m_; ++j) {
+        if (v1[j] < v_[j] || (v1[j] == v_[j] && a1[j] < pred_[j])) {
+          v_[j] = v1[j];
+          pred_[j] = a1[j];
+        }
+      }
+    }
+    return EntryFlags{f[0].invalid || f[1].invalid, f[0].forbidden || f[1].forbidden};
   }
 
   // JV column reduction + reduction transfer (pass 2) on a square finite matrix, after
@@ -140,21 +243,53 @@ class Solver {
       }
       return;
     }
+    // h = S*c - v >= 0 with h = 0 on the row's own column: the second smallest h is the
+    // smallest over the other columns, the slack the row can hand to its column's price. Every
+    // row reads the prices from before any transfer (JV's sequential transfer sees the earlier
+    // rows' price cuts, which can only raise its slack): the rows are then independent, so the
+    // pass splits over two threads, and the transfers are applied afterwards. Measured on the
+    // uniform n = 1024 / 2048 cold solves (one thread): within noise of the sequential transfer.
+    // The float64 bounds (float32 check) are taken on the way, row still hot, over the other
+    // columns; the own column's term is added once its price is final. Prices only fall later,
+    // so bounds from the earlier prices stay valid.
+    std::vector<T> slack(static_cast<std::size_t>(n_), T(0));
+    detail::for_row_chunks(n_, kChunkRows, split_, [&](idx b, idx e, int) {
+      for (idx i = b; i < e; ++i) {
+        if (matches[i] == 0) continue;
+        const T* r = row(i);
+        if (matches[i] == 1) {
+          // A fresh scan that fills the row cache (cache_ok_ is set below, not here: one byte
+          // per row written by both threads would bounce a cache line between the cores).
+          const std::size_t W = static_cast<std::size_t>(k().lanes);
+          slack[i] = cache_ok_.empty()
+                         ? k().min2(r, v_.data(), m_).m2
+                         : k().min2_cache(r, v_.data(), m_, &cache_cols_[i * W],
+                                          &cache_vals_[i * W], &cache_bound_[i])
+                               .m2;
+          if (lb != nullptr) {
+            const idx j = x_[i];
+            const double l0 = k().lb64(r, v_.data(), j);
+            const double l1 = k().lb64(r + j + 1, v_.data() + j + 1, m_ - j - 1);
+            (*lb)[i] = l0 < l1 ? l0 : l1;
+          }
+        } else if (lb != nullptr) {
+          (*lb)[i] = k().lb64(r, v_.data(), m_);
+        }
+      }
+    });
     for (idx i = 0; i < n_; ++i) {
       if (matches[i] == 0) continue;
-      // h = S*c - v >= 0 with h = 0 on the row's own column: the second smallest h is the
-      // smallest over the other columns, the slack the row can hand to its column's price.
+      u_[i] = slack[i];  // 0 for rows holding several column minima (no transfer)
       if (matches[i] == 1) {
-        const Min2<T> mm = row_min2(i);
-        v_[x_[i]] -= mm.m2;
-        u_[i] = mm.m2;
-      } else {
-        u_[i] = T(0);
+        if (!cache_ok_.empty()) cache_ok_[i] = 1;
+        const idx j = x_[i];
+        v_[j] -= slack[i];
+        if (lb != nullptr) {
+          const double own = static_cast<double>(sc(i, j)) - static_cast<double>(v_[j]);
+          (*lb)[i] = own < (*lb)[i] ? own : (*lb)[i];
+        }
       }
-      if (lb != nullptr) {
-        (*lb)[i] = k().lb64(row(i), v_.data(), m_);  // row still hot in cache
-        clean_[i] = 1;
-      }
+      if (lb != nullptr) clean_[i] = 1;
     }
   }
 
@@ -172,20 +307,66 @@ class Solver {
     if (lb != nullptr) track_cleanliness();
     enable_row_caches();
     const bool sample = prev != nullptr && give_up_ratio > 0 && n_ >= 8 * kSampleStride;
+    // Rows are scanned (the pass over the matrix; split over two threads when large) and then
+    // assigned in row order on one thread, so the split never changes a result.
+    const bool split = split_ && !cache_ok_.empty();
+    if (split) {
+      scans_.resize(static_cast<std::size_t>(n_));
+      // Every row's cache is filled by its scan; marking them all now keeps the scans from
+      // writing one byte per row next to the other thread's (a cache line bouncing between the
+      // cores). Nothing reads a cache before the pass is complete.
+      std::fill(cache_ok_.begin(), cache_ok_.end(), char(1));
+    }
+    auto stage = [&](idx count, auto row_of) {
+      if (!split) {
+        for (idx t = 0; t < count; ++t) {
+          const idx i = row_of(t);
+          assign_row(i, prev, scan_row(i, prev, flags, lb));
+        }
+        return;
+      }
+      EntryFlags f[2];
+      // The row sample is short (1/8 of the rows): smaller chunks balance it better.
+      const idx chunk = std::clamp<idx>(count / 16, 8, kChunkRows);
+      detail::for_row_chunks(count, chunk, true, [&](idx b, idx e, int th) {
+        EntryFlags loc;
+        for (idx t = b; t < e; ++t) {
+          const idx i = row_of(t);
+          scans_[i] = scan_row(i, prev, &loc, lb);
+        }
+        f[th].invalid |= loc.invalid;
+        f[th].forbidden |= loc.forbidden;
+      });
+      flags->invalid |= f[0].invalid || f[1].invalid;
+      flags->forbidden |= f[0].forbidden || f[1].forbidden;
+      for (idx t = 0; t < count; ++t) {
+        const idx i = row_of(t);
+        assign_row(i, prev, scans_[i]);
+      }
+    };
     if (sample) {
-      for (idx i = 0; i < n_; i += kSampleStride) greedy_row(i, prev, flags, lb);
+      stage((n_ + kSampleStride - 1) / kSampleStride, [](idx t) { return t * kSampleStride; });
       if (!flags->invalid && !flags->forbidden && warm_gap_ > give_up_ratio * warm_spread_) {
         return true;
       }
-    }
-    for (idx i = 0; i < n_; ++i) {
-      if (!sample || i % kSampleStride != 0) greedy_row(i, prev, flags, lb);
+      // The other rows, in order: row t + t / (kSampleStride - 1) + 1 skips the sampled ones.
+      stage(n_ - (n_ + kSampleStride - 1) / kSampleStride,
+            [](idx t) { return t + t / (kSampleStride - 1) + 1; });
+    } else {
+      stage(n_, [](idx t) { return t; });
     }
     return !flags->invalid;
   }
 
-  // One row of greedy_from_prices().
-  void greedy_row(idx i, const idx* prev, EntryFlags* flags, std::vector<double>* lb) {
+  // What the warm pass learns about one row: its two smallest reduced costs and S*c at its
+  // previous column (read while the row is in cache; assign_row() needs it later).
+  struct RowScan {
+    Min2<T> mm;
+    T cp;
+  };
+
+  // The pass over row i of greedy_from_prices() (touches row i's own state only).
+  RowScan scan_row(idx i, const idx* prev, EntryFlags* flags, std::vector<double>* lb) {
     const std::size_t W = static_cast<std::size_t>(k().lanes);
     Min2<T> mm;
     if (cache_ok_.empty()) {
@@ -194,18 +375,30 @@ class Solver {
       I* cols = &cache_cols_[static_cast<std::size_t>(i) * W];
       mm = k().min2_check_cache(row(i), v_.data(), m_, flags, cols,
                                 &cache_vals_[static_cast<std::size_t>(i) * W], &cache_bound_[i]);
-      cache_ok_[i] = 1;
+      if (!cache_ok_[i]) cache_ok_[i] = 1;
     }
     if (lb != nullptr && cache_ok_.empty()) {
       (*lb)[i] = k().lb64(row(i), v_.data(), m_);  // row still hot in cache
       clean_[i] = 1;
     }  // else verified() derives the bound from the row cache (W reads instead of a pass)
+    T cp = T(0);
+    if (prev != nullptr && prev[i] >= 0 && prev[i] < m_) cp = sc(i, prev[i]);
+    return RowScan{mm, cp};
+  }
+
+  // Row i takes its previous column when still tight, else its cheapest one when free, else
+  // stays free (greedy_from_prices(), in row order).
+  void assign_row(idx i, const idx* prev, const RowScan& rs) {
+    const Min2<T>& mm = rs.mm;
     idx want = mm.i1;
     if (prev != nullptr) {
       const idx p = prev[i];
       if (p >= 0 && p < m_) {
-        if (keeps_previous(i, p, mm.m1)) want = p;
-        const double g = static_cast<double>(sc(i, p) - v_[p]) - static_cast<double>(mm.m1);
+        if (keeps_previous(rs.cp, v_[p], mm.m1)) want = p;
+#ifdef TT_LAP_PROFILE
+        else ++tt_prof::ev[4];
+#endif
+        const double g = static_cast<double>(rs.cp - v_[p]) - static_cast<double>(mm.m1);
         if (g > 0) warm_gap_ += g;  // +inf when p became forbidden
       }
     }
@@ -231,11 +424,10 @@ class Solver {
   // (their updates round), so an exact test freed ~9 % of the rows of an unchanged uniform
   // n = 1024 float32 problem and moved their prices; what such a pair can cost is of the order
   // of that rounding (and float32 solves end with their float64 check anyway).
-  bool keeps_previous(idx i, idx p, T m1) const {
-    const T c = sc(i, p);
-    const T h = c - v_[p];
+  bool keeps_previous(T c, T vp, T m1) const {
+    const T h = c - vp;
     if (h <= m1) return true;
-    const T tol = std::numeric_limits<T>::epsilon() * (std::fabs(c) + std::fabs(v_[p]));
+    const T tol = std::numeric_limits<T>::epsilon() * (std::fabs(c) + std::fabs(vp));
     return tol < kInf<T> && h - m1 <= tol;  // never keeps a pair that became forbidden
   }
 
@@ -272,6 +464,9 @@ class Solver {
         }
       }
       if (mm.m2 <= cache_bound_[i]) return mm;
+#ifdef TT_LAP_PROFILE
+      ++tt_prof::ev[1];
+#endif
     }
     const Min2<T> mm =
         k().min2_cache(row(i), v_.data(), m_, cols, &cache_vals_[static_cast<std::size_t>(i) * W],
@@ -284,6 +479,9 @@ class Solver {
   // a budget of immediate re-examinations, so ties and tiny price steps cannot make it loop for
   // ever.
   void augmenting_row_reduction(int passes) {
+#ifdef TT_LAP_PROFILE
+    tt_prof::ev[3] += static_cast<long>(free_.size());
+#endif
     if (m_ < 2) return;
     for (int pass = 0; pass < passes; ++pass) {
       const idx prv = static_cast<idx>(free_.size());
@@ -294,6 +492,9 @@ class Solver {
       while (k < prv) {
         const idx i = free_[k++];
         const Min2<T> mm = row_min2(i);
+#ifdef TT_LAP_PROFILE
+        ++tt_prof::ev[0];
+#endif
         const T umin = mm.m1, usub = mm.m2;
         idx j1 = mm.i1;
         idx i0 = y_[j1];
@@ -303,6 +504,9 @@ class Solver {
         } else if (i0 >= 0) {
           // Tie: take another column at the same reduced cost, preferring a free one.
           const idx j2 = second_min_column(i, j1, umin);
+#ifdef TT_LAP_PROFILE
+          ++tt_prof::ev[2];
+#endif
           j1 = j2;
           i0 = y_[j2];
         }
@@ -321,6 +525,9 @@ class Solver {
         }
       }
       free_.resize(numfree);
+#ifdef TT_LAP_PROFILE
+      tt_prof::ev[5 + (pass < 3 ? pass : 3)] += numfree;
+#endif
       if (numfree == 0) break;
     }
   }
@@ -420,18 +627,30 @@ class Solver {
   // float64, (lb, v) is dual feasible, so sum_i (S*c_i,x(i) - v_x(i) - lb_i) bounds how far the
   // assignment can be from optimal. Rows untouched since reduce_square() keep their bound
   // (prices only decrease, so the bound only grows).
+  // The rows are independent (split over two threads when large); the sums are taken afterwards
+  // in row order, so the outcome does not depend on the split.
   bool verified(std::vector<double>& lb) const {
+    std::vector<double> term(static_cast<std::size_t>(n_)), mag(static_cast<std::size_t>(n_));
+    detail::for_row_chunks(n_, kChunkRows, split_, [&](idx b, idx e, int) {
+      for (idx i = b; i < e; ++i) {
+        if (clean_.empty() || !clean_[i]) {
+          const double lbc = lb_from_cache(i);
+          lb[i] = std::isnan(lbc) ? k().lb64(row(i), v_.data(), m_) : lbc;
+#ifdef TT_LAP_PROFILE
+          if (std::isnan(lbc)) ++tt_prof::ev[9];
+#endif
+        }
+        const idx j = x_[i];
+        const double cij = static_cast<double>(sc(i, j));
+        const double vj = static_cast<double>(v_[j]);
+        term[i] = (cij - vj) - lb[i];
+        mag[i] = std::fabs(cij) + std::fabs(vj);
+      }
+    });
     double gap = 0, scale = 0;
     for (idx i = 0; i < n_; ++i) {
-      if (clean_.empty() || !clean_[i]) {
-        const double b = lb_from_cache(i);
-        lb[i] = std::isnan(b) ? k().lb64(row(i), v_.data(), m_) : b;
-      }
-      const idx j = x_[i];
-      const double cij = static_cast<double>(sc(i, j));
-      const double vj = static_cast<double>(v_[j]);
-      gap += (cij - vj) - lb[i];
-      scale += std::fabs(cij) + std::fabs(vj);
+      gap += term[i];
+      scale += mag[i];
     }
     const double tol = 2.0 * std::numeric_limits<float>::epsilon() * scale;  // ~1 ulp per row
     return std::isfinite(gap) && gap <= tol;
@@ -498,7 +717,10 @@ class Solver {
   std::vector<T> cache_bound_;
   std::vector<char> cache_ok_;
   bool use_free_cols_ = false;
+  bool split_ = false;  // split the streaming passes over two threads (see kSplitMinEntries)
+  std::vector<RowScan> scans_;
   double warm_gap_ = 0, warm_spread_ = 0;
+
 };
 
 template <class T>
@@ -568,6 +790,9 @@ bool all_finite(const T* p, idx m) {
 template <class T, int S>
 Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
                  const WarmStart<T>& warm, std::vector<double>* lb) {
+  // The first split pass comes right after the set-up below: wake the helper now.
+  const bool split = n * m >= kSplitMinEntries;
+  if (split) detail::prewake_helper();
   Solver<T, S> s(c, n, m, stride);
   if (lb != nullptr) lb->assign(static_cast<std::size_t>(n), 0.0);
   const bool square = (n == m);
@@ -577,7 +802,12 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     // Warm start: one pass (validation folded in), then augment the rows left free.
     s.set_prices(warm.col_duals);
     EntryFlags f;
-    if (!s.greedy_from_prices(warm.col_of_row, &f, lb, kEarlyRestartGapRatio)) {
+    bool ok;
+    {
+      TT_PROF(0);
+      ok = s.greedy_from_prices(warm.col_of_row, &f, lb, kEarlyRestartGapRatio);
+    }
+    if (!ok) {
       return Status::invalid_entries;
     }
     forbidden = f.forbidden;
@@ -590,16 +820,25 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
       started = false;
     } else if (!forbidden) {
       // The greedy pass left every row a cache, so ARR settles most conflicts cheaply.
+      TT_PROF(1);
       s.augmenting_row_reduction(4);
     }
   }
   if (!started) {
-    const EntryFlags f = s.column_minima();
+    EntryFlags f;
+    {
+      TT_PROF(2);
+      f = s.column_minima();
+    }
     if (f.invalid) return Status::invalid_entries;
     forbidden = f.forbidden;
     if (square && !forbidden && n >= 2) {
       if (lb != nullptr) s.track_cleanliness();
-      s.reduce_square(lb);
+      {
+        TT_PROF(3);
+        s.reduce_square(lb);
+      }
+      TT_PROF(4);
       s.augmenting_row_reduction(4);
     } else if (square && forbidden) {
       // Column minima are feasible prices; an all-forbidden column means no perfect matching.
@@ -614,13 +853,25 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
       s.init_all_free();
     }
   }
-  const Status st = finish(s, n, forbidden);
+  // The float32 check (split) follows the shortest paths, which are short after the reductions.
+  if (split && lb != nullptr) detail::prewake_helper();
+  Status st;
+  {
+    TT_PROF(5);
+    st = finish(s, n, forbidden);
+  }
   if constexpr (std::is_same_v<T, float>) {
     // A float32 "infeasible" may be an overflow of reduced costs near FLT_MAX: confirm in float64.
     if (st == Status::infeasible && lb != nullptr) {
       return resolve_in_double<S>(c, n, m, stride, nullptr, out);
     }
-    if (st == Status::ok && lb != nullptr && !s.verified(*lb)) {
+    bool good = true;
+    if (st == Status::ok && lb != nullptr) {
+      TT_PROF(6);
+      good = s.verified(*lb);
+    }
+    if (!good) {
+      TT_PROF(7);
       return resolve_in_double<S>(c, n, m, stride, &s, out);
     }
   }
