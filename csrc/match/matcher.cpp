@@ -42,6 +42,11 @@ double dot_f64(const float* x, const float* y, std::int64_t n) {
          tail;
 }
 
+// Floating-point operations of an (n x inner) by (inner x n) product.
+double gemm_flops(std::int64_t n, std::int64_t inner) {
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(inner);
+}
+
 bool is_permutation(const std::int64_t* p, std::int64_t n, std::vector<char>& seen) {
   seen.assign(static_cast<std::size_t>(n), 0);
   for (std::int64_t i = 0; i < n; ++i) {
@@ -181,8 +186,8 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
     mb.target.resize(old + block);
     mb.source.resize(old + block);
     if (stored_as_given(mb)) {  // native (n, post), or rows with post == 1: a plain copy
-      std::memcpy(mb.target.data() + old, targets[mb.tensor], sizeof(float) * block);
-      std::memcpy(mb.source.data() + old, sources[mb.tensor], sizeof(float) * block);
+      copy_floats(targets[mb.tensor], static_cast<std::int64_t>(block), mb.target.data() + old);
+      copy_floats(sources[mb.tensor], static_cast<std::int64_t>(block), mb.source.data() + old);
     } else {
       unfold_rows(targets[mb.tensor], mb.pre, mb.n, mb.post, mb.target.data() + old);
       unfold_rows(sources[mb.tensor], mb.pre, mb.n, mb.post, mb.source.data() + old);
@@ -339,13 +344,19 @@ double Matcher::accumulate_cols(Member& mb, std::int64_t k0, const std::int64_t*
     for (std::int64_t p = 0; p < mb.blocks; ++p) {
       const std::int64_t off = k * own.m * own.n + p * n * W;
       const float* src = own.source.data() + off;
-      for (std::int64_t i = 0; i < n * segs; ++i) {
-        const float* s_seg = src + i * nb;
-        float* d_seg = scratch_.data() + i * nb;
-        for (std::int64_t j = 0; j < nb; ++j) d_seg[j] = wf * s_seg[q[j]];
-      }
-      blas::sgemm_rows_nt(static_cast<int>(n), static_cast<int>(W), 1.0f,
-                          own.target.data() + off, scratch_.data(), 1.0f, mb.contrib.data());
+      const float* tgt = own.target.data() + off;
+      // Each thread gathers the source rows of its own output columns, then multiplies: the
+      // gather (a fifth of the GEMM's time) runs in parallel too, with one fork/join.
+      blas::split_rows(static_cast<int>(n), gemm_flops(n, W), [&](int j0, int j1) {
+        float* part = scratch_.data() + j0 * W;
+        for (std::int64_t i = j0 * segs; i < j1 * segs; ++i) {
+          const float* s_seg = src + i * nb;
+          float* d_seg = scratch_.data() + i * nb;
+          for (std::int64_t j = 0; j < nb; ++j) d_seg[j] = wf * s_seg[q[j]];
+        }
+        blas::sgemm_rows_nt_cols(static_cast<int>(n), static_cast<int>(W), j0, j1, 1.0f, tgt,
+                                 part, 1.0f, mb.contrib.data());
+      });
     }
   }
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) *
@@ -369,17 +380,20 @@ void Matcher::delta_build_cols(Member& mb, SolveResult& stats) {
       const std::int64_t off = k * own.m * own.n + p * n * W;
       const float* src = own.source.data() + off;
       const float* tgt = own.target.data() + off;
-      for (std::int64_t i = 0; i < n * segs; ++i) {
-        const float* s_seg = src + i * nb;
-        const float* t_seg = tgt + i * nb;
-        float* ds = scratch_.data() + i * c;
-        float* dt = scratch_t_.data() + i * c;
-        for (std::int64_t jj = 0; jj < c; ++jj) {
-          const std::int64_t j = changed_[static_cast<std::size_t>(jj)];
-          dt[jj] = t_seg[j];
-          ds[jj] = wf * (s_seg[q[j]] - s_seg[q_old[j]]);
+      // Gather both sides on the GEMM's threads (it needs all of them, so two fork/joins).
+      blas::split_rows(static_cast<int>(n), gemm_flops(n, Wc), [&](int i0, int i1) {
+        for (std::int64_t i = i0 * segs; i < i1 * segs; ++i) {
+          const float* s_seg = src + i * nb;
+          const float* t_seg = tgt + i * nb;
+          float* ds = scratch_.data() + i * c;
+          float* dt = scratch_t_.data() + i * c;
+          for (std::int64_t jj = 0; jj < c; ++jj) {
+            const std::int64_t j = changed_[static_cast<std::size_t>(jj)];
+            dt[jj] = t_seg[j];
+            ds[jj] = wf * (s_seg[q[j]] - s_seg[q_old[j]]);
+          }
         }
-      }
+      });
       blas::sgemm_rows_nt(static_cast<int>(n), static_cast<int>(Wc), 1.0f, scratch_t_.data(),
                           scratch_.data(), 1.0f, mb.contrib.data());
     }
@@ -429,21 +443,29 @@ double Matcher::accumulate_rows(Member& mb, std::int64_t k0, bool overwrite) {
   scratch_.resize(static_cast<std::size_t>(std::min(chunk, l_end - l_begin) * n));
   for (std::int64_t l0 = l_begin; l0 < l_end; l0 += chunk) {
     const std::int64_t l1 = std::min(l_end, l0 + chunk);
-    // Gather the source rows through the other axes' permutations, weight folded in.
-    for (std::int64_t l = l0; l < l1; ++l) {
-      const std::int64_t k = l / m, r = l - k * m;
-      const float* src = mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n;
-      float* dst = scratch_.data() + (l - l0) * n;
-      const double w = weights_[static_cast<std::size_t>(k)];
-      if (w == 1.0) {
-        std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(n));
-      } else {
-        const float wf = static_cast<float>(w);
-        for (std::int64_t i = 0; i < n; ++i) dst[i] = wf * src[i];
+    // Each thread gathers its output columns of the source rows (through the other axes'
+    // permutations, weight folded in) and multiplies them: gather and GEMM both in parallel.
+    const std::int64_t rows = l1 - l0;
+    const float* t_chunk = mb.target.data() + l0 * n;
+    blas::split_rows(static_cast<int>(n), gemm_flops(n, rows), [&](int j0, int j1) {
+      const std::int64_t cols = j1 - j0;
+      float* part = scratch_.data() + rows * j0;
+      for (std::int64_t l = l0; l < l1; ++l) {
+        const std::int64_t k = l / m, r = l - k * m;
+        const float* src =
+            mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n + j0;
+        float* dst = part + (l - l0) * cols;
+        const double w = weights_[static_cast<std::size_t>(k)];
+        if (w == 1.0) {
+          std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(cols));
+        } else {
+          const float wf = static_cast<float>(w);
+          for (std::int64_t i = 0; i < cols; ++i) dst[i] = wf * src[i];
+        }
       }
-    }
-    blas::sgemm_tn_rows(static_cast<int>(n), static_cast<int>(l1 - l0), 1.0f,
-                        mb.target.data() + l0 * n, scratch_.data(), 1.0f, mb.contrib.data());
+      blas::sgemm_tn_rows_cols(static_cast<int>(n), static_cast<int>(rows), j0, j1, 1.0f,
+                               t_chunk, part, 1.0f, mb.contrib.data());
+    });
   }
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) *
          static_cast<double>(l_end - l_begin);
@@ -459,18 +481,22 @@ void Matcher::delta_build(Member& mb, SolveResult& stats) {
   scratch_t_.resize(cap);
   for (std::int64_t l0 = 0; l0 < rows_total; l0 += chunk) {
     const std::int64_t l1 = std::min(rows_total, l0 + chunk);
-    for (std::int64_t l = l0; l < l1; ++l) {
-      const std::int64_t k = l / c;
-      const std::int64_t r = changed_[static_cast<std::size_t>(l - k * c)];
-      const float* t = mb.target.data() + (k * m + r) * n;
-      const float* s_new = mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n;
-      const float* s_old = mb.source.data() + (k * m + old_map_[static_cast<std::size_t>(r)]) * n;
-      float* dt = scratch_t_.data() + (l - l0) * n;
-      float* ds = scratch_.data() + (l - l0) * n;
-      const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
-      std::memcpy(dt, t, sizeof(float) * static_cast<std::size_t>(n));
-      for (std::int64_t i = 0; i < n; ++i) ds[i] = wf * (s_new[i] - s_old[i]);
-    }
+    blas::split_rows(static_cast<int>(l1 - l0), gemm_flops(n, l1 - l0), [&](int a, int b) {
+      for (std::int64_t l = l0 + a; l < l0 + b; ++l) {
+        const std::int64_t k = l / c;
+        const std::int64_t r = changed_[static_cast<std::size_t>(l - k * c)];
+        const float* t = mb.target.data() + (k * m + r) * n;
+        const float* s_new =
+            mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n;
+        const float* s_old =
+            mb.source.data() + (k * m + old_map_[static_cast<std::size_t>(r)]) * n;
+        float* dt = scratch_t_.data() + (l - l0) * n;
+        float* ds = scratch_.data() + (l - l0) * n;
+        const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
+        std::memcpy(dt, t, sizeof(float) * static_cast<std::size_t>(n));
+        for (std::int64_t i = 0; i < n; ++i) ds[i] = wf * (s_new[i] - s_old[i]);
+      }
+    });
     blas::sgemm_tn_rows(static_cast<int>(n), static_cast<int>(l1 - l0), 1.0f, scratch_t_.data(),
                         scratch_.data(), 1.0f, mb.contrib.data());
   }
@@ -771,8 +797,8 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
 }
 
 int set_blas_threads(int num_threads) {
-  if (num_threads > 0) blas::pool_threads_setting().store(num_threads);
-  return blas::pool_threads();
+  if (num_threads > 0) parallel::threads_setting().store(num_threads);
+  return parallel::threads();
 }
 
 std::vector<std::vector<int>> python_shuffle_orders(std::uint64_t seed, int n, int sweeps) {
