@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import sys
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -37,6 +38,28 @@ def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]
 
         return arr, back
     return np.asarray(x), lambda a: a
+
+
+def float32_view(x: Any) -> Optional[np.ndarray]:
+    """``x`` as a C-contiguous float32 numpy array **without a copy**, or None.
+
+    The fast path of :meth:`~trajtransfer.match.GradientMatcher.add` (gradients arrive as
+    contiguous float32 CPU tensors): None means "needs a conversion or a check", and the caller
+    falls back to :func:`to_numpy`, whose errors name the argument.
+    """
+    if type(x) is np.ndarray:
+        return x if x.dtype == np.float32 and x.flags.c_contiguous else None
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor):
+        return None
+    try:
+        # Zero-copy for a CPU tensor; refuses (RuntimeError / TypeError) one that requires
+        # grad, lives on another device, has its conjugate or negative bit set, or has a dtype
+        # numpy lacks. Those, and the strided or non-float32 ones, take the checked path.
+        arr = x.numpy()
+    except (RuntimeError, TypeError):
+        return None
+    return arr if arr.dtype == np.float32 and arr.flags.c_contiguous else None
 
 
 def as_float_cost(arr: np.ndarray, name: str) -> np.ndarray:

@@ -33,13 +33,15 @@ Conventions
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence  # isinstance on typing's aliases is slower
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from ._arrays import is_torch_tensor, to_numpy
+from ._arrays import float32_view, is_torch_tensor, to_numpy
 from ._native import _core
 from .spec import PermutationSpec, validate_spec
 
@@ -141,6 +143,7 @@ class _CompiledSpec:
         self.names: list = [n for n in spec.axes_to_perm if n not in spec.buffers]
         self.shapes: dict = {n: tuple(int(s) for s in params[n].shape) for n in self.names}
         self._name_set = frozenset(self.names)
+        self._shape_list = [self.shapes[n] for n in self.names]
         gidx = {g: i for i, g in enumerate(self.groups)}
         self.axis_groups = []
         for n in self.names:
@@ -158,18 +161,28 @@ class _CompiledSpec:
             raise TypeError(f"{what} must be a mapping from tensor name to array, got "
                             f"{type(params).__name__}")
         # Fast path (FGMT adds one pair per step): exactly the matched tensors, each with the
-        # first pair's shape, is a dict that validate_spec accepted already. Anything else gets
+        # first pair's shape, is a dict that validate_spec accepted already, and contiguous
+        # float32 CPU tensors / arrays cross without a copy or a conversion. Anything else gets
         # the full check and its messages.
-        if not (params.keys() == self._name_set
-                and all(self._same_shape(params[n], n) for n in self.names)):
+        if params.keys() == self._name_set:
+            views = [float32_view(params[n]) for n in self.names]
+            if all(v is not None and v.shape == shape for v, shape in zip(views, self._shape_list)):
+                return views
+        same = (params.keys() == self._name_set
+                and all(self._same_shape(params[n], n) for n in self.names))
+        if not same:
             validate_spec(self.spec, params, require_all=True)
         out = []
         for n in self.names:
-            shape = tuple(int(s) for s in params[n].shape)
-            if shape != self.shapes[n]:
-                raise ValueError(f"{what}[{n!r}] has shape {shape}, expected {self.shapes[n]} "
-                                 "(the shape of the first pair added)")
-            out.append(_as_float32(params[n], f"{what}[{n!r}]"))
+            x = params[n]
+            arr = float32_view(x) if same else None
+            if arr is None:
+                shape = tuple(int(s) for s in x.shape)
+                if shape != self.shapes[n]:
+                    raise ValueError(f"{what}[{n!r}] has shape {shape}, expected {self.shapes[n]} "
+                                     "(the shape of the first pair added)")
+                arr = _as_float32(x, f"{what}[{n!r}]")
+            out.append(arr)
         return out
 
     def _same_shape(self, x: Any, name: str) -> bool:
@@ -181,8 +194,12 @@ class _CompiledSpec:
             if not np.isfinite(a).all():
                 raise ValueError(f"{what}[{n!r}] contains NaN or infinite values")
 
-    def init_list(self, init: Mapping[str, Any]) -> list:
-        """Validated int64 copies of ``init`` in group order (never aliases; bug B6)."""
+    def init_list(self, init: Mapping[str, Any], check_perm: bool = True) -> list:
+        """Validated int64 copies of ``init`` in group order (never aliases; bug B6).
+
+        ``check_perm=False`` skips the (sort-based) permutation check for callers whose native
+        call re-checks it (``solve``); they call again with the check to word the error.
+        """
         if not isinstance(init, Mapping):
             raise TypeError(f"init must be a mapping from group name to permutation, got "
                             f"{type(init).__name__}")
@@ -204,7 +221,7 @@ class _CompiledSpec:
                 raise ValueError(f"init[{g!r}] must have shape ({n},) (the group's size), got "
                                  f"{arr.shape}")
             arr = np.array(arr, dtype=np.int64, copy=True)
-            if not np.array_equal(np.sort(arr), np.arange(n)):
+            if check_perm and not np.array_equal(np.sort(arr), np.arange(n)):
                 raise ValueError(f"init[{g!r}] is not a permutation of 0..{n - 1}")
             out.append(arr)
         return out
@@ -224,11 +241,12 @@ class GradientMatcher:
 
     The exact float64 objective (``history[0]``, ``objective``) is linear in the pairs, so it is
     kept as per-pair terms: at the identity they are computed by :meth:`add` (fused with its
-    finiteness check), and at the last solve's permutations they are extended by the pairs added
-    since and moved to new permutations by re-reading only the affected rows where the layout
-    allows. A solve therefore reads the stored pairs at most once, usually far less. Loops that
-    replace every pair between solves (GMT) call :meth:`clear_pairs` instead of building a new
-    matcher: the store's memory, the permutations and the LAP duals are kept.
+    finiteness check), and at the last solve's permutations they are extended by :meth:`add`
+    too (while the new pair is still in cache) and moved to new permutations by re-reading only
+    the affected rows where the layout allows. A solve therefore reads the stored pairs at most
+    once, usually far less. Loops that replace every pair between solves (GMT) call
+    :meth:`clear_pairs` instead of building a new matcher: the store's memory, the permutations
+    and the LAP duals are kept.
 
     Parameters
     ----------
@@ -282,15 +300,14 @@ class GradientMatcher:
         """
         if not isinstance(target, Mapping) or not isinstance(source, Mapping):
             raise TypeError("target and source must be mappings from tensor name to array")
-        ks_t = [k for k in target if k not in self._spec.buffers]
-        ks_s = [k for k in source if k not in self._spec.buffers]
-        if set(ks_t) != set(ks_s):
-            only_t = sorted(set(ks_t) - set(ks_s))
-            only_s = sorted(set(ks_s) - set(ks_t))
-            raise ValueError(f"target and source have different tensors: only in target "
-                             f"{only_t}, only in source {only_s}")
+        if target.keys() != source.keys():  # may still differ only in (unmatched) buffers
+            ks_t = {k for k in target if k not in self._spec.buffers}
+            ks_s = {k for k in source if k not in self._spec.buffers}
+            if ks_t != ks_s:
+                raise ValueError(f"target and source have different tensors: only in target "
+                                 f"{sorted(ks_t - ks_s)}, only in source {sorted(ks_s - ks_t)}")
         weight = float(weight)
-        if not np.isfinite(weight):
+        if not math.isfinite(weight):
             raise ValueError(f"weight must be finite, got {weight}")
         t0 = time.perf_counter()
         if self._compiled is None:
@@ -317,8 +334,9 @@ class GradientMatcher:
     def reserve(self, num_pairs: int) -> None:
         """Pre-allocate the native pair store for ``num_pairs`` pairs in total.
 
-        Optional: avoids regrowth copies when the number of pairs is known. Needs one pair added
-        first (the shapes come from it).
+        Optional: avoids regrowth copies when the number of pairs is known, and on Linux ≥ 5.14
+        faults the reserved pages in at once (one call instead of a page fault per 4 KiB as
+        later adds write them). Needs one pair added first (the shapes come from it).
         """
         if self._native is None:
             raise ValueError("reserve: add a first pair before reserving (it fixes the shapes)")
@@ -344,7 +362,7 @@ class GradientMatcher:
 
     def solve(
         self,
-        init: Union[Mapping[str, Any], None] = None,
+        init: Union[Mapping[str, Any], str, None] = None,
         *,
         max_sweeps: int = 100,
         tol: float = 1e-9,
@@ -354,9 +372,12 @@ class GradientMatcher:
 
         Parameters
         ----------
-        init : Mapping[str, (n_p,) int array] or None
+        init : Mapping[str, (n_p,) int array], "identity" or None
             Starting permutations (copied; a missing or None entry is the identity). None: the
             identity, or with ``warm_start`` and an earlier solve, that solve's permutations.
+            ``"identity"``: the identity for every group, whatever ``warm_start`` (which then
+            only decides whether the LAPs reuse the previous duals); the same as passing
+            identity permutations, without building and checking them (FGMT's per-step start).
         max_sweeps : int
             At most this many sweeps over the groups.
         tol : float
@@ -375,6 +396,9 @@ class GradientMatcher:
         ValueError
             No pairs added, invalid ``init``, ``max_sweeps < 0`` or ``tol < 0``.
         """
+        identity_start = isinstance(init, str)
+        if identity_start and init != "identity":
+            raise ValueError(f"init must be a mapping, 'identity' or None, got {init!r}")
         if self._native is None or self._native.num_pairs == 0:
             raise ValueError("solve: no pairs added yet (call add() first)")
         max_sweeps = int(max_sweeps)
@@ -383,11 +407,22 @@ class GradientMatcher:
             raise ValueError(f"max_sweeps must be >= 0, got {max_sweeps}")
         if not tol >= 0:
             raise ValueError(f"tol must be >= 0, got {tol}")
-        init_list = None if init is None else self._compiled.init_list(init)
-        use_previous = bool(warm_start) and self._solved
+        # The native solve checks that each init is a permutation before it changes anything;
+        # only then is the check redone here, to name the group in the error.
+        if init is None or identity_start:
+            init_list = None
+        else:
+            init_list = self._compiled.init_list(init, check_perm=False)
+        # No init and no previous permutations to use: the native solve starts from the identity.
+        use_previous = bool(warm_start) and self._solved and not identity_start
         t0 = time.perf_counter()
-        r = self._native.solve(init_list, use_previous, bool(warm_start), max_sweeps, tol,
-                               self._seed)
+        try:
+            r = self._native.solve(init_list, use_previous, bool(warm_start), max_sweeps, tol,
+                                   self._seed)
+        except ValueError as exc:
+            if init_list is not None and "not a permutation" in str(exc):
+                self._compiled.init_list(init)
+            raise
         solve_s = time.perf_counter() - t0
         add_s, self._add_seconds = self._add_seconds, 0.0
         self._solved = True
@@ -395,7 +430,7 @@ class GradientMatcher:
         return MatchResult(
             perms={g: p for g, p in zip(groups, r["perms"])},
             objective=float(r["objective"]),
-            history=[float(v) for v in r["history"]],
+            history=list(r["history"]),  # already Python floats
             sweeps=int(r["sweeps"]),
             converged=bool(r["converged"]),
             timings={"gemm": float(r["gemm"]) + float(r["static_gemm"]), "lap": float(r["lap"]),

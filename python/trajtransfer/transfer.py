@@ -389,6 +389,7 @@ def transfer(
                 raise ValueError(f"{what}[{n!r}] has shape {tuple(d[n].shape)}, model has {tuple(p.shape)}")
     base = {n: base_state[n].to(torch.float32) for n in names}
     sizes = _group_sizes(spec, base)
+    identity = _identity(sizes)  # read-only: the matcher copies its init, nothing writes to it
     uses_bn = has_batchnorm(model)
 
     grad_loader = Loader(data, batch_size, seed=seed)
@@ -439,7 +440,7 @@ def transfer(
                 # Identity start as in the official code, but each LAP starts from the duals of
                 # this matcher's previous solve (FGMT keeps one matcher): same optimum, far fewer
                 # augmentations. Only the choice among tied optimal assignments may differ.
-                res = matcher.solve(_identity(sizes), max_sweeps=max_sweeps, tol=eff_tol, warm_start=True)
+                res = matcher.solve("identity", max_sweeps=max_sweeps, tol=eff_tol, warm_start=True)
             elif init is None:  # identity start, cold LAPs: the official behaviour
                 res = matcher.solve(None, max_sweeps=max_sweeps, tol=eff_tol, warm_start=False)
             else:
@@ -534,7 +535,7 @@ def transfer(
                 n_pairs += 1
                 bound = fgmt_bound
             t0 = time.perf_counter()
-            prev = perm if perm is not None else _identity(sizes)
+            prev = perm if perm is not None else identity
             res, used = solve(matcher, prev, bound)
             n_solves += used
             perm = {p: np.asarray(v, dtype=np.int64) for p, v in res.perms.items()}
