@@ -57,4 +57,34 @@ inline int copy_parts(std::int64_t floats, std::int64_t n, std::int64_t min_item
       1, std::min<std::int64_t>(threads(), n / std::max<std::int64_t>(min_items, 1))));
 }
 
+/// Run f(item, scratch) for every item in [0, count), each item whole on one thread, over
+/// contiguous ranges balanced by work(item) (in floats; one thread below kParallelFloats).
+/// `Scratch` is default-constructed once per thread. Results that items write to their own
+/// slots are therefore independent of the thread count.
+template <class Scratch, class Work, class F>
+void run_items(std::int64_t count, Work&& work, F&& f) {
+  std::vector<double> prefix(static_cast<std::size_t>(count) + 1, 0.0);
+  for (std::int64_t it = 0; it < count; ++it) {
+    prefix[static_cast<std::size_t>(it) + 1] =
+        prefix[static_cast<std::size_t>(it)] + static_cast<double>(work(it));
+  }
+  const double total = prefix.back();
+  const int parts = copy_parts(static_cast<std::int64_t>(total), count);
+  // Part p takes the items whose work starts in its share [p, p + 1) * total / parts.
+  const auto first_item = [&](int p) -> std::int64_t {
+    if (p <= 0) return 0;
+    if (p >= parts) return count;
+    const double bound = total * static_cast<double>(p) / static_cast<double>(parts);
+    return static_cast<std::int64_t>(
+        std::lower_bound(prefix.begin(), prefix.end() - 1, bound) - prefix.begin());
+  };
+  run_parts(parts, parts, [&](std::int64_t p0, std::int64_t p1) {
+    for (std::int64_t p = p0; p < p1; ++p) {
+      Scratch scratch{};
+      const std::int64_t i1 = first_item(static_cast<int>(p) + 1);
+      for (std::int64_t it = first_item(static_cast<int>(p)); it < i1; ++it) f(it, scratch);
+    }
+  });
+}
+
 }  // namespace trajtransfer::parallel
