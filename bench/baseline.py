@@ -58,7 +58,7 @@ def objective(spec: Any, pairs: Sequence[tuple], weights: Optional[Sequence[floa
 def baseline_match(spec: Any, pairs: Sequence[tuple], weights: Optional[Sequence[float]] = None,
                    *, max_sweeps: int = 100, seed: int = 0, with_objective: bool = True) -> dict:
     """Textbook coordinate descent. Returns perms (numpy int64), objective (float64, None
-    unless ``with_objective``), sweeps, timings (seconds: gemm, lap, total)."""
+    unless ``with_objective``), sweeps, timings (seconds: gemm, lap, total) and gemm_flops."""
     t0 = time.perf_counter()
     weights = [1.0] * len(pairs) if weights is None else list(weights)
     pairs_t = [({k: _t(v) for k, v in a.items() if k not in spec.buffers},
@@ -71,6 +71,7 @@ def baseline_match(spec: Any, pairs: Sequence[tuple], weights: Optional[Sequence
     perms = {g: torch.arange(sizes[g]) for g in groups}
     rng = random.Random(seed)
     t_gemm = t_lap = 0.0
+    flops = 0.0
     sweeps = 0
     for _ in range(max_sweeps):
         sweeps += 1
@@ -89,6 +90,7 @@ def baseline_match(spec: Any, pairs: Sequence[tuple], weights: Optional[Sequence
                     b = _permute_except(spec, perms, name, src[name], ax)
                     b = torch.movedim(b, ax, 0).reshape(n, -1)
                     cost += w * (a @ b.T)
+                    flops += 2.0 * n * n * a.shape[1]
             c = cost.numpy()
             tl = time.perf_counter()
             t_gemm += tl - tg
@@ -108,6 +110,7 @@ def baseline_match(spec: Any, pairs: Sequence[tuple], weights: Optional[Sequence
         "objective": objective(spec, pairs, weights, out) if with_objective else None,
         "sweeps": sweeps,
         "timings": {"gemm": t_gemm, "lap": t_lap, "total": total},
+        "gemm_flops": flops,
     }
 
 

@@ -101,7 +101,8 @@ def test_bench_match(benchmark, problem, impl):
             rounds=1, iterations=1)
         obj = objective(spec, pairs, weights, res["perms"])
         info = {"objective": obj, "sweeps": res["sweeps"], "lap_s": res["timings"]["lap"],
-                "gemm_s": res["timings"]["gemm"], "total_s": res["timings"]["total"]}
+                "gemm_s": res["timings"]["gemm"], "total_s": res["timings"]["total"],
+                "gemm_flops": res["gemm_flops"]}
     else:
         res = benchmark.pedantic(lambda: _ours(spec, pairs, weights),
                                  rounds=OUR_ROUNDS[name], iterations=1)
@@ -138,6 +139,7 @@ def teardown_module(module):
             "gemm_s_baseline": b["gemm_s"], "gemm_s_ours": o["gemm_s"],
             "lap_solves_ours": o.get("lap_solves"), "member_builds_ours": o.get("member_builds"),
             "delta_builds_ours": o.get("delta_builds"),
+            "gflop_baseline": b["gemm_flops"] / 1e9, "gflop_ours": o["gemm_flops"] / 1e9,
         })
     if not rows:
         return
@@ -148,7 +150,7 @@ def teardown_module(module):
     (RESULTS / "match_summary.json").write_text(
         json.dumps({"time": stamp, "loadavg_1_5_15": load, "rows": rows}, indent=1))
     head = (f"{'problem':<11}{'baseline s':>11}{'ours s':>9}{'speedup':>9}{'sweeps b/o':>12}"
-            f"{'LAP s b/o':>15}{'GEMM s b/o':>15}{'obj rel diff':>14}")
+            f"{'LAP s b/o':>15}{'GEMM s b/o':>15}{'GFLOP b/o':>14}{'obj rel diff':>14}")
     print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(head)
     for r in rows:
@@ -156,4 +158,5 @@ def teardown_module(module):
               f"{r['sweeps_baseline']:>6}/{r['sweeps_ours']:<5}"
               f"{r['lap_s_baseline']:>8.3f}/{r['lap_s_ours']:<6.3f}"
               f"{r['gemm_s_baseline']:>8.3f}/{r['gemm_s_ours']:<6.3f}"
+              f"{r['gflop_baseline']:>8.0f}/{r['gflop_ours']:<5.0f}"
               f"{r['objective_rel_diff']:>14.2e}")

@@ -3,10 +3,9 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cstddef>
-#include <thread>
-#include <vector>
+
+#include "parallel.hpp"
 
 extern "C" {
 /// Fortran SGEMM: C = alpha * op(A) * op(B) + beta * C, all column-major.
@@ -22,22 +21,10 @@ namespace trajtransfer::blas {
 /// Thread policy. OpenBLAS itself always runs on one thread: its level-3 threading synchronises
 /// the threads at every block with busy waits, and on a busy 2-core machine that was measured
 /// 4x slower than one thread (512x512x138240: 5.1 s on 2 threads, 1.36 s on 1; a 64x64x576 GEMM
-/// took 94 ms on 2 threads, 0.2 ms on 1). Large GEMMs are instead split statically by output
-/// rows over `pool_threads()` std::threads that each call single-threaded OpenBLAS, so a thread
-/// that gets descheduled delays only its own part. Small ones stay on the caller's thread.
+/// took 94 ms on 2 threads, 0.2 ms on 1). Large GEMMs are instead split statically over
+/// parallel::threads() std::threads that each call single-threaded OpenBLAS, so a thread that
+/// gets descheduled delays only its own part. Small ones stay on the caller's thread.
 constexpr double kParallelFlops = 2.0e8;
-
-inline std::atomic<int>& pool_threads_setting() {
-  static std::atomic<int> threads{0};  // 0: hardware concurrency
-  return threads;
-}
-
-inline int pool_threads() {
-  const int t = pool_threads_setting().load(std::memory_order_relaxed);
-  if (t > 0) return t;
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
-}
 
 inline void single_threaded_openblas() {
   static const bool once = [] {
@@ -47,29 +34,16 @@ inline void single_threaded_openblas() {
   (void)once;
 }
 
-/// Run f(i0, i1) over [0, n) split into contiguous parts, one per thread (caller included).
+/// Run f(i0, i1) over [0, n) split into contiguous parts of at least 16, one per thread (caller
+/// included), when the job has at least kParallelFlops floating-point operations.
 template <class F>
 void split_rows(int n, double flops, F&& f) {
   single_threaded_openblas();
-  int parts = flops >= kParallelFlops ? pool_threads() : 1;
+  int parts = flops >= kParallelFlops ? parallel::threads() : 1;
   parts = std::max(1, std::min(parts, n / 16));
-  if (parts == 1) {
-    f(0, n);
-    return;
-  }
-  std::vector<std::thread> workers;
-  workers.reserve(static_cast<std::size_t>(parts - 1));
-  for (int p = 1; p < parts; ++p) {
-    const int i0 = static_cast<int>(static_cast<long long>(n) * p / parts);
-    const int i1 = static_cast<int>(static_cast<long long>(n) * (p + 1) / parts);
-    try {
-      workers.emplace_back([&f, i0, i1] { f(i0, i1); });
-    } catch (...) {  // no thread available: do that part here instead
-      f(i0, i1);
-    }
-  }
-  f(0, static_cast<int>(static_cast<long long>(n) / parts));
-  for (std::thread& w : workers) w.join();
+  parallel::run_parts(n, parts, [&f](std::int64_t i0, std::int64_t i1) {
+    f(static_cast<int>(i0), static_cast<int>(i1));
+  });
 }
 
 /// C (n x n, row-major) = alpha * T^T S + beta * C for T, S stored as L rows of n floats
@@ -96,6 +70,25 @@ inline void sgemm_rows_nt(int n, int w, float alpha, const float* t, const float
     scipy_sgemm_(&tr, &na, &n, &cols, &w, &alpha, s, &w, t + static_cast<std::ptrdiff_t>(i0) * w,
                  &w, &beta, c + static_cast<std::ptrdiff_t>(i0) * n, &n);
   });
+}
+
+/// One thread's share of sgemm_rows_nt: columns [j0, j1) of C from S's rows j0..j1 only
+/// (`s_part` points at row j0), so a caller can gather exactly those rows on the same thread.
+inline void sgemm_rows_nt_cols(int n, int w, int j0, int j1, float alpha, const float* t,
+                               const float* s_part, float beta, float* c) {
+  const char na = 'N', tr = 'T';
+  const int cols = j1 - j0;
+  // Column-major: the (cols x n) block at c + j0 (ld n) is C^T's rows j0..j1 = S_part * T^T.
+  scipy_sgemm_(&tr, &na, &cols, &n, &w, &alpha, s_part, &w, t, &w, &beta, c + j0, &n);
+}
+
+/// One thread's share of sgemm_tn_rows: columns [j0, j1) of C from S's columns j0..j1 only,
+/// stored as `rows` rows of (j1 - j0) floats (`s_part`), as a thread gathers them.
+inline void sgemm_tn_rows_cols(int n, int rows, int j0, int j1, float alpha, const float* t,
+                               const float* s_part, float beta, float* c) {
+  const char na = 'N', tr = 'T';
+  const int cols = j1 - j0;
+  scipy_sgemm_(&na, &tr, &cols, &n, &rows, &alpha, s_part, &cols, t, &n, &beta, c + j0, &n);
 }
 
 }  // namespace trajtransfer::blas

@@ -446,27 +446,35 @@ def test_delta_updates_follow_the_baseline_path():
     assert found_delta  # the correction path was exercised
 
 
-def test_threaded_gemm_split_matches_single_thread():
+@pytest.mark.parametrize("num_pairs", [1, 3])
+def test_threaded_gemm_split_matches_single_thread(num_pairs):
     from trajtransfer.match import set_num_threads
 
     rng = np.random.default_rng(22)
-    # 2 * 256^2 * 2304 flops per cost term: above the threshold that splits GEMMs over threads
+    # 2 * 256^2 * 4608 flops per cost term: above the threshold that splits GEMMs (and the
+    # gathers feeding them) over threads; c2 has 1.2 M floats, above the threshold that splits
+    # pair copies and transposes. Several weighted pairs exercise the weighted gathers, and the
+    # later sweeps the threaded delta updates.
     spec = chain_spec([("c1", "g1", 2), ("c2", "g2", 2), ("head", None, 0)], bias=False)
-    shapes = {"c1.weight": (256, 3, 3, 3), "c2.weight": (256, 256, 3, 3), "head.weight": (4, 256)}
-    a = _random_params(spec, shapes, rng)
-    b = _random_params(spec, shapes, rng)
+    shapes = {"c1.weight": (256, 3, 3, 3), "c2.weight": (512, 256, 3, 3), "head.weight": (4, 512)}
+    pairs = [(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng))
+             for _ in range(num_pairs)]
+    weights = [1.0, 0.5, 2.0][:num_pairs]
     before = set_num_threads(0)
     try:
         set_num_threads(1)
-        one = match_weights(spec, a, b, seed=1)
+        one = match_gradients(spec, pairs, weights, seed=1)
         assert set_num_threads(2) == 2
-        two = match_weights(spec, a, b, seed=1)
+        two = match_gradients(spec, pairs, weights, seed=1)
     finally:
         set_num_threads(before)
     for g in spec.groups:
         np.testing.assert_array_equal(one.perms[g], two.perms[g])
     assert one.objective == two.objective
-    ref = baseline.baseline_match_weights(spec, a, b, seed=1)
+    assert two.counters["delta_builds"] > 0  # the threaded corrections ran too
+    ref = baseline.baseline_match(spec, pairs, weights, seed=1)
+    for g in spec.groups:
+        np.testing.assert_array_equal(two.perms[g], ref["perms"][g])
     assert two.objective >= ref["objective"] - 1e-9 * abs(ref["objective"])
 
 

@@ -12,31 +12,58 @@
 #include <utility>
 #include <vector>
 
+#include "parallel.hpp"
+
 namespace trajtransfer::match {
 
+/// out[0, count) = in[0, count), split over threads when large (first-touch page faults of a
+/// fresh pair store scale with cores: 1.2 GB took 0.65 s on one core, 0.34 s on two).
+inline void copy_floats(const float* in, std::int64_t count, float* out) {
+  parallel::run_parts(count, parallel::copy_parts(count, count, 4096),
+                      [&](std::int64_t i0, std::int64_t i1) {
+                        std::memcpy(out + i0, in + i0, sizeof(float) * static_cast<std::size_t>(i1 - i0));
+                      });
+}
+
+namespace detail {
+/// Columns [q_begin, q_end) of one (n x post) slab, transposed into rows of n floats.
+inline void unfold_slab(const float* src, std::int64_t n, std::int64_t post, float* dst,
+                        std::int64_t q_begin, std::int64_t q_end) {
+  constexpr std::int64_t B = 32;  // cache-blocked transpose
+  for (std::int64_t i0 = 0; i0 < n; i0 += B) {
+    const std::int64_t i1 = std::min(n, i0 + B);
+    for (std::int64_t q0 = q_begin; q0 < q_end; q0 += B) {
+      const std::int64_t q1 = std::min(q_end, q0 + B);
+      // Contiguous writes, strided reads within the tile: measured 7x faster than the
+      // transposed loop order on (512 x 4608) slabs.
+      for (std::int64_t q = q0; q < q1; ++q) {
+        for (std::int64_t i = i0; i < i1; ++i) dst[q * n + i] = src[i * post + q];
+      }
+    }
+  }
+}
+}  // namespace detail
+
 /// Copy a C-contiguous tensor viewed as (pre, n, post) into rows (pre*post) x n:
-/// out[(p * post + q) * n + i] = in[(p * n + i) * post + q].
+/// out[(p * post + q) * n + i] = in[(p * n + i) * post + q]. Split over threads when large.
 inline void unfold_rows(const float* in, std::int64_t pre, std::int64_t n, std::int64_t post,
                         float* out) {
   if (post == 1) {
-    std::memcpy(out, in, sizeof(float) * static_cast<std::size_t>(pre * n));
+    copy_floats(in, pre * n, out);
     return;
   }
-  constexpr std::int64_t B = 32;  // cache-blocked transpose of each (n x post) slab
-  for (std::int64_t p = 0; p < pre; ++p) {
-    const float* src = in + p * n * post;
-    float* dst = out + p * post * n;
-    for (std::int64_t i0 = 0; i0 < n; i0 += B) {
-      const std::int64_t i1 = std::min(n, i0 + B);
-      for (std::int64_t q0 = 0; q0 < post; q0 += B) {
-        const std::int64_t q1 = std::min(post, q0 + B);
-        // Contiguous writes, strided reads within the tile: measured 7x faster than the
-        // transposed loop order on (512 x 4608) slabs.
-        for (std::int64_t q = q0; q < q1; ++q) {
-          for (std::int64_t i = i0; i < i1; ++i) dst[q * n + i] = src[i * post + q];
-        }
+  const std::int64_t total = pre * n * post;
+  if (pre >= 2) {  // whole slabs per thread
+    parallel::run_parts(pre, parallel::copy_parts(total, pre), [&](std::int64_t p0, std::int64_t p1) {
+      for (std::int64_t p = p0; p < p1; ++p) {
+        detail::unfold_slab(in + p * n * post, n, post, out + p * post * n, 0, post);
       }
-    }
+    });
+  } else {  // one slab: split its columns
+    parallel::run_parts(post, parallel::copy_parts(total, post, 32),
+                        [&](std::int64_t q0, std::int64_t q1) {
+                          detail::unfold_slab(in, n, post, out, q0, q1);
+                        });
   }
 }
 

@@ -46,6 +46,11 @@ double dot_f64(const float* x, const float* y, std::int64_t n) {
          tail;
 }
 
+// Floating-point operations of an (n x inner) by (inner x n) product.
+double gemm_flops(std::int64_t n, std::int64_t inner) {
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(inner);
+}
+
 bool is_permutation(const std::int64_t* p, std::int64_t n, std::vector<char>& seen) {
   seen.assign(static_cast<std::size_t>(n), 0);
   for (std::int64_t i = 0; i < n; ++i) {
@@ -158,6 +163,10 @@ Error Matcher::create(std::vector<std::int64_t> group_sizes, std::vector<TensorS
       mb_a.cols_other = static_cast<std::size_t>(mb_b.axis - 1);
     }
   }
+  for (Group& gr : mt->groups_) {
+    gr.all_static = std::all_of(gr.members.begin(), gr.members.end(),
+                                [&](int mi) { return mt->members_[static_cast<std::size_t>(mi)].is_static; });
+  }
   mt->tensors_ = std::move(tensors);
   mt->perms_view_.resize(mt->groups_.size());
   mt->primary_of_.assign(mt->tensors_.size(), -1);
@@ -187,9 +196,14 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
   const std::size_t T = tensors_.size();
   std::vector<double>& raw_dot = add_dots_;
   raw_dot.assign(T, 0.0);
+  const auto numel = [&](std::int64_t t) {
+    const TensorSpec& ts = tensors_[static_cast<std::size_t>(t)];
+    return product(ts.shape, 0, ts.shape.size());
+  };
+  parallel::run_items<char>(static_cast<std::int64_t>(T), numel, [&](std::int64_t t, char&) {
+    raw_dot[static_cast<std::size_t>(t)] = dot_f64(targets[t], sources[t], numel(t));
+  });
   for (std::size_t t = 0; t < T; ++t) {
-    const std::int64_t count = product(tensors_[t].shape, 0, tensors_[t].shape.size());
-    raw_dot[t] = dot_f64(targets[t], sources[t], count);
     if (!std::isfinite(raw_dot[t])) return {Status::non_finite, static_cast<std::int64_t>(t), -1};
   }
   const float alpha = static_cast<float>(weight);
@@ -203,8 +217,8 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
     mb.target.resize(old + block);
     mb.source.resize(old + block);
     if (stored_as_given(mb)) {  // native (n, post), or rows with post == 1: a plain copy
-      std::memcpy(mb.target.data() + old, targets[mb.tensor], sizeof(float) * block);
-      std::memcpy(mb.source.data() + old, sources[mb.tensor], sizeof(float) * block);
+      copy_floats(targets[mb.tensor], static_cast<std::int64_t>(block), mb.target.data() + old);
+      copy_floats(sources[mb.tensor], static_cast<std::int64_t>(block), mb.source.data() + old);
     } else {
       unfold_rows(targets[mb.tensor], mb.pre, mb.n, mb.post, mb.target.data() + old);
       unfold_rows(sources[mb.tensor], mb.pre, mb.n, mb.post, mb.source.data() + old);
@@ -274,6 +288,7 @@ bool Matcher::perm_changed_since(const Member& mb) const {
 void Matcher::reserve(std::int64_t pairs) {
   std::lock_guard<std::mutex> lock(mutex_);
   const std::size_t k = static_cast<std::size_t>(std::max<std::int64_t>(pairs, 0));
+  std::vector<FloatStore*> fresh;
   for (Member& mb : members_) {
     if (mb.kind == Kind::cols) continue;
     const std::size_t want = k * static_cast<std::size_t>(mb.m * mb.n);
@@ -284,10 +299,19 @@ void Matcher::reserve(std::int64_t pairs) {
     mb.target.reserve(want);
     mb.source.reserve(want);
     if (grows) {
-      prefault_unused(mb.target);
-      prefault_unused(mb.source);
+      fresh.push_back(&mb.target);
+      fresh.push_back(&mb.source);
     }
   }
+  // Page population is the kernel zeroing and mapping pages: it scales with cores (Conv8 with
+  // K = 30 reserves 1.2 GB).
+  parallel::run_items<char>(
+      static_cast<std::int64_t>(fresh.size()),
+      [&](std::int64_t i) {
+        const FloatStore& st = *fresh[static_cast<std::size_t>(i)];
+        return static_cast<std::int64_t>(st.capacity() - st.size());
+      },
+      [&](std::int64_t i, char&) { prefault_unused(*fresh[static_cast<std::size_t>(i)]); });
   weights_.reserve(k);
   for (auto& a : identity_cache_.acc) a.reserve(k);
 }
@@ -374,13 +398,19 @@ double Matcher::accumulate_cols(Member& mb, std::int64_t k0, const std::int64_t*
     for (std::int64_t p = 0; p < mb.blocks; ++p) {
       const std::int64_t off = k * own.m * own.n + p * n * W;
       const float* src = own.source.data() + off;
-      for (std::int64_t i = 0; i < n * segs; ++i) {
-        const float* s_seg = src + i * nb;
-        float* d_seg = scratch_.data() + i * nb;
-        for (std::int64_t j = 0; j < nb; ++j) d_seg[j] = wf * s_seg[q[j]];
-      }
-      blas::sgemm_rows_nt(static_cast<int>(n), static_cast<int>(W), 1.0f,
-                          own.target.data() + off, scratch_.data(), 1.0f, mb.contrib.data());
+      const float* tgt = own.target.data() + off;
+      // Each thread gathers the source rows of its own output columns, then multiplies: the
+      // gather (a fifth of the GEMM's time) runs in parallel too, with one fork/join.
+      blas::split_rows(static_cast<int>(n), gemm_flops(n, W), [&](int j0, int j1) {
+        float* part = scratch_.data() + j0 * W;
+        for (std::int64_t i = j0 * segs; i < j1 * segs; ++i) {
+          const float* s_seg = src + i * nb;
+          float* d_seg = scratch_.data() + i * nb;
+          for (std::int64_t j = 0; j < nb; ++j) d_seg[j] = wf * s_seg[q[j]];
+        }
+        blas::sgemm_rows_nt_cols(static_cast<int>(n), static_cast<int>(W), j0, j1, 1.0f, tgt,
+                                 part, 1.0f, mb.contrib.data());
+      });
     }
   }
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) *
@@ -404,17 +434,20 @@ void Matcher::delta_build_cols(Member& mb, SolveResult& stats) {
       const std::int64_t off = k * own.m * own.n + p * n * W;
       const float* src = own.source.data() + off;
       const float* tgt = own.target.data() + off;
-      for (std::int64_t i = 0; i < n * segs; ++i) {
-        const float* s_seg = src + i * nb;
-        const float* t_seg = tgt + i * nb;
-        float* ds = scratch_.data() + i * c;
-        float* dt = scratch_t_.data() + i * c;
-        for (std::int64_t jj = 0; jj < c; ++jj) {
-          const std::int64_t j = changed_[static_cast<std::size_t>(jj)];
-          dt[jj] = t_seg[j];
-          ds[jj] = wf * (s_seg[q[j]] - s_seg[q_old[j]]);
+      // Gather both sides on the GEMM's threads (it needs all of them, so two fork/joins).
+      blas::split_rows(static_cast<int>(n), gemm_flops(n, Wc), [&](int i0, int i1) {
+        for (std::int64_t i = i0 * segs; i < i1 * segs; ++i) {
+          const float* s_seg = src + i * nb;
+          const float* t_seg = tgt + i * nb;
+          float* ds = scratch_.data() + i * c;
+          float* dt = scratch_t_.data() + i * c;
+          for (std::int64_t jj = 0; jj < c; ++jj) {
+            const std::int64_t j = changed_[static_cast<std::size_t>(jj)];
+            dt[jj] = t_seg[j];
+            ds[jj] = wf * (s_seg[q[j]] - s_seg[q_old[j]]);
+          }
         }
-      }
+      });
       blas::sgemm_rows_nt(static_cast<int>(n), static_cast<int>(Wc), 1.0f, scratch_t_.data(),
                           scratch_.data(), 1.0f, mb.contrib.data());
     }
@@ -464,21 +497,29 @@ double Matcher::accumulate_rows(Member& mb, std::int64_t k0, bool overwrite) {
   scratch_.resize(static_cast<std::size_t>(std::min(chunk, l_end - l_begin) * n));
   for (std::int64_t l0 = l_begin; l0 < l_end; l0 += chunk) {
     const std::int64_t l1 = std::min(l_end, l0 + chunk);
-    // Gather the source rows through the other axes' permutations, weight folded in.
-    for (std::int64_t l = l0; l < l1; ++l) {
-      const std::int64_t k = l / m, r = l - k * m;
-      const float* src = mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n;
-      float* dst = scratch_.data() + (l - l0) * n;
-      const double w = weights_[static_cast<std::size_t>(k)];
-      if (w == 1.0) {
-        std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(n));
-      } else {
-        const float wf = static_cast<float>(w);
-        for (std::int64_t i = 0; i < n; ++i) dst[i] = wf * src[i];
+    // Each thread gathers its output columns of the source rows (through the other axes'
+    // permutations, weight folded in) and multiplies them: gather and GEMM both in parallel.
+    const std::int64_t rows = l1 - l0;
+    const float* t_chunk = mb.target.data() + l0 * n;
+    blas::split_rows(static_cast<int>(n), gemm_flops(n, rows), [&](int j0, int j1) {
+      const std::int64_t cols = j1 - j0;
+      float* part = scratch_.data() + rows * j0;
+      for (std::int64_t l = l0; l < l1; ++l) {
+        const std::int64_t k = l / m, r = l - k * m;
+        const float* src =
+            mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n + j0;
+        float* dst = part + (l - l0) * cols;
+        const double w = weights_[static_cast<std::size_t>(k)];
+        if (w == 1.0) {
+          std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(cols));
+        } else {
+          const float wf = static_cast<float>(w);
+          for (std::int64_t i = 0; i < cols; ++i) dst[i] = wf * src[i];
+        }
       }
-    }
-    blas::sgemm_tn_rows(static_cast<int>(n), static_cast<int>(l1 - l0), 1.0f,
-                        mb.target.data() + l0 * n, scratch_.data(), 1.0f, mb.contrib.data());
+      blas::sgemm_tn_rows_cols(static_cast<int>(n), static_cast<int>(rows), j0, j1, 1.0f,
+                               t_chunk, part, 1.0f, mb.contrib.data());
+    });
   }
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) *
          static_cast<double>(l_end - l_begin);
@@ -494,18 +535,22 @@ void Matcher::delta_build(Member& mb, SolveResult& stats) {
   scratch_t_.resize(cap);
   for (std::int64_t l0 = 0; l0 < rows_total; l0 += chunk) {
     const std::int64_t l1 = std::min(rows_total, l0 + chunk);
-    for (std::int64_t l = l0; l < l1; ++l) {
-      const std::int64_t k = l / c;
-      const std::int64_t r = changed_[static_cast<std::size_t>(l - k * c)];
-      const float* t = mb.target.data() + (k * m + r) * n;
-      const float* s_new = mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n;
-      const float* s_old = mb.source.data() + (k * m + old_map_[static_cast<std::size_t>(r)]) * n;
-      float* dt = scratch_t_.data() + (l - l0) * n;
-      float* ds = scratch_.data() + (l - l0) * n;
-      const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
-      std::memcpy(dt, t, sizeof(float) * static_cast<std::size_t>(n));
-      for (std::int64_t i = 0; i < n; ++i) ds[i] = wf * (s_new[i] - s_old[i]);
-    }
+    blas::split_rows(static_cast<int>(l1 - l0), gemm_flops(n, l1 - l0), [&](int a, int b) {
+      for (std::int64_t l = l0 + a; l < l0 + b; ++l) {
+        const std::int64_t k = l / c;
+        const std::int64_t r = changed_[static_cast<std::size_t>(l - k * c)];
+        const float* t = mb.target.data() + (k * m + r) * n;
+        const float* s_new =
+            mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n;
+        const float* s_old =
+            mb.source.data() + (k * m + old_map_[static_cast<std::size_t>(r)]) * n;
+        float* dt = scratch_t_.data() + (l - l0) * n;
+        float* ds = scratch_.data() + (l - l0) * n;
+        const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
+        std::memcpy(dt, t, sizeof(float) * static_cast<std::size_t>(n));
+        for (std::int64_t i = 0; i < n; ++i) ds[i] = wf * (s_new[i] - s_old[i]);
+      }
+    });
     blas::sgemm_tn_rows(static_cast<int>(n), static_cast<int>(l1 - l0), 1.0f, scratch_t_.data(),
                         scratch_.data(), 1.0f, mb.contrib.data());
   }
@@ -514,7 +559,10 @@ void Matcher::delta_build(Member& mb, SolveResult& stats) {
                       static_cast<double>(rows_total);
 }
 
-void Matcher::build_cost(Group& g, std::vector<float>& cost, SolveResult& stats) {
+const float* Matcher::build_cost(Group& g, std::vector<float>& cost, SolveResult& stats) {
+  // A group whose terms are all static (every group of a one-hidden-layer MLP) has its cost
+  // ready in static_cost: the LAP reads it in place (saves a 1 MB copy per FGMT step on digits).
+  if (g.all_static) return g.static_cost.data();
   const auto t0 = Clock::now();
   cost.assign(g.static_cost.begin(), g.static_cost.end());
   for (int mi : g.members) {
@@ -527,6 +575,7 @@ void Matcher::build_cost(Group& g, std::vector<float>& cost, SolveResult& stats)
     for (std::size_t i = 0; i < nn; ++i) dst[i] += c[i];
   }
   stats.time_gemm += seconds_since(t0);
+  return cost.data();
 }
 
 double Matcher::objective(const std::vector<std::vector<std::int64_t>>& perms) {
@@ -592,46 +641,80 @@ double Matcher::sum_terms(const std::vector<std::vector<double>>& acc) const {
 
 void Matcher::extend_cache(ObjectiveCache& c) {
   if (c.upto >= num_pairs_) return;
+  std::vector<std::size_t> primaries;
   for (std::size_t mi = 0; mi < members_.size(); ++mi) {
-    if (members_[mi].primary) extend_member(c, mi, c.upto, num_pairs_);
+    if (members_[mi].primary) primaries.push_back(mi);
   }
+  extend_members(c, primaries, c.upto, num_pairs_);
   c.upto = num_pairs_;
 }
 
-void Matcher::extend_member(ObjectiveCache& c, std::size_t mi, std::int64_t k0, std::int64_t k1) {
-  // Terms of member mi for pairs [k0, k1) at c.perms.
-  const Member& mb = members_[mi];
-  std::vector<const std::int64_t*> ap(mb.others.size(), nullptr);
-  bool map_identity = true;
-  for (std::size_t j = 0; j < mb.others.size(); ++j) {
-    const int g = mb.others[j].group;
-    if (g < 0) continue;
-    const auto& q = c.perms[static_cast<std::size_t>(g)];
-    ap[j] = q.data();
-    for (std::size_t i = 0; i < q.size() && map_identity; ++i) {
-      map_identity = q[i] == static_cast<std::int64_t>(i);
+void Matcher::extend_members(ObjectiveCache& c, const std::vector<std::size_t>& mis,
+                             std::int64_t k0, std::int64_t k1) {
+  // Terms of members `mis` for pairs [k0, k1) at c.perms. Each (member, pair) term is computed
+  // whole by one thread, exactly as serially, so the values (and the objective summed from them
+  // in sum_terms' fixed order) do not depend on the thread count.
+  struct Job {
+    const Member* mb;
+    std::vector<double>* acc;
+    double* dots;                   // native members: row dots of pair k0 (n per pair)
+    const std::int64_t* own;        // null: the member's own group is at the identity
+    const std::int64_t* map;        // null: the other axes are at the identity
+  };
+  std::vector<Job> jobs;
+  std::vector<std::vector<std::int64_t>> maps(mis.size());
+  for (std::size_t t = 0; t < mis.size(); ++t) {
+    const std::size_t mi = mis[t];
+    const Member& mb = members_[mi];
+    std::vector<const std::int64_t*> ap(mb.others.size(), nullptr);
+    bool map_identity = true;
+    for (std::size_t j = 0; j < mb.others.size(); ++j) {
+      const int g = mb.others[j].group;
+      if (g < 0) continue;
+      const auto& q = c.perms[static_cast<std::size_t>(g)];
+      ap[j] = q.data();
+      for (std::size_t i = 0; i < q.size() && map_identity; ++i) {
+        map_identity = q[i] == static_cast<std::int64_t>(i);
+      }
     }
-  }
-  if (!map_identity) build_row_map(mb.others, ap, obj_map_);
-  const std::vector<std::int64_t>& pv = c.perms[static_cast<std::size_t>(mb.group)];
-  bool identity = true;
-  for (std::size_t i = 0; i < pv.size() && identity; ++i) {
-    identity = pv[i] == static_cast<std::int64_t>(i);
-  }
-  std::vector<double>& a = c.acc[mi];
-  if (a.size() < static_cast<std::size_t>(k1)) a.resize(static_cast<std::size_t>(k1));
-  if (mb.native && c.row_dots.size() == members_.size()) {
-    std::vector<double>& d = c.row_dots[mi];
-    if (d.size() < static_cast<std::size_t>(k1 * mb.n)) d.resize(static_cast<std::size_t>(k1 * mb.n));
-    for (std::int64_t k = k0; k < k1; ++k) {
-      a[static_cast<std::size_t>(k)] = native_term(mb, k, pv.data(), d.data() + k * mb.n, nullptr);
+    if (!map_identity) build_row_map(mb.others, ap, maps[t]);
+    const std::vector<std::int64_t>& pv = c.perms[static_cast<std::size_t>(mb.group)];
+    bool identity = true;
+    for (std::size_t i = 0; i < pv.size() && identity; ++i) {
+      identity = pv[i] == static_cast<std::int64_t>(i);
     }
-    return;
+    std::vector<double>& a = c.acc[mi];
+    if (a.size() < static_cast<std::size_t>(k1)) a.resize(static_cast<std::size_t>(k1));
+    Job job{&mb, &a, nullptr, identity ? nullptr : pv.data(),
+            map_identity ? nullptr : maps[t].data()};
+    if (mb.native && c.row_dots.size() == members_.size()) {
+      std::vector<double>& d = c.row_dots[mi];
+      if (d.size() < static_cast<std::size_t>(k1 * mb.n)) {
+        d.resize(static_cast<std::size_t>(k1 * mb.n));
+      }
+      job.dots = d.data();
+      job.own = pv.data();  // native_term always gathers through the permutation
+    }
+    jobs.push_back(job);
   }
-  for (std::int64_t k = k0; k < k1; ++k) {
-    a[static_cast<std::size_t>(k)] = pair_term(mb, k, identity ? nullptr : pv.data(),
-                                               map_identity ? nullptr : obj_map_.data(), row_);
-  }
+  // Items (job, pair), balanced over threads by their floats: the final objective of a large
+  // gradient matching (Conv8, K = 30: 1.2 GB of pairs) is a float64 pass over the whole store.
+  const std::int64_t per_job = k1 - k0;
+  if (per_job <= 0) return;
+  parallel::run_items<std::vector<float>>(
+      static_cast<std::int64_t>(jobs.size()) * per_job,
+      [&](std::int64_t it) {
+        const Member& mb = *jobs[static_cast<std::size_t>(it / per_job)].mb;
+        return mb.m * mb.n;
+      },
+      [&](std::int64_t it, std::vector<float>& row) {
+        const Job& job = jobs[static_cast<std::size_t>(it / per_job)];
+        const std::int64_t k = k0 + it % per_job;
+        (*job.acc)[static_cast<std::size_t>(k)] =
+            job.dots != nullptr
+                ? native_term(*job.mb, k, job.own, job.dots + k * job.mb->n, nullptr)
+                : pair_term(*job.mb, k, job.own, job.map, row);
+      });
 }
 
 void Matcher::retarget_cache(ObjectiveCache& c,
@@ -670,7 +753,7 @@ void Matcher::retarget_cache(ObjectiveCache& c,
     full.push_back(mi);
   }
   c.perms = perms;
-  for (const std::size_t mi : full) extend_member(c, mi, 0, c.upto);
+  extend_members(c, full, 0, c.upto);
 }
 
 double Matcher::objective_cached(const std::vector<std::vector<std::int64_t>>& perms) {
@@ -752,7 +835,7 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
       // Exact skip: nothing this group's cost depends on changed since its last solve, so the
       // same LAP would return the same permutation.
       if (!dirty[static_cast<std::size_t>(gi)]) continue;
-      build_cost(gr, cost, out);
+      const float* cp = build_cost(gr, cost, out);
       const std::int64_t n = gr.n;
       cols.resize(static_cast<std::size_t>(n));
       new_duals.resize(static_cast<std::size_t>(n));
@@ -767,7 +850,7 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
         warm.col_of_row = gr.lap_cols.data();
       }
       const lap::Solution<float> sol{cols.data(), nullptr, new_duals.data()};
-      const lap::Status st = lap::solve<float>(cost.data(), n, n, n, true, sol, warm);
+      const lap::Status st = lap::solve<float>(cp, n, n, n, true, sol, warm);
       out.time_lap += seconds_since(t_lap);
       ++out.lap_solves;
       if (st != lap::Status::ok) return {Status::lap_failed, gi, -1};
@@ -777,8 +860,8 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
       dirty[static_cast<std::size_t>(gi)] = 0;
       double before = 0.0, after = 0.0;
       for (std::int64_t i = 0; i < n; ++i) {
-        before += cost[static_cast<std::size_t>(i * n + gr.perm[static_cast<std::size_t>(i)])];
-        after += cost[static_cast<std::size_t>(i * n + cols[static_cast<std::size_t>(i)])];
+        before += cp[static_cast<std::size_t>(i * n + gr.perm[static_cast<std::size_t>(i)])];
+        after += cp[static_cast<std::size_t>(i * n + cols[static_cast<std::size_t>(i)])];
       }
       // Keep the old permutation unless the new one is at least as good in float64 (guards
       // against a float32 rounding tie making the objective go down).
@@ -806,8 +889,8 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
 }
 
 int set_blas_threads(int num_threads) {
-  if (num_threads > 0) blas::pool_threads_setting().store(num_threads);
-  return blas::pool_threads();
+  if (num_threads > 0) parallel::threads_setting().store(num_threads);
+  return parallel::threads();
 }
 
 std::vector<std::vector<int>> python_shuffle_orders(std::uint64_t seed, int n, int sweeps) {

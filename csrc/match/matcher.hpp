@@ -138,6 +138,7 @@ class Matcher {
     std::vector<std::int64_t> lap_cols;  ///< and the assignment they belong to (which `perm`
                                          ///< is not after a new init or a kept tie)
     bool has_duals = false;
+    bool all_static = false;         ///< no member depends on another group's permutation
     std::uint64_t version = 0;       ///< bumped whenever perm changes
   };
 
@@ -162,11 +163,14 @@ class Matcher {
                    const std::int64_t* map, std::vector<float>& row) const;
   bool stored_as_given(const Member& mb) const;
   void extend_cache(ObjectiveCache& c);
-  void extend_member(ObjectiveCache& c, std::size_t mi, std::int64_t k0, std::int64_t k1);
+  void extend_members(ObjectiveCache& c, const std::vector<std::size_t>& mis, std::int64_t k0,
+                      std::int64_t k1);
   void retarget_cache(ObjectiveCache& c, const std::vector<std::vector<std::int64_t>>& perms);
   double native_term(const Member& mb, std::int64_t k, const std::int64_t* p, double* dots,
                      const std::vector<std::int64_t>* only) const;
-  void build_cost(Group& g, std::vector<float>& cost, SolveResult& stats);
+  /// The group's cost matrix at the current permutations: static_cost itself when every term
+  /// is static, else built into `cost`.
+  const float* build_cost(Group& g, std::vector<float>& cost, SolveResult& stats);
   void refresh_member(Member& mb, SolveResult& stats);
   void refresh_rows(Member& mb, SolveResult& stats);
   void full_build(Member& mb, SolveResult& stats);
@@ -190,8 +194,6 @@ class Matcher {
   std::vector<std::vector<std::int64_t>> perms_view_;
   ObjectiveCache identity_cache_;  ///< at the identity: filled by add() while the pair is hot
   ObjectiveCache last_cache_;      ///< at the permutations of the last exact objective
-  std::vector<float> row_;
-  std::vector<std::int64_t> obj_map_;
   std::vector<int> primary_of_;   ///< per tensor: its primary member (-1: unpermuted tensor)
   std::vector<double> add_dots_;  ///< add(): per tensor float64 dot at the identity
   std::mutex mutex_;
