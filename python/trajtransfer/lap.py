@@ -4,6 +4,13 @@ Solved in C++ (Jonker-Volgenant reductions + shortest augmenting paths, SIMD row
 at run time) with the GIL released. float64 inputs are solved in float64; float32 inputs are
 solved in float32, verified in float64 (dual feasibility and complementary slackness) and
 re-solved in float64 when the check fails; integers and booleans are solved as float64.
+
+Threads: on matrices of 2^19 entries or more (about 725 x 725) a single solve splits its
+row-independent passes (column minima, reduction transfer, a warm start's row scan, the float64
+check) with one persistent helper thread; the reductions and shortest paths stay sequential, and
+the result is bit-identical either way. Set the environment variable
+``TRAJTRANSFER_LAP_THREADS=1`` before the first solve to keep every solve on the calling thread
+(e.g. when each of your own threads already runs one solve). Batch solves never split.
 """
 
 from __future__ import annotations
