@@ -157,6 +157,7 @@ class PyMatcher {
     d["delta_builds"] = res.delta_builds;
     d["gemm_flops"] = res.gemm_flops;
     d["static_gemm"] = res.time_static_gemm;
+    d["static_gemm_flops"] = res.static_gemm_flops;
     return d;
   }
 

@@ -227,6 +227,7 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
       // Static term: independent of every other permutation, so accumulate it once, here.
       const auto t0 = Clock::now();
       Group& g = groups_[static_cast<std::size_t>(mb.group)];
+      static_gemm_flops_ += gemm_flops(mb.n, mb.m);
       if (mb.native) {  // C += T S^T on the (n, post) layout: no transpose needed
         blas::sgemm_rows_nt(static_cast<int>(mb.n), static_cast<int>(mb.post), alpha,
                             mb.target.data() + old, mb.source.data() + old, 1.0f,
@@ -261,14 +262,15 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
   for (Member& mb : members_) {
     if (mb.is_static || !mb.contrib_valid) continue;
     if (mb.kind == Kind::cols) {
-      accumulate_cols(mb, num_pairs_ - 1, mb.seen_perms[mb.cols_other].data(), false);
+      static_gemm_flops_ +=
+          accumulate_cols(mb, num_pairs_ - 1, mb.seen_perms[mb.cols_other].data(), false);
     } else {
       std::vector<const std::int64_t*> seen(mb.others.size(), nullptr);
       for (std::size_t j = 0; j < mb.others.size(); ++j) {
         if (mb.others[j].group >= 0) seen[j] = mb.seen_perms[j].data();
       }
       build_row_map(mb.others, seen, row_map_);
-      accumulate_rows(mb, num_pairs_ - 1, false);
+      static_gemm_flops_ += accumulate_rows(mb, num_pairs_ - 1, false);
     }
   }
   static_gemm_time_ += seconds_since(t0);
@@ -818,7 +820,9 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
 
   out = SolveResult{};
   out.time_static_gemm = static_gemm_time_;
+  out.static_gemm_flops = static_gemm_flops_;
   static_gemm_time_ = 0.0;
+  static_gemm_flops_ = 0.0;
   double obj = objective_cached(perms_view_);
   out.history.push_back(obj);
   std::vector<char> dirty(G, 1);

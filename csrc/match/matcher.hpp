@@ -59,6 +59,7 @@ struct SolveResult {
   double gemm_flops = 0.0;         ///< floating-point operations of those GEMMs
   double time_static_gemm = 0.0;   ///< GEMMs run by add() since the previous solve (static
                                    ///< terms, and new pairs' shares of up-to-date dynamic terms)
+  double static_gemm_flops = 0.0;  ///< floating-point operations of those add() GEMMs
 };
 
 class Matcher {
@@ -189,6 +190,7 @@ class Matcher {
   double constant_ = 0.0;  ///< sum over unpermuted tensors of w_k <T, S> (exact)
   std::int64_t num_pairs_ = 0;
   double static_gemm_time_ = 0.0;  ///< add()'s GEMM seconds since the last solve
+  double static_gemm_flops_ = 0.0;  ///< and their floating-point operations
   FloatStore scratch_, scratch_t_;
   std::vector<std::int64_t> row_map_, old_map_, changed_;
   std::vector<std::vector<std::int64_t>> perms_view_;

@@ -439,7 +439,7 @@ class GradientMatcher:
                       "lap_unchanged": int(r["lap_unchanged"]),
                       "member_builds": int(r["member_builds"]),
                       "delta_builds": int(r["delta_builds"]),
-                      "gemm_flops": float(r["gemm_flops"])},
+                      "gemm_flops": float(r["gemm_flops"]) + float(r["static_gemm_flops"])},
         )
 
     def objective(self, perms: Mapping[str, Any]) -> float:
