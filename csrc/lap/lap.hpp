@@ -44,8 +44,9 @@ struct Solution {
 /// rounding per row) and re-solved in float64 from the float32 duals when the check fails.
 /// Problems with n <= m are read in place, maximising included (no copy); n > m solves a
 /// transposed copy. Cold solves (no warm start) with at least 1/64 constant rows or (square)
-/// columns, such as the zero rows/columns of dead units in gradient costs, solve a copy without
-/// them (exact: a constant line costs the same whatever it is matched with).
+/// columns, such as the zero rows/columns of dead units in gradient costs, are solved without
+/// them (rows in place, columns from a transposed copy; exact: a constant line costs the same
+/// whatever it is matched with).
 ///
 /// @param cost        pointer to C[0, 0]; row i starts at cost + i * row_stride
 /// @param n, m        shape; either may be zero
