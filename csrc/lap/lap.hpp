@@ -47,8 +47,9 @@ struct Solution {
 /// rows are independent) over the calling thread and one helper thread, with the same result as
 /// on one thread; solve_batch's workers, and TRAJTRANSFER_LAP_THREADS=1, keep them on one.
 /// Cold solves (no warm start) with at least 1/64 constant rows or (square)
-/// columns, such as the zero rows/columns of dead units in gradient costs, solve a copy without
-/// them (exact: a constant line costs the same whatever it is matched with).
+/// columns, such as the zero rows/columns of dead units in gradient costs, are solved without
+/// them (rows in place, columns from a transposed copy; exact: a constant line costs the same
+/// whatever it is matched with).
 ///
 /// @param cost        pointer to C[0, 0]; row i starts at cost + i * row_stride
 /// @param n, m        shape; either may be zero

@@ -35,8 +35,14 @@
 //   float32 0.50 / 2.09 -> 0.45 / 1.99, float64 0.76 / 3.16 -> 0.67 / 3.10; n = 2048 float32
 //   2.6 / 11.5 -> 2.1 / 10.7, float64 7.2 / 27.5 -> 5.0 / 24.6. ARR and the shortest paths are
 //   sequential, which caps the warm/cold ratio at ~4-5x on this 2-core machine.
+// * rectangular problems (and the rest of a matrix without its constant rows, read in place
+//   through a row map) run ARR from zero prices before the shortest paths: on low-rank gradient
+//   costs it settles nearly every row, where the paths were long (see solve_min()).
 // Tried and dropped (more work measured): a multi-source search from all remaining free rows,
-// masked stores of the distance array. For warm starts: ~32 % of the rows lose their previous
+// masked stores of the distance array; 64-byte aligned v/d/pred (no gain once the relax
+// epilogue was branch-free); a gather kernel for the cached ARR re-evaluation (15 % slower);
+// branch-free scalar cached re-evaluation (no gain).
+// For warm starts: ~32 % of the rows lose their previous
 // column's tie at the old prices (n = 1024, 1 % noise) although the optimum moves for only 1.6 %
 // of them (16 rows; 86 of 2048 at n = 2048): optimal duals sit on a vertex with about one extra
 // tight pair per row. Raising the previous column's price by the row's gap where a column slack
@@ -47,7 +53,7 @@
 // the assigned cost from the row cache in the float32 check, and pulling the helper-written row
 // caches into the caller's core after a split pass, changed nothing measurable.
 // Square finite problems take the full JV route; problems with forbidden (+inf) pairs start from
-// the column minima (square) or zero prices (rectangular). No sentinel "big" value replaces +inf:
+// the column minima (square) or zero prices (rectangular, shortest paths only). No sentinel "big" value replaces +inf:
 // a shortest path of infinite length means the problem is infeasible.
 // float32 is solved in float32 and then verified in float64 (dual feasibility + complementary
 // slackness); when the check fails, the problem is re-solved in float64 from the float32 duals.
@@ -157,8 +163,9 @@ class Solver {
  public:
   using I = detail::pidx<T>;
 
-  Solver(const T* c, idx n, idx m, idx stride)
-      : kp_(&detail::kernels<T, S>()), c_(c), n_(n), m_(m), stride_(stride) {
+  // `rows` (optional, n entries): row i of the problem is row rows[i] of the matrix at `c`.
+  Solver(const T* c, idx n, idx m, idx stride, const idx* rows = nullptr)
+      : kp_(&detail::kernels<T, S>()), c_(c), rows_(rows), n_(n), m_(m), stride_(stride) {
     u_.assign(n, T(0));
     v_.assign(m, T(0));
     x_.assign(n, -1);
@@ -168,7 +175,7 @@ class Solver {
     split_ = n * m >= kSplitMinEntries && n >= 4 * kChunkRows;
   }
 
-  const T* row(idx i) const { return c_ + i * stride_; }
+  const T* row(idx i) const { return c_ + (rows_ != nullptr ? rows_[i] : i) * stride_; }
   T sc(idx i, idx j) const { return S > 0 ? row(i)[j] : -row(i)[j]; }
 
   // Pass 1: validation + column minima (v) and their rows (pred_ is borrowed as argmin storage).
@@ -478,7 +485,8 @@ class Solver {
   // Augmenting row reduction (JV). Needs a finite matrix with m >= 2. Bounded: each pass handles
   // a budget of immediate re-examinations, so ties and tiny price steps cannot make it loop for
   // ever.
-  void augmenting_row_reduction(int passes) {
+  // `budget_per_row`: immediate re-examinations per pass and row; 0 = the square route's default.
+  void augmenting_row_reduction(int passes, idx budget_per_row = 0) {
 #ifdef TT_LAP_PROFILE
     tt_prof::ev[3] += static_cast<long>(free_.size());
 #endif
@@ -488,7 +496,7 @@ class Solver {
       idx k = 0, numfree = 0;
       // Evictions are cheap with the row caches (a hit costs W column reads), so the budget grows
       // with n: measured best around 16n (n = 1024) to 64n (n = 4096) in total over 4 passes.
-      idx budget = std::max<idx>(4, n_ / 256) * n_ + 16;
+      idx budget = (budget_per_row > 0 ? budget_per_row : std::max<idx>(4, n_ / 256)) * n_ + 16;
       while (k < prv) {
         const idx i = free_[k++];
         const Min2<T> mm = row_min2(i);
@@ -706,6 +714,7 @@ class Solver {
   const Kernels<T>* kp_;
   const Kernels<T>& k() const { return *kp_; }
   const T* c_;
+  const idx* rows_;  // row map (see the constructor), or null
   idx n_, m_, stride_;
   std::vector<T> u_, v_, d_;
   std::vector<I> pred_;
@@ -748,15 +757,16 @@ Status finish(Solver<T, S>& s, idx n, bool forbidden) {
 // float64 verification and holds its row bounds.
 template <class T, int S>
 Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
-                 const WarmStart<T>& warm, std::vector<double>* lb);
+                 const WarmStart<T>& warm, std::vector<double>* lb, const idx* rows = nullptr);
 
 // Re-solve a float32 problem in float64, warm-started from the float32 prices and assignment.
 template <int S>
 Status resolve_in_double(const float* c, idx n, idx m, idx stride, const Solver<float, S>* s32,
-                         const Solution<float>& out) {
+                         const Solution<float>& out, const idx* rows = nullptr) {
   std::vector<double> c64(static_cast<std::size_t>(n * m));
   for (idx i = 0; i < n; ++i) {
-    for (idx j = 0; j < m; ++j) c64[i * m + j] = static_cast<double>(c[i * stride + j]);
+    const float* r = c + (rows != nullptr ? rows[i] : i) * stride;
+    for (idx j = 0; j < m; ++j) c64[i * m + j] = static_cast<double>(r[j]);
   }
   std::vector<double> v64;
   std::vector<idx> x(static_cast<std::size_t>(n));
@@ -789,11 +799,11 @@ bool all_finite(const T* p, idx m) {
 
 template <class T, int S>
 Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
-                 const WarmStart<T>& warm, std::vector<double>* lb) {
+                 const WarmStart<T>& warm, std::vector<double>* lb, const idx* rows) {
   // The first split pass comes right after the set-up below: wake the helper now.
   const bool split = n * m >= kSplitMinEntries;
   if (split) detail::prewake_helper();
-  Solver<T, S> s(c, n, m, stride);
+  Solver<T, S> s(c, n, m, stride, rows);
   if (lb != nullptr) lb->assign(static_cast<std::size_t>(n), 0.0);
   const bool square = (n == m);
   bool forbidden = false;
@@ -815,7 +825,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     if (!forbidden && n >= 2 && s.warm_gap() > kColdRestartGapRatio * s.warm_spread()) {
       // The costs moved too far for these prices: a cold solve is cheaper than the long
       // augmenting paths ahead (the greedy pass, or its sample, is the only work lost).
-      s = Solver<T, S>(c, n, m, stride);
+      s = Solver<T, S>(c, n, m, stride, rows);
       if (lb != nullptr) lb->assign(static_cast<std::size_t>(n), 0.0);
       started = false;
     } else if (!forbidden) {
@@ -851,6 +861,16 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
       std::vector<T> zero(static_cast<std::size_t>(m), T(0));
       s.set_prices(zero.data());
       s.init_all_free();
+      if (!forbidden && m >= 2) {
+        // ARR keeps what the rectangular route needs: prices only decrease, a column once taken
+        // stays taken, so every free column keeps the highest price (0), and every assigned row
+        // stays tight. It settles most rows for far less than their shortest paths. Measured
+        // (cold, float32, total over the set; shortest paths only -> ARR budget 4n -> 32n per
+        // pass): digits gradient costs, 10 x 512^2 with 17-18 zero rows: 23.9 -> 20.9 -> 13.2 ms;
+        // uniform 1000 x 1024: 5.5 -> 2.4 -> 2.3 ms; integer 0-9 costs 300 x 400: 10.3 -> 0.4 ms.
+        s.enable_row_caches();
+        s.augmenting_row_reduction(4, 32);
+      }
     }
   }
   // The float32 check (split) follows the shortest paths, which are short after the reductions.
@@ -863,7 +883,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
   if constexpr (std::is_same_v<T, float>) {
     // A float32 "infeasible" may be an overflow of reduced costs near FLT_MAX: confirm in float64.
     if (st == Status::infeasible && lb != nullptr) {
-      return resolve_in_double<S>(c, n, m, stride, nullptr, out);
+      return resolve_in_double<S>(c, n, m, stride, nullptr, out, rows);
     }
     bool good = true;
     if (st == Status::ok && lb != nullptr) {
@@ -872,7 +892,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     }
     if (!good) {
       TT_PROF(7);
-      return resolve_in_double<S>(c, n, m, stride, &s, out);
+      return resolve_in_double<S>(c, n, m, stride, &s, out, rows);
     }
   }
   if (st != Status::ok) return st;
@@ -882,18 +902,40 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
 
 template <class T>
 Status dispatch_sign(const T* c, idx n, idx m, idx stride, bool maximize, const Solution<T>& out,
-                     const WarmStart<T>& warm) {
+                     const WarmStart<T>& warm, const idx* rows = nullptr) {
   if constexpr (std::is_same_v<T, float>) {
     // The float32 kernels carry column indices in int32 lanes.
     if (m >= (idx{1} << 30)) {
-      return maximize ? resolve_in_double<-1>(c, n, m, stride, nullptr, out)
-                      : resolve_in_double<+1>(c, n, m, stride, nullptr, out);
+      return maximize ? resolve_in_double<-1>(c, n, m, stride, nullptr, out, rows)
+                      : resolve_in_double<+1>(c, n, m, stride, nullptr, out, rows);
     }
   }
   std::vector<double> lb;
   std::vector<double>* lbp = std::is_same_v<T, float> ? &lb : nullptr;
-  return maximize ? solve_min<T, -1>(c, n, m, stride, out, warm, lbp)
-                  : solve_min<T, +1>(c, n, m, stride, out, warm, lbp);
+  return maximize ? solve_min<T, -1>(c, n, m, stride, out, warm, lbp, rows)
+                  : solve_min<T, +1>(c, n, m, stride, out, warm, lbp, rows);
+}
+
+// max_j |r[j]| (NaN entries are caught by the solve itself). W independent lanes so that the
+// compiler vectorises it (the scalar loop was ~6 % of a cold solve of a digits gradient cost).
+template <class T>
+T max_abs(const T* r, idx m) {
+  constexpr int W = 16;
+  T acc[W] = {};
+  idx j = 0;
+  for (; j + W <= m; j += W) {
+    for (int l = 0; l < W; ++l) {
+      const T a = std::fabs(r[j + l]);
+      acc[l] = a > acc[l] ? a : acc[l];
+    }
+  }
+  T best = T(0);
+  for (; j < m; ++j) {
+    const T a = std::fabs(r[j]);
+    best = a > best ? a : best;
+  }
+  for (int l = 0; l < W; ++l) best = acc[l] > best ? acc[l] : best;
+  return best;
 }
 
 // Rows whose entries are all equal and finite (e.g. the all-zero rows of dead ReLU units in
@@ -919,20 +961,20 @@ std::vector<idx> constant_rows(const T* c, idx n, idx m, idx stride) {
 // The same for columns (all entries of the column equal and finite).
 template <class T>
 std::vector<idx> constant_cols(const T* c, idx n, idx m, idx stride) {
-  std::vector<char> same(static_cast<std::size_t>(m), 1);
-  for (idx j = 0; j < m; ++j) same[static_cast<std::size_t>(j)] = std::isfinite(c[j]) ? 1 : 0;
-  for (idx i = 1; i < n; ++i) {
-    const T* r = c + i * stride;
-    char any = 0;
-    for (idx j = 0; j < m; ++j) {
-      same[static_cast<std::size_t>(j)] &= (r[j] == c[j]) ? 1 : 0;
-      any |= same[static_cast<std::size_t>(j)];
-    }
-    if (!any) return {};  // usual case: settled after a row or two, not a whole pass
-  }
+  // The candidates (columns still equal to row 0 in every row so far) shrink to the constant
+  // columns within a row or two, so later rows only read those: with constant columns present a
+  // pass over every column of every row was ~4 % of a cold solve of a digits gradient cost.
   std::vector<idx> cols;
   for (idx j = 0; j < m; ++j) {
-    if (same[static_cast<std::size_t>(j)]) cols.push_back(j);
+    if (std::isfinite(c[j])) cols.push_back(j);
+  }
+  for (idx i = 1; i < n && !cols.empty(); ++i) {
+    const T* r = c + i * stride;
+    std::size_t kept = 0;
+    for (const idx j : cols) {
+      if (r[j] == c[j]) cols[kept++] = j;
+    }
+    cols.resize(kept);
   }
   if (m < 16 || static_cast<idx>(cols.size()) * 64 < m) cols.clear();
   return cols;
@@ -941,8 +983,8 @@ std::vector<idx> constant_cols(const T* c, idx n, idx m, idx stride) {
 // A constant row adds the same cost whichever column it takes, so an optimum of the other rows
 // (an (n - r, m) problem, r the constant rows) completed by giving the constant rows the columns
 // left over is an optimum of the whole problem (exact). The reduced problem has fewer rows than
-// columns, so it takes the rectangular route (zero prices, shortest paths), which on low-rank
-// costs settles far fewer columns per path than the square one with the constant rows in it.
+// columns, so it takes the rectangular route (zero prices, ARR, shortest paths), which on
+// low-rank costs does far less work than the square one with the constant rows in it.
 // Duals: the rectangular solve leaves every unassigned column at the highest price (its start
 // price, prices only decrease), so u = S*a - max v is tight on any leftover column and feasible.
 //
@@ -967,24 +1009,26 @@ Status solve_without_constant_rows(const T* cost, idx n, idx m, idx stride, bool
   // settle the contested columns early, and later shortest paths get shorter (digits gradient
   // costs: 4.7 -> 3.7 ms and 4.5 -> 3.6 ms for the solve of the remaining rows).
   std::vector<T> score(static_cast<std::size_t>(n), T(0));
-  for (idx i = 0; i < (transposed ? m : n); ++i) {
-    const T* row_i = cost + i * stride;
-    for (idx j = 0; j < (transposed ? n : m); ++j) {
-      const T a = std::fabs(row_i[j]);
-      T& sc = score[static_cast<std::size_t>(transposed ? j : i)];
-      sc = a > sc ? a : sc;  // NaN entries are caught by the solve itself
+  if (!transposed) {
+    for (idx i = 0; i < n; ++i) score[static_cast<std::size_t>(i)] = max_abs(cost + i * stride, m);
+  } else {
+    for (idx i = 0; i < m; ++i) {
+      const T* row_i = cost + i * stride;
+      for (idx j = 0; j < n; ++j) {
+        const T a = std::fabs(row_i[j]);
+        T& sc = score[static_cast<std::size_t>(j)];
+        sc = a > sc ? a : sc;  // NaN entries are caught by the solve itself
+      }
     }
   }
   std::stable_sort(keep.begin(), keep.end(), [&score](idx a, idx b) {
     return score[static_cast<std::size_t>(a)] > score[static_cast<std::size_t>(b)];
   });
-  std::vector<T> sub(static_cast<std::size_t>(n2 * m));
-  if (!transposed) {
-    for (idx t = 0; t < n2; ++t) {
-      const T* src = cost + keep[static_cast<std::size_t>(t)] * stride;
-      std::copy(src, src + m, sub.begin() + t * m);
-    }
-  } else {
+  // Not transposed: the solver reads the kept rows in place through `keep` instead of a copy
+  // (allocated, zero-filled, written: digits gradient costs, 10 x 512^2 float32 with 17-18 zero
+  // rows, cold total 13.7 -> 12.9 ms).
+  std::vector<T> sub(static_cast<std::size_t>(transposed ? n2 * m : 0));
+  if (transposed) {
     constexpr idx B = 32;  // blocked gather: column-wise reads of a whole matrix thrash the cache
     for (idx t0 = 0; t0 < n2; t0 += B) {
       for (idx j0 = 0; j0 < m; j0 += B) {
@@ -1000,8 +1044,11 @@ Status solve_without_constant_rows(const T* cost, idx n, idx m, idx stride, bool
   std::vector<idx> x2(static_cast<std::size_t>(n2));
   std::vector<T> u2(static_cast<std::size_t>(n2)), v(static_cast<std::size_t>(m));
   if (n2 > 0) {
-    const Status st = dispatch_sign<T>(sub.data(), n2, m, m, maximize,
-                                       Solution<T>{x2.data(), u2.data(), v.data()}, WarmStart<T>{});
+    const Solution<T> o2{x2.data(), u2.data(), v.data()};
+    const Status st = transposed
+                          ? dispatch_sign<T>(sub.data(), n2, m, m, maximize, o2, WarmStart<T>{})
+                          : dispatch_sign<T>(cost, n2, m, stride, maximize, o2, WarmStart<T>{},
+                                             keep.data());
     if (st != Status::ok) return st;
   }
   std::vector<char> used(static_cast<std::size_t>(m), 0);
