@@ -139,3 +139,25 @@ def test_tensor_inputs_of_every_kind_give_the_same_solve():
         for a, b in zip(ref, got):
             np.testing.assert_array_equal(a.perms["c1"], b.perms["c1"])
             assert a.objective == b.objective
+
+
+def test_tracked_objective_skips_the_exact_pass_and_agrees_with_it():
+    # exact_objective=False returns the tracked value (history[-1]); it must agree with the
+    # exact float64 objective at the same permutations, and not change the permutations.
+    rng = np.random.default_rng(5)
+    spec = mlp_spec(2)
+    shapes = {"layers.0.weight": (48, 20), "layers.0.bias": (48,), "layers.1.weight": (40, 48),
+              "layers.1.bias": (40,), "layers.2.weight": (6, 40), "layers.2.bias": (6,)}
+    pairs = [tuple({k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+                   for _ in range(2)) for _ in range(3)]
+    exact, tracked = GradientMatcher(spec, seed=3), GradientMatcher(spec, seed=3)
+    for t, s_ in pairs:
+        exact.add(t, s_)
+        tracked.add(t, s_)
+        a = exact.solve("identity")
+        b = tracked.solve("identity", exact_objective=False)
+        for g in a.perms:
+            np.testing.assert_array_equal(a.perms[g], b.perms[g])
+        assert b.objective == b.history[-1]
+        assert b.objective == pytest.approx(a.objective, rel=1e-5)
+        assert tracked.objective(b.perms) == a.objective

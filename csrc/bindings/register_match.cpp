@@ -101,7 +101,7 @@ class PyMatcher {
   }
 
   py::dict solve(const py::object& init, bool use_previous, bool warm_duals, int max_sweeps,
-                 double tol, std::uint64_t seed) {
+                 double tol, std::uint64_t seed, bool exact_objective) {
     const std::size_t G = static_cast<std::size_t>(impl_->num_groups());
     std::vector<py::array_t<std::int64_t>> keep;
     std::vector<const std::int64_t*> ip;
@@ -128,6 +128,7 @@ class PyMatcher {
     opts.tol = tol;
     opts.seed = seed;
     opts.warm_duals = warm_duals;
+    opts.exact_objective = exact_objective;
     match::SolveResult res;
     Error e;
     {
@@ -210,7 +211,8 @@ void register_match(py::module_& m) {
            py::arg("group_sizes"), py::arg("shapes"), py::arg("axis_groups"))
       .def("add", &PyMatcher::add, py::arg("targets"), py::arg("sources"), py::arg("weight"))
       .def("solve", &PyMatcher::solve, py::arg("init"), py::arg("use_previous"),
-           py::arg("warm_duals"), py::arg("max_sweeps"), py::arg("tol"), py::arg("seed"))
+           py::arg("warm_duals"), py::arg("max_sweeps"), py::arg("tol"), py::arg("seed"),
+           py::arg("exact_objective") = true)
       .def("objective", &PyMatcher::objective, py::arg("perms"))
       .def("reserve", &PyMatcher::reserve, py::arg("pairs"))
       .def("clear_pairs", &PyMatcher::clear_pairs,

@@ -43,6 +43,8 @@ struct SolveOptions {
   double tol = 1e-9;        ///< stop when a sweep gains <= tol * max(1, |objective|)
   std::uint64_t seed = 0;   ///< sweep order = CPython random.Random(seed).shuffle per sweep
   bool warm_duals = true;   ///< reuse each group's LAP column duals from its previous solve
+  bool exact_objective = true;  ///< false: `objective` is the tracked value (history's last
+                                ///< entry) instead of a float64 pass over the stored pairs
 };
 
 struct SolveResult {
