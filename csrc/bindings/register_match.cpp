@@ -48,6 +48,18 @@ using match::Status;
   throw py::value_error(std::string(what) + ": unknown matcher status");
 }
 
+/// Data pointer of `h` when it is exactly a C-contiguous float32 numpy array of `shape` (the
+/// matcher's fast path: GradientMatcher.add passes such views), else null. No allocation.
+const float* exact_float_array(py::handle h, const std::vector<std::int64_t>& shape) {
+  if (!py::array_t<float, py::array::c_style>::check_(h)) return nullptr;
+  const auto* a = py::detail::array_proxy(h.ptr());
+  if (a->nd != static_cast<int>(shape.size())) return nullptr;
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    if (a->dimensions[d] != shape[d]) return nullptr;
+  }
+  return reinterpret_cast<const float*>(a->data);
+}
+
 class PyMatcher {
  public:
   PyMatcher(const std::vector<std::int64_t>& group_sizes,
@@ -71,24 +83,30 @@ class PyMatcher {
     if (targets.size() != T || sources.size() != T) {
       throw py::value_error("add: expected " + std::to_string(T) + " target and source arrays");
     }
-    std::vector<py::array_t<float>> keep;
+    std::vector<py::object> keep;  // the arrays stay alive while the GIL is released
+    keep.reserve(2 * T);
     std::vector<const float*> tp(T), sp(T);
     for (int side = 0; side < 2; ++side) {
       const py::list& lst = side == 0 ? targets : sources;
       for (std::size_t t = 0; t < T; ++t) {
-        const std::string name = std::string(side == 0 ? "target" : "source") + " #" +
-                                 std::to_string(t);
-        auto a = require_array<float>(lst[t], name.c_str(),
-                                      static_cast<py::ssize_t>(shapes_[t].size()));
-        for (std::size_t d = 0; d < shapes_[t].size(); ++d) {
-          if (a.shape(static_cast<py::ssize_t>(d)) != shapes_[t][d]) {
-            throw py::value_error(name + " axis " + std::to_string(d) + " has size " +
-                                  std::to_string(a.shape(static_cast<py::ssize_t>(d))) +
-                                  ", expected " + std::to_string(shapes_[t][d]));
+        py::handle h = lst[t];
+        const float* p = exact_float_array(h, shapes_[t]);
+        if (p == nullptr) {  // not as expected: the checked path names the problem
+          const std::string name = std::string(side == 0 ? "target" : "source") + " #" +
+                                   std::to_string(t);
+          auto a = require_array<float>(h, name.c_str(),
+                                        static_cast<py::ssize_t>(shapes_[t].size()));
+          for (std::size_t d = 0; d < shapes_[t].size(); ++d) {
+            if (a.shape(static_cast<py::ssize_t>(d)) != shapes_[t][d]) {
+              throw py::value_error(name + " axis " + std::to_string(d) + " has size " +
+                                    std::to_string(a.shape(static_cast<py::ssize_t>(d))) +
+                                    ", expected " + std::to_string(shapes_[t][d]));
+            }
           }
+          p = a.data();
         }
-        (side == 0 ? tp : sp)[t] = a.data();
-        keep.push_back(std::move(a));
+        (side == 0 ? tp : sp)[t] = p;
+        keep.push_back(py::reinterpret_borrow<py::object>(h));
       }
     }
     Error e;
