@@ -26,7 +26,6 @@ import os
 import pathlib
 import time
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

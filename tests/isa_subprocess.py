@@ -10,14 +10,23 @@ from pathlib import Path
 import trajtransfer
 
 
-def run_with_isa(script: str, isa: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_with_isa(script: str, isa: str, timeout: float = 120,
+                 env: dict | None = None) -> subprocess.CompletedProcess:
     """``TRAJTRANSFER_LAP_ISA=isa python -c script``, importing the trajtransfer under test.
 
     The package the tests import (installed, or built in place under python/) is put first on
     the child's path, so a source tree without a built extension is never picked up instead.
     """
-    env = dict(os.environ, TRAJTRANSFER_LAP_ISA=isa)
+    env = dict(os.environ, **(env or {}), TRAJTRANSFER_LAP_ISA=isa)
     root = str(Path(trajtransfer.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def assert_script_ok(script: str, isa: str, **env: str) -> None:
+    """Run ``script`` under kernel set ``isa`` (extra environment variables in ``env``); it must
+    exit 0 and print exactly ``ok`` (the scripts assert optimality against SciPy themselves)."""
+    out = run_with_isa(script, isa, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

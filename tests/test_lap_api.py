@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from isa_subprocess import run_with_isa
+from isa_subprocess import assert_script_ok
 
 from trajtransfer.lap import (
     LapSolution,
@@ -308,6 +308,4 @@ print("ok")
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_every_kernel_set_is_optimal(isa) -> None:
     """The run-time dispatch picks the widest ISA; force the narrower ones in a subprocess."""
-    out = run_with_isa(_ISA_SCRIPT, isa)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert_script_ok(_ISA_SCRIPT, isa)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from isa_subprocess import run_with_isa
+from isa_subprocess import assert_script_ok
 
 from trajtransfer.lap import lap_solve, linear_sum_assignment
 
@@ -147,6 +147,4 @@ print("ok")
 
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_low_rank_every_kernel_set(isa) -> None:
-    out = run_with_isa(_ISA_SCRIPT, isa)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert_script_ok(_ISA_SCRIPT, isa)

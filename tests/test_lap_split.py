@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from isa_subprocess import run_with_isa
+from isa_subprocess import assert_script_ok
+from lap_checks import assert_optimal_and_certified, scipy_total
 
 import trajtransfer
 
@@ -24,37 +25,18 @@ scipy_optimize = pytest.importorskip("scipy.optimize")
 N = 768  # 768**2 = 589824 entries: above the split threshold, small enough for quick tests
 
 
-def scipy_total(cost: np.ndarray, maximize: bool) -> float:
-    c = np.asarray(cost, dtype=np.float64)
-    return float(c[scipy_optimize.linear_sum_assignment(c, maximize=maximize)].sum())
-
-
-def assert_optimal(cost: np.ndarray, sol) -> None:
-    c64 = cost.astype(np.float64)
-    assert sorted(sol.col_ind.tolist()) == list(range(cost.shape[0]))
-    got, want = sol.objective(cost), scipy_total(cost, sol.maximize)
-    eps = np.finfo(cost.dtype).eps
-    assert abs(got - want) <= 4 * eps * float(np.abs(c64[sol.row_ind, sol.col_ind]).sum())
-    s = -1.0 if sol.maximize else 1.0
-    slack = s * c64 - sol.row_duals.astype(np.float64)[:, None] - sol.col_duals.astype(
-        np.float64)[None, :]
-    tol = 64 * eps * (np.abs(c64).max() + np.abs(sol.col_duals.astype(np.float64)).max())
-    assert slack.min() >= -tol
-    assert np.abs(slack[sol.row_ind, sol.col_ind]).max() <= tol
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("maximize", [False, True])
 def test_split_cold_and_warm_solves_are_optimal_and_deterministic(rng, dtype, maximize) -> None:
     cost = rng.random((N, N)).astype(dtype)
     cold = lap_solve(cost, maximize=maximize)
-    assert_optimal(cost, cold)
+    assert_optimal_and_certified(cost, cold)
     # Same assignment as a one-thread solve of the same matrix (batch workers never split).
     one_thread = linear_sum_assignment_batch(cost[None], maximize=maximize, num_threads=1)
     np.testing.assert_array_equal(one_thread[0], cold.col_ind)
     new = (cost * (1 + 0.01 * rng.standard_normal(cost.shape))).astype(dtype)
     warm = lap_solve(new, maximize=maximize, warm_start=cold)
-    assert_optimal(new, warm)
+    assert_optimal_and_certified(new, warm)
     for _ in range(2):  # whichever rows the helper thread scans, the outcome is the same
         again = lap_solve(new, maximize=maximize, warm_start=cold)
         np.testing.assert_array_equal(again.col_ind, warm.col_ind)
@@ -68,7 +50,7 @@ def test_split_passes_break_ties_as_one_thread(rng, dtype) -> None:
     # threads' column minima must keep the lowest row, as the one-thread pass does.
     cost = rng.integers(0, 6, (N, N)).astype(dtype)
     sol = lap_solve(cost)
-    assert_optimal(cost, sol)
+    assert_optimal_and_certified(cost, sol)
     one_thread = linear_sum_assignment_batch(cost[None], num_threads=1)
     np.testing.assert_array_equal(one_thread[0], sol.col_ind)
     for _ in range(5):  # back-to-back solves find the helper awake: it takes part in each pass
@@ -120,9 +102,7 @@ print("ok")
 
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_split_passes_in_every_kernel_set(isa) -> None:
-    out = run_with_isa(_ISA_SCRIPT, isa)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert_script_ok(_ISA_SCRIPT, isa)
 
 
 _ONE_THREAD_SCRIPT = r"""

@@ -8,38 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from isa_subprocess import run_with_isa
+from isa_subprocess import assert_script_ok
+from lap_checks import assert_optimal_and_certified, scipy_total
 
-from trajtransfer.lap import LapSolution, lap_solve
+from trajtransfer.lap import lap_solve
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
-
-
-def scipy_total(cost: np.ndarray, maximize: bool) -> float:
-    c = np.asarray(cost, dtype=np.float64)
-    return float(c[scipy_optimize.linear_sum_assignment(c, maximize=maximize)].sum())
-
-
-def assert_optimal_and_certified(cost: np.ndarray, sol: LapSolution) -> None:
-    """SciPy's optimum (float32: within a float32 rounding budget per row) and duals with
-    u_i + v_j <= s*c_ij everywhere, equality on the assignment (s = -1 when maximising)."""
-    c64 = cost.astype(np.float64)
-    n = cost.shape[0]
-    assert sorted(sol.col_ind.tolist()) == list(range(n))
-    got, want = sol.objective(cost), scipy_total(cost, sol.maximize)
-    eps = np.finfo(cost.dtype).eps
-    scale = float(np.abs(c64[sol.row_ind, sol.col_ind]).sum())
-    assert abs(got - want) <= 4 * eps * scale + 1e-300, (got, want)
-    s = -1.0 if sol.maximize else 1.0
-    slack = s * c64 - sol.row_duals.astype(np.float64)[:, None] - sol.col_duals.astype(
-        np.float64)[None, :]
-    tol = 64 * eps * (np.abs(c64).max() + np.abs(sol.col_duals.astype(np.float64)).max())
-    assert slack.min() >= -tol
-    assert np.abs(slack[sol.row_ind, sol.col_ind]).max() <= tol
 
 
 def perturb(rng: np.random.Generator, cost: np.ndarray, kind: str, strength: float) -> np.ndarray:
@@ -177,6 +155,4 @@ print("ok")
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_warm_starts_in_every_kernel_set(isa) -> None:
     """The row-cache kernels (cached costs, bounds) of the narrower ISAs, forced in a subprocess."""
-    out = run_with_isa(_ISA_SCRIPT, isa)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert_script_ok(_ISA_SCRIPT, isa)
