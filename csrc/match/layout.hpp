@@ -21,7 +21,8 @@ namespace trajtransfer::match {
 inline void copy_floats(const float* in, std::int64_t count, float* out) {
   parallel::run_parts(count, parallel::copy_parts(count, count, 4096),
                       [&](std::int64_t i0, std::int64_t i1) {
-                        std::memcpy(out + i0, in + i0, sizeof(float) * static_cast<std::size_t>(i1 - i0));
+                        const auto bytes = sizeof(float) * static_cast<std::size_t>(i1 - i0);
+                        std::memcpy(out + i0, in + i0, bytes);
                       });
 }
 
@@ -54,11 +55,13 @@ inline void unfold_rows(const float* in, std::int64_t pre, std::int64_t n, std::
   }
   const std::int64_t total = pre * n * post;
   if (pre >= 2) {  // whole slabs per thread
-    parallel::run_parts(pre, parallel::copy_parts(total, pre), [&](std::int64_t p0, std::int64_t p1) {
-      for (std::int64_t p = p0; p < p1; ++p) {
-        detail::unfold_slab(in + p * n * post, n, post, out + p * post * n, 0, post);
-      }
-    });
+    parallel::run_parts(pre, parallel::copy_parts(total, pre),
+                        [&](std::int64_t p0, std::int64_t p1) {
+                          for (std::int64_t p = p0; p < p1; ++p) {
+                            detail::unfold_slab(in + p * n * post, n, post, out + p * post * n, 0,
+                                                post);
+                          }
+                        });
   } else {  // one slab: split its columns
     parallel::run_parts(post, parallel::copy_parts(total, post, 32),
                         [&](std::int64_t q0, std::int64_t q1) {

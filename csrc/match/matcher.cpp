@@ -164,8 +164,9 @@ Error Matcher::create(std::vector<std::int64_t> group_sizes, std::vector<TensorS
     }
   }
   for (Group& gr : mt->groups_) {
-    gr.all_static = std::all_of(gr.members.begin(), gr.members.end(),
-                                [&](int mi) { return mt->members_[static_cast<std::size_t>(mi)].is_static; });
+    gr.all_static = std::all_of(gr.members.begin(), gr.members.end(), [&](int mi) {
+      return mt->members_[static_cast<std::size_t>(mi)].is_static;
+    });
   }
   mt->tensors_ = std::move(tensors);
   mt->perms_view_.resize(mt->groups_.size());

@@ -205,7 +205,8 @@ def format_table(summary: dict) -> str:
     tg = summary["target"]
     lines_split = [
         "", "Transfer wall time split (s): matching = cost building + LAP + other (pair copies, "
-        "exact objective, bindings); evaluation includes BN recalibration; share = matching / total.",
+        "objective bookkeeping, bindings); evaluation includes BN recalibration; "
+        "share = matching / total.",
         "| method | total | gradients | matching | cost building | LAP | evaluation | BN | overhead | "
         "matching share |",
         "|---|---|---|---|---|---|---|---|---|---|",

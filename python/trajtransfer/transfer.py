@@ -106,7 +106,7 @@ class TransferResult:
         Seconds spent in ``gradients`` (building points, forward/backward), ``matching`` (adding
         pairs and solving, wall time; ``matching_gemm`` (cost-matrix building) and
         ``matching_lap`` (assignment solves) are the matcher's own split of it, the rest being
-        pair copies, the exact objective and bindings), ``evaluation`` (incl. ``bn``, the
+        pair copies, objective bookkeeping and bindings), ``evaluation`` (incl. ``bn``, the
         BatchNorm recalibration), ``total`` wall time of the call and ``overhead`` =
         total − gradients − matching − evaluation. The matching share of a transfer is
         ``matching / total``.
