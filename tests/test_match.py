@@ -497,6 +497,31 @@ def test_tensor_with_three_permuted_axes():
                                            rel=1e-12)
 
 
+def test_large_three_axis_tensor_threaded_copies_match_one_thread():
+    # (128, 96, 96) = 1.18 M floats: above the threshold that splits pair copies over threads.
+    # Its first axis has nothing before it (pre = 1), so the store's transpose is split over the
+    # slab's columns, a path the two-axis layouts never take.
+    from trajtransfer.match import set_num_threads
+
+    rng = np.random.default_rng(24)
+    spec = permutation_spec_from_axes_to_perm({"t": ("p", "q", "r"), "u": ("p",)})
+    shapes = {"t": (128, 96, 96), "u": (128,)}
+    a, b = _random_params(spec, shapes, rng), _random_params(spec, shapes, rng)
+    before = set_num_threads(0)
+    try:
+        set_num_threads(1)
+        one = match_weights(spec, a, b, seed=4, max_sweeps=3)
+        set_num_threads(2)
+        two = match_weights(spec, a, b, seed=4, max_sweeps=3)
+    finally:
+        set_num_threads(before)
+    for g in spec.groups:
+        np.testing.assert_array_equal(one.perms[g], two.perms[g])
+    assert one.objective == two.objective
+    assert two.objective == pytest.approx(_np_objective(spec, [(a, b)], [1.0], two.perms),
+                                          rel=1e-12)
+
+
 def test_property_same_path_as_baseline_on_random_chains():
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
