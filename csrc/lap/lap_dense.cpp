@@ -459,17 +459,7 @@ class Solver {
     if (cache_ok_[i]) {
       const T* cv = &cache_vals_[static_cast<std::size_t>(i) * W];
       Min2<T> mm{kInf<T>, -1, kInf<T>};
-      for (std::size_t l = 0; l < W; ++l) {
-        const idx j = cols[l];
-        const T h = cv[l] - v_[j];
-        if (h < mm.m1) {
-          mm.m2 = mm.m1;
-          mm.m1 = h;
-          mm.i1 = j;
-        } else if (h < mm.m2) {
-          mm.m2 = h;
-        }
-      }
+      for (std::size_t l = 0; l < W; ++l) mm.push(cv[l] - v_[cols[l]], cols[l]);
       if (mm.m2 <= cache_bound_[i]) return mm;
 #ifdef TT_LAP_PROFILE
       ++tt_prof::ev[1];

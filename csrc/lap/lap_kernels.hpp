@@ -43,6 +43,17 @@ struct Min2 {
   T m1;    // smallest value
   idx i1;  // one index where it is attained
   T m2;    // second smallest value of the multiset (== m1 on a tie)
+
+  /// Fold in value h at index j (the first index keeps a tie for m1).
+  void push(T h, idx j) {
+    if (h < m1) {
+      m2 = m1;
+      m1 = h;
+      i1 = j;
+    } else if (h < m2) {
+      m2 = h;
+    }
+  }
 };
 
 struct EntryFlags {
@@ -183,15 +194,6 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
     jv += step;
   }
   Min2<T> out{kInf<T>, -1, kInf<T>};
-  auto push = [&out](T h, idx jj) {
-    if (h < out.m1) {
-      out.m2 = out.m1;
-      out.m1 = h;
-      out.i1 = jj;
-    } else if (h < out.m2) {
-      out.m2 = h;
-    }
-  };
   T bound = kInf<T>;
   if (j > 0) {
     // The lanes' answer without branches (shuffle trees, see lanes_min()): the smallest m1, from
@@ -231,7 +233,7 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
     }
     const T h = x - v[j];
     if (h < bound) bound = h;
-    push(h, j);
+    out.push(h, j);
   }
   if constexpr (Cache) *cache_bound = bound;
   if constexpr (Check) {

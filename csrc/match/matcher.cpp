@@ -78,6 +78,18 @@ void prefault_unused(FloatStore& store) {
 #endif
 }
 
+/// changed = the positions where `now` and `before` differ. Returns whether a correction on
+/// those rows/columns beats a rebuild: a rank-|changed| correction costs |changed|/n of one, so
+/// up to half of them (a rebuild also resets the float32 rounding that corrections accumulate).
+bool collect_changed(const std::vector<std::int64_t>& now, const std::vector<std::int64_t>& before,
+                     std::vector<std::int64_t>& changed) {
+  changed.clear();
+  for (std::size_t i = 0; i < now.size(); ++i) {
+    if (now[i] != before[i]) changed.push_back(static_cast<std::int64_t>(i));
+  }
+  return 2 * changed.size() <= now.size();
+}
+
 // Largest GEMM chunk (floats) of gathered source rows: bounds scratch memory at 16 MiB while
 // keeping the inner dimension long enough for BLAS efficiency.
 constexpr std::int64_t kChunkFloats = std::int64_t{1} << 22;
@@ -354,12 +366,7 @@ void Matcher::refresh_member(Member& mb, SolveResult& stats) {
     if (!mb.contrib_valid) {
       full_build_cols(mb, stats);
     } else {
-      const std::vector<std::int64_t>& q_old = mb.seen_perms[mb.cols_other];
-      changed_.clear();
-      for (std::size_t j = 0; j < q.size(); ++j) {
-        if (q[j] != q_old[j]) changed_.push_back(static_cast<std::int64_t>(j));
-      }
-      if (2 * static_cast<std::int64_t>(changed_.size()) <= mb.seg_len) {
+      if (collect_changed(q, mb.seen_perms[mb.cols_other], changed_)) {
         if (!changed_.empty()) delta_build_cols(mb, stats);
       } else {
         full_build_cols(mb, stats);
@@ -469,13 +476,7 @@ void Matcher::refresh_rows(Member& mb, SolveResult& stats) {
       if (mb.others[j].group >= 0) old[j] = mb.seen_perms[j].data();
     }
     build_row_map(mb.others, old, old_map_);
-    changed_.clear();
-    for (std::size_t r = 0; r < row_map_.size(); ++r) {
-      if (row_map_[r] != old_map_[r]) changed_.push_back(static_cast<std::int64_t>(r));
-    }
-    // A rank-|changed| correction costs |changed|/m of a rebuild; above half, rebuild (which
-    // also resets the float32 rounding that corrections accumulate).
-    if (2 * static_cast<std::int64_t>(changed_.size()) <= mb.m) {
+    if (collect_changed(row_map_, old_map_, changed_)) {
       if (!changed_.empty()) delta_build(mb, stats);
     } else {
       full_build(mb, stats);
