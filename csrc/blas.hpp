@@ -46,32 +46,6 @@ void split_rows(int n, double flops, F&& f) {
   });
 }
 
-/// C (n x n, row-major) = alpha * T^T S + beta * C for T, S stored as L rows of n floats
-/// (row-major L x n): C[i][j] = alpha * sum_l T[l][i] * S[l][j] + beta * C[i][j].
-/// In column-major terms the buffers are n x L matrices and C^T = S * T^T.
-inline void sgemm_tn_rows(int n, int rows, float alpha, const float* t, const float* s, float beta,
-                          float* c) {
-  split_rows(n, 2.0 * n * n * static_cast<double>(rows), [&](int i0, int i1) {
-    const char na = 'N', tr = 'T';
-    const int cols = i1 - i0;
-    scipy_sgemm_(&na, &tr, &n, &cols, &rows, &alpha, s, &n, t + i0, &n, &beta,
-                 c + static_cast<std::ptrdiff_t>(i0) * n, &n);
-  });
-}
-
-/// C (n x n, row-major) = alpha * T S^T + beta * C for T, S stored as n rows of w floats
-/// (row-major n x w): C[i][j] = alpha * sum_l T[i][l] * S[j][l] + beta * C[i][j].
-/// Column-major: the buffers are w x n matrices and C^T = S^T * T.
-inline void sgemm_rows_nt(int n, int w, float alpha, const float* t, const float* s, float beta,
-                          float* c) {
-  split_rows(n, 2.0 * n * n * static_cast<double>(w), [&](int i0, int i1) {
-    const char na = 'N', tr = 'T';
-    const int cols = i1 - i0;
-    scipy_sgemm_(&tr, &na, &n, &cols, &w, &alpha, s, &w, t + static_cast<std::ptrdiff_t>(i0) * w,
-                 &w, &beta, c + static_cast<std::ptrdiff_t>(i0) * n, &n);
-  });
-}
-
 /// One thread's share of sgemm_rows_nt: columns [j0, j1) of C from S's rows j0..j1 only
 /// (`s_part` points at row j0), so a caller can gather exactly those rows on the same thread.
 inline void sgemm_rows_nt_cols(int n, int w, int j0, int j1, float alpha, const float* t,
@@ -83,12 +57,31 @@ inline void sgemm_rows_nt_cols(int n, int w, int j0, int j1, float alpha, const 
 }
 
 /// One thread's share of sgemm_tn_rows: columns [j0, j1) of C from S's columns j0..j1 only,
-/// stored as `rows` rows of (j1 - j0) floats (`s_part`), as a thread gathers them.
+/// `rows` rows of them `ld_s` floats apart (`s_part` points at S[0][j0], or at a thread's own
+/// gathered copy with ld_s = j1 - j0).
 inline void sgemm_tn_rows_cols(int n, int rows, int j0, int j1, float alpha, const float* t,
-                               const float* s_part, float beta, float* c) {
+                               const float* s_part, int ld_s, float beta, float* c) {
   const char na = 'N', tr = 'T';
   const int cols = j1 - j0;
-  scipy_sgemm_(&na, &tr, &cols, &n, &rows, &alpha, s_part, &cols, t, &n, &beta, c + j0, &n);
+  scipy_sgemm_(&na, &tr, &cols, &n, &rows, &alpha, s_part, &ld_s, t, &n, &beta, c + j0, &n);
+}
+
+/// C (n x n, row-major) = alpha * T^T S + beta * C for T, S stored as L rows of n floats
+/// (row-major L x n): C[i][j] = alpha * sum_l T[l][i] * S[l][j] + beta * C[i][j].
+inline void sgemm_tn_rows(int n, int rows, float alpha, const float* t, const float* s, float beta,
+                          float* c) {
+  split_rows(n, 2.0 * n * n * static_cast<double>(rows), [&](int j0, int j1) {
+    sgemm_tn_rows_cols(n, rows, j0, j1, alpha, t, s + j0, n, beta, c);
+  });
+}
+
+/// C (n x n, row-major) = alpha * T S^T + beta * C for T, S stored as n rows of w floats
+/// (row-major n x w): C[i][j] = alpha * sum_l T[i][l] * S[j][l] + beta * C[i][j].
+inline void sgemm_rows_nt(int n, int w, float alpha, const float* t, const float* s, float beta,
+                          float* c) {
+  split_rows(n, 2.0 * n * n * static_cast<double>(w), [&](int j0, int j1) {
+    sgemm_rows_nt_cols(n, w, j0, j1, alpha, t, s + static_cast<std::ptrdiff_t>(j0) * w, beta, c);
+  });
 }
 
 }  // namespace trajtransfer::blas

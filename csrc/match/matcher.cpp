@@ -522,7 +522,7 @@ double Matcher::accumulate_rows(Member& mb, std::int64_t k0, bool overwrite) {
         }
       }
       blas::sgemm_tn_rows_cols(static_cast<int>(n), static_cast<int>(rows), j0, j1, 1.0f,
-                               t_chunk, part, 1.0f, mb.contrib.data());
+                               t_chunk, part, static_cast<int>(cols), 1.0f, mb.contrib.data());
     });
   }
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) *
