@@ -95,6 +95,24 @@ def test_medium_warm_resolves_match_scipy(rng, dtype, kind, strength) -> None:
         cost, prev = new, sol
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", sorted({k * w + d for w in (2, 4, 8, 16) for k in (1, 2, 3)
+                                      for d in (-1, 0, 1)}))
+def test_row_caches_at_lane_boundaries(rng, dtype, n) -> None:
+    """Sizes around one, two and three SIMD widths of every kernel set: the row caches keep one
+    or two columns per lane (two after a failed re-examination), and lanes with a single column
+    leave the second slot empty. Integer costs make ARR ties and cache failures frequent."""
+    cost = rng.integers(0, 6, (n, n)).astype(dtype)
+    for maximize in (False, True):
+        prev = lap_solve(cost, maximize=maximize)
+        assert_optimal_and_certified(cost, prev)
+        new = cost.copy()
+        for _ in range(3):
+            new = (new + rng.integers(0, 2, (n, n))).astype(dtype)
+            prev = lap_solve(new, maximize=maximize, warm_start=prev)
+            assert_optimal_and_certified(new, prev)
+
+
 @settings(max_examples=60)
 @given(n=st.integers(16, 70), seed=st.integers(0, 2**32 - 1),
        dtype=st.sampled_from([np.float32, np.float64]), maximize=st.booleans(),

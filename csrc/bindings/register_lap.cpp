@@ -31,18 +31,68 @@ const char* status_message(Status s) {
   return "unknown solver status";
 }
 
+// SciPy's (row_ind, col_ind) from the core's "index along the longer axis" output, built here
+// rather than in Python: after a large solve has flushed the caches, each numpy call costs ~10 us.
+py::tuple rows_cols(const std::vector<std::int64_t>& idx, std::int64_t n, std::int64_t m) {
+  const std::int64_t k = static_cast<std::int64_t>(idx.size());
+  py::array_t<std::int64_t> rows(k), cols(k);
+  std::int64_t* r = rows.mutable_data();
+  std::int64_t* c = cols.mutable_data();
+  if (n <= m) {
+    for (std::int64_t i = 0; i < k; ++i) {
+      r[i] = i;
+      c[i] = idx[static_cast<std::size_t>(i)];
+    }
+  } else {  // idx[j] is the row of column j: list the assigned rows in increasing order
+    std::vector<std::int64_t> col_of(static_cast<std::size_t>(n), -1);
+    for (std::int64_t j = 0; j < k; ++j) col_of[static_cast<std::size_t>(idx[j])] = j;
+    std::int64_t t = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (col_of[static_cast<std::size_t>(i)] < 0) continue;
+      r[t] = i;
+      c[t++] = col_of[static_cast<std::size_t>(i)];
+    }
+  }
+  return py::make_tuple(rows, cols);
+}
+
+// The warm start's assignment as a column per row (-1: none) from SciPy-style pairs, checked.
+std::vector<std::int64_t> assignment_from_pairs(const py::object& rows_obj,
+                                                const py::object& cols_obj, std::int64_t n,
+                                                std::int64_t m) {
+  auto rows = require_array<std::int64_t>(rows_obj, "init_row_ind", 1);
+  auto cols = require_array<std::int64_t>(cols_obj, "init_col_ind", 1);
+  if (rows.shape(0) != cols.shape(0)) {
+    throw py::value_error("init_row_ind and init_col_ind must have the same length, got " +
+                          std::to_string(rows.shape(0)) + " and " +
+                          std::to_string(cols.shape(0)));
+  }
+  std::vector<std::int64_t> col_of_row(static_cast<std::size_t>(n), -1);
+  for (py::ssize_t t = 0; t < rows.shape(0); ++t) {
+    const std::int64_t i = rows.data()[t], j = cols.data()[t];
+    if (i < 0 || i >= n || j < 0 || j >= m) {
+      throw py::value_error("warm-start pair (" + std::to_string(i) + ", " + std::to_string(j) +
+                            ") lies outside a " + std::to_string(n) + " x " + std::to_string(m) +
+                            " problem");
+    }
+    col_of_row[static_cast<std::size_t>(i)] = j;
+  }
+  return col_of_row;
+}
+
 template <class T>
 py::tuple solve_typed(const py::array& cost_obj, bool maximize, const py::object& col_duals_obj,
-                      const py::object& init_obj) {
+                      const py::object& init_obj, const py::object& init_rows_obj) {
   auto cost = require_array<T>(cost_obj, "cost", 2);
   const std::int64_t n = cost.shape(0), m = cost.shape(1);
   const std::int64_t k = std::min(n, m);
-  py::array_t<std::int64_t> cols(k);
+  std::vector<std::int64_t> cols(static_cast<std::size_t>(k));
   py::array_t<T> u(n), v(m);
-  lap::Solution<T> out{cols.mutable_data(), u.mutable_data(), v.mutable_data()};
+  lap::Solution<T> out{cols.data(), u.mutable_data(), v.mutable_data()};
   lap::WarmStart<T> warm;
   py::array_t<T> vd;
   py::array_t<std::int64_t> init;
+  std::vector<std::int64_t> init_pairs;
   if (!col_duals_obj.is_none()) {
     vd = require_array<T>(col_duals_obj, "col_duals", 1);
     if (vd.shape(0) != m) {
@@ -52,15 +102,22 @@ py::tuple solve_typed(const py::array& cost_obj, bool maximize, const py::object
     warm.col_duals = vd.data();
   }
   if (!init_obj.is_none()) {
-    init = require_array<std::int64_t>(init_obj, "init_col_ind", 1);
-    if (init.shape(0) != n) {
-      throw py::value_error("init_col_ind must have shape (" + std::to_string(n) + ",), got (" +
-                            std::to_string(init.shape(0)) + ",)");
-    }
     if (warm.col_duals == nullptr) {
       throw py::value_error("init_col_ind needs col_duals from the same earlier solve");
     }
-    warm.col_of_row = init.data();
+    if (!init_rows_obj.is_none()) {
+      init_pairs = assignment_from_pairs(init_rows_obj, init_obj, n, m);
+      warm.col_of_row = init_pairs.data();
+    } else {
+      init = require_array<std::int64_t>(init_obj, "init_col_ind", 1);
+      if (init.shape(0) != n) {
+        throw py::value_error("init_col_ind must have shape (" + std::to_string(n) +
+                              ",), got (" + std::to_string(init.shape(0)) + ",)");
+      }
+      warm.col_of_row = init.data();
+    }
+  } else if (!init_rows_obj.is_none()) {
+    throw py::value_error("init_row_ind needs init_col_ind");
   }
   Status st;
   {
@@ -69,7 +126,8 @@ py::tuple solve_typed(const py::array& cost_obj, bool maximize, const py::object
     st = lap::solve<T>(cost.data(), n, m, m, maximize, out, warm);
   }
   if (st != Status::ok) throw py::value_error(status_message(st));
-  return py::make_tuple(cols, u, v);
+  py::tuple rc = rows_cols(cols, n, m);
+  return py::make_tuple(rc[0], rc[1], u, v);
 }
 
 template <class T>
@@ -108,16 +166,20 @@ void register_lap(py::module_& m) {
   m.def(
       "solve",
       [](const py::array& cost, bool maximize, const py::object& col_duals,
-         const py::object& init_col_ind) {
+         const py::object& init_col_ind, const py::object& init_row_ind) {
         return by_dtype(
-            cost, [&] { return solve_typed<float>(cost, maximize, col_duals, init_col_ind); },
-            [&] { return solve_typed<double>(cost, maximize, col_duals, init_col_ind); });
+            cost,
+            [&] { return solve_typed<float>(cost, maximize, col_duals, init_col_ind, init_row_ind); },
+            [&] {
+              return solve_typed<double>(cost, maximize, col_duals, init_col_ind, init_row_ind);
+            });
       },
       py::arg("cost"), py::arg("maximize") = false, py::arg("col_duals") = py::none(),
-      py::arg("init_col_ind") = py::none(),
-      "Solve one dense LAP. Returns (idx, u, v): idx[k] indexes the longer axis for entry k of the "
-      "shorter axis; u, v are duals of the minimisation actually solved (costs negated when "
-      "maximize).");
+      py::arg("init_col_ind") = py::none(), py::arg("init_row_ind") = py::none(),
+      "Solve one dense LAP. Returns (row_ind, col_ind, u, v) as scipy's linear_sum_assignment plus "
+      "the duals of the minimisation actually solved (costs negated when maximize). The warm "
+      "start's assignment is init_col_ind (a column per row, -1 for none) or, with init_row_ind, "
+      "the pairs (init_row_ind[t], init_col_ind[t]) of an earlier solve.");
   m.def("simd_level", &lap::simd_level,
         "SIMD kernel set chosen at run time for this CPU: 'avx512', 'avx2' or 'base'.");
   m.def(

@@ -22,7 +22,10 @@
 //   (about 90 % of the time on uniform costs); with evictions that cheap, ARR gets a larger budget
 //   and leaves far fewer rows to the expensive shortest-path phase. The cache keeps the cached
 //   columns' costs too, so a re-examination reads one contiguous block instead of W scattered
-//   cache lines of the row (ARR 0.27 -> 0.18 ms on a warm n = 1024 float32 re-solve);
+//   cache lines of the row (ARR 0.27 -> 0.18 ms on a warm n = 1024 float32 re-solve). On long
+//   rows a failed cache is refilled two deep (two columns per lane, deep_refill()): cold uniform
+//   float64 solves n = 1024 / 2048 / 4096 3.0 / 24.8 / 181 -> 2.5 / 17.6 / 112 ms, warm float64
+//   re-solves 20 % faster. The cache buffers are reused from solve to solve (spare_buffer()).
 // * the float64 verification of float32 solves takes a row's bound from its cache when the cache
 //   proves it (W float64 differences instead of a pass over the row).
 // * the streaming passes whose rows are independent (warm row scan; cold column minima and
@@ -157,6 +160,30 @@ constexpr idx kSplitMinEntries = idx{1} << 19;
 #endif
 constexpr idx kChunkRows = 32;
 
+// The calling thread's spare row-cache buffer of element type X. The row caches are 128 KB and
+// up from n = 1024, sizes that glibc serves with fresh pages (mmap, or a heap trimmed after the
+// previous solve): 8 page faults and a zero fill per warm n = 1024 solve (0.39 -> 0.46 ms). A
+// solver takes the spare and hands its buffer back when done; a second solver alive on the
+// same thread (cold restart, float64 re-solve) finds none and allocates its own.
+template <class X>
+std::vector<X>& spare_buffer() {
+  thread_local std::vector<X> spare;
+  return spare;
+}
+
+// At least n elements (contents undefined: row caches are read only where cache_ok_ says so).
+template <class X>
+void take_buffer(std::vector<X>& v, std::size_t n) {
+  if (v.size() < n) std::swap(v, spare_buffer<X>());
+  if (v.size() < n) v.resize(n);
+}
+
+template <class X>
+void return_buffer(std::vector<X>& v) {
+  std::vector<X>& spare = spare_buffer<X>();
+  if (v.size() > spare.size()) std::swap(v, spare);
+}
+
 // Minimisation of S*C (S = +1 or -1) over a matrix with n <= m.
 template <class T, int S>
 class Solver {
@@ -174,6 +201,12 @@ class Solver {
     pred_.resize(m);
     split_ = n * m >= kSplitMinEntries && n >= 4 * kChunkRows;
   }
+  ~Solver() {
+    return_buffer(cache_cols_);
+    return_buffer(cache_vals_);
+  }
+  Solver(Solver&&) = default;
+  Solver& operator=(Solver&&) = default;
 
   const T* row(idx i) const { return c_ + (rows_ != nullptr ? rows_[i] : i) * stride_; }
   T sc(idx i, idx j) const { return S > 0 ? row(i)[j] : -row(i)[j]; }
@@ -267,7 +300,7 @@ class Solver {
         if (matches[i] == 1) {
           // A fresh scan that fills the row cache (cache_ok_ is set below, not here: one byte
           // per row written by both threads would bounce a cache line between the cores).
-          const std::size_t W = static_cast<std::size_t>(k().lanes);
+          const std::size_t W = cache_stride();
           slack[i] = cache_ok_.empty()
                          ? k().min2(r, v_.data(), m_).m2
                          : k().min2_cache(r, v_.data(), m_, &cache_cols_[i * W],
@@ -374,7 +407,7 @@ class Solver {
 
   // The pass over row i of greedy_from_prices() (touches row i's own state only).
   RowScan scan_row(idx i, const idx* prev, EntryFlags* flags, std::vector<double>* lb) {
-    const std::size_t W = static_cast<std::size_t>(k().lanes);
+    const std::size_t W = cache_stride();
     Min2<T> mm;
     if (cache_ok_.empty()) {
       mm = k().min2_check(row(i), v_.data(), m_, flags);
@@ -439,11 +472,21 @@ class Solver {
   }
 
   // Row caches for the reductions (transfer + ARR), where a row is re-examined many times (each
-  // eviction) while only a few prices have moved, and always downwards.
+  // eviction) while only a few prices have moved, and always downwards. cache_ok_[i] is the depth
+  // of row i's certificate (0: none; see min2_body()); room is kept for depth 2.
+  std::size_t cache_stride() const { return 2 * static_cast<std::size_t>(k().lanes); }
+
+  // Whether a failed cache is refilled two deep (2W columns) rather than one (W): it pays where a
+  // full rescan (m / W vectors) is long against re-examining 2W cached columns, from about
+  // m = 8 W^2. Measured, cold uniform solves, depth 1 -> depth 2 refills (ms): AVX-512 float32
+  // (W = 16) n = 1024 1.70 -> 1.88, 2048 7.3 -> 7.5, 4096 62 -> 49; AVX-512 float64 (W = 8)
+  // n = 256 0.21 -> 0.19, 512 0.74 -> 0.55, 1024 3.5 -> 2.6; AVX2 float32 (W = 8) n = 512
+  // 1.31 -> 0.93; AVX2 float64 (W = 4) n = 128 0.079 -> 0.049, 1024 9.4 -> 4.4.
+  bool deep_refill() const { return m_ >= 8 * idx{k().lanes} * k().lanes; }
   void enable_row_caches() {
     if (m_ < k().lanes) return;
-    cache_cols_.assign(static_cast<std::size_t>(n_ * k().lanes), I(0));
-    cache_vals_.assign(static_cast<std::size_t>(n_ * k().lanes), T(0));
+    take_buffer(cache_cols_, static_cast<std::size_t>(n_) * cache_stride());
+    take_buffer(cache_vals_, static_cast<std::size_t>(n_) * cache_stride());
     cache_bound_.assign(static_cast<std::size_t>(n_), T(0));
     cache_ok_.assign(static_cast<std::size_t>(n_), 0);
   }
@@ -454,22 +497,26 @@ class Solver {
   // a full scan, which refreshes the cache.
   Min2<T> row_min2(idx i) {
     if (cache_ok_.empty()) return k().min2(row(i), v_.data(), m_);
-    const std::size_t W = static_cast<std::size_t>(k().lanes);
-    I* cols = &cache_cols_[static_cast<std::size_t>(i) * W];
+    const std::size_t at = static_cast<std::size_t>(i) * cache_stride();
+    I* cols = &cache_cols_[at];
     if (cache_ok_[i]) {
-      const T* cv = &cache_vals_[static_cast<std::size_t>(i) * W];
+      const T* cv = &cache_vals_[at];
+      const std::size_t count = static_cast<std::size_t>(cache_ok_[i]) * k().lanes;
       Min2<T> mm{kInf<T>, -1, kInf<T>};
-      for (std::size_t l = 0; l < W; ++l) mm.push(cv[l] - v_[cols[l]], cols[l]);
+      for (std::size_t l = 0; l < count; ++l) mm.push(cv[l] - v_[cols[l]], cols[l]);
       if (mm.m2 <= cache_bound_[i]) return mm;
 #ifdef TT_LAP_PROFILE
       ++tt_prof::ev[1];
 #endif
     }
-    const Min2<T> mm =
-        k().min2_cache(row(i), v_.data(), m_, cols, &cache_vals_[static_cast<std::size_t>(i) * W],
-                       &cache_bound_[i]);
+    // A row whose cache failed is likely to be re-examined again: on long rows, refill it two
+    // deep (see deep_refill()).
+    if (deep_refill()) {
+      cache_ok_[i] = 2;
+      return k().min2_cache2(row(i), v_.data(), m_, cols, &cache_vals_[at], &cache_bound_[i]);
+    }
     cache_ok_[i] = 1;
-    return mm;
+    return k().min2_cache(row(i), v_.data(), m_, cols, &cache_vals_[at], &cache_bound_[i]);
   }
 
   // Augmenting row reduction (JV). Needs a finite matrix with m >= 2. Bounded: each pass handles
@@ -666,11 +713,12 @@ class Solver {
     const double b = static_cast<double>(cache_bound_[i]);
     if (!std::isfinite(b)) return std::numeric_limits<double>::quiet_NaN();
     const double floor = b - std::fabs(b) * 0x1p-20 - 0x1p-140;
-    const std::size_t W = static_cast<std::size_t>(k().lanes);
-    const I* cols = &cache_cols_[static_cast<std::size_t>(i) * W];
-    const T* cv = &cache_vals_[static_cast<std::size_t>(i) * W];
+    const std::size_t at = static_cast<std::size_t>(i) * cache_stride();
+    const I* cols = &cache_cols_[at];
+    const T* cv = &cache_vals_[at];
+    const std::size_t count = static_cast<std::size_t>(cache_ok_[i]) * k().lanes;
     double best = std::numeric_limits<double>::infinity();
-    for (std::size_t l = 0; l < W; ++l) {
+    for (std::size_t l = 0; l < count; ++l) {
       const double h = static_cast<double>(cv[l]) - static_cast<double>(v_[cols[l]]);
       best = h < best ? h : best;
     }

@@ -160,20 +160,29 @@ TT_ALWAYS_INLINE X lanes_min(X x, std::index_sequence<L...> seq) {
 
 // Smallest and second smallest of h_j = S*r[j] - v[j] (augmenting row reduction, transfer).
 //
-// With `cache_cols`/`cache_vals`/`cache_bound` (Cache = true) it also leaves a certificate for a
-// later, cheap re-evaluation of the same row: the W per-lane argmin columns, their signed costs
-// S*r[j] (so that a re-evaluation reads one contiguous block instead of W scattered cache lines
-// of the row) and a lower bound on h over every other column (the smallest per-lane second
-// minimum and the scalar tail). Prices only decrease after a warm or cold start, so h only grows
-// and the bound stays valid (see Solver::row_min2).
-template <class T, int S, int W, bool Check = false, bool Cache = false>
+// With `cache_cols`/`cache_vals`/`cache_bound` (Depth >= 1) it also leaves a certificate for a
+// later, cheap re-evaluation of the same row: the Depth smallest columns of every lane (W per-lane
+// argmins, then, for Depth 2, the W per-lane second argmins), their signed costs S*r[j] (so that a
+// re-evaluation reads one contiguous block instead of scattered cache lines of the row) and a
+// lower bound on h over every other column (the smallest per-lane (Depth+1)-th minimum and the
+// scalar tail). Prices only decrease after a warm or cold start, so h only grows and the bound
+// stays valid (see Solver::row_min2).
+//
+// Depth 1 fills the caches in the streaming passes; Depth 2 refills, on long rows, the cache of a
+// row whose re-examination the cache could not prove (ARR evicts the same rows again and again:
+// at depth 1 the cached pair outgrew the bound on 11 % (float32) to 22 % (float64) of the
+// re-examinations of a warm n = 1024 re-solve, each a full row scan; at depth 2 everywhere, on
+// under 1 %). Depth 2 in the passes themselves made them 50-60 % slower (three minima per lane
+// instead of two), so only refills use it (Solver::deep_refill() says where it pays).
+template <class T, int S, int W, bool Check = false, int Depth = 0>
 TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* flags = nullptr,
                                    pidx<T>* cache_cols = nullptr, T* cache_vals = nullptr,
                                    T* cache_bound = nullptr) {
   using V = Vec<T, W>;
   using I = pidx<T>;
   typename V::v m1 = V::splat(kInf<T>), m2 = V::splat(kInf<T>), c1 = V::splat(kInf<T>);
-  typename V::iv i1 = V::isplat(0), jv = V::iota();
+  typename V::v m3 = V::splat(kInf<T>), c2 = V::splat(kInf<T>);  // Depth 2 only
+  typename V::iv i1 = V::isplat(0), i2 = V::isplat(0), jv = V::iota();
   const typename V::iv step = V::isplat(static_cast<I>(W));
   typename V::iv bad{}, inf{};
   const typename V::v ninf = V::splat(-kInf<T>), pinf = V::splat(kInf<T>);
@@ -187,10 +196,17 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
     const typename V::v h = x - V::load(v + j);
     const typename V::iv lt = h < m1;
     const typename V::v hi = lt ? m1 : h;  // the larger of (h, m1)
+    if constexpr (Depth == 2) {
+      // Per lane: (m1, m2, m3) the three smallest, (i1, c1) and (i2, c2) the first two's columns.
+      const typename V::iv lt2 = h < m2;
+      m3 = lt2 ? m2 : (h < m3 ? h : m3);
+      i2 = lt2 ? (lt ? i1 : jv) : i2;
+      c2 = lt2 ? (lt ? c1 : x) : c2;
+    }
+    if constexpr (Depth >= 1) c1 = lt ? x : c1;
     m2 = hi < m2 ? hi : m2;
     m1 = lt ? h : m1;
     i1 = lt ? jv : i1;
-    if constexpr (Cache) c1 = lt ? x : c1;
     jv += step;
   }
   Min2<T> out{kInf<T>, -1, kInf<T>};
@@ -203,7 +219,7 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
     // the digits gradient costs (steps 1-9) 4.2 -> 3.5 ms.
     const auto seq = std::make_index_sequence<W>{};
     const typename V::v a = lanes_min<typename V::v, typename V::iv, W / 2>(m1, seq);
-    bound = lanes_min<typename V::v, typename V::iv, W / 2>(m2, seq)[0];
+    bound = lanes_min<typename V::v, typename V::iv, W / 2>(Depth == 2 ? m3 : m2, seq)[0];
     if (a[0] < kInf<T>) {
       const typename V::iv lane = V::iota();
       const typename V::iv none = V::isplat(static_cast<I>(W));
@@ -214,15 +230,24 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
       out.i1 = static_cast<idx>(i1[first[0]]);
       out.m2 = lanes_min<typename V::v, typename V::iv, W / 2>(rest < m2 ? rest : m2, seq)[0];
     } else {
-      out.m2 = bound;
+      out.m2 = lanes_min<typename V::v, typename V::iv, W / 2>(m2, seq)[0];
     }
-    if constexpr (Cache) {
-      // A lane that never improved on +inf keeps column l (its first); store its real cost.
+    if constexpr (Depth >= 1) {
+      // A lane that never improved on +inf keeps column l (its first) with its real cost; a
+      // lane without a finite second keeps that column again at +inf (never below m2).
       for (int l = 0; l < W; ++l) {
         if (!(m1[l] < kInf<T>)) c1[l] = signed_load<S>(r[i1[l]]);
+        if (Depth == 2 && !(m2[l] < kInf<T>)) {
+          i2[l] = i1[l];
+          c2[l] = kInf<T>;
+        }
       }
       V::storei(cache_cols, i1);
       V::store(cache_vals, c1);
+      if constexpr (Depth == 2) {
+        V::storei(cache_cols + W, i2);
+        V::store(cache_vals + W, c2);
+      }
     }
   }
   for (; j < m; ++j) {
@@ -235,7 +260,7 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
     if (h < bound) bound = h;
     out.push(h, j);
   }
-  if constexpr (Cache) *cache_bound = bound;
+  if constexpr (Depth >= 1) *cache_bound = bound;
   if constexpr (Check) {
     for (int l = 0; l < W; ++l) {
       flags->invalid |= bad[l] != 0;
@@ -354,11 +379,12 @@ struct Kernels {
   Min2<T> (*min2_check)(const T*, const T*, idx, EntryFlags*);
   Min2<T> (*min2_cache)(const T*, const T*, idx, I*, T*, T*);
   Min2<T> (*min2_check_cache)(const T*, const T*, idx, EntryFlags*, I*, T*, T*);
+  Min2<T> (*min2_cache2)(const T*, const T*, idx, I*, T*, T*);  // depth-2 certificate
   ArgMin<T> (*relax_first)(const T*, const T*, T*, I*, idx, T, I);
   ArgMin<T> (*relax)(const T*, const T*, T*, I*, idx, T, I);
   double (*lb64)(const T*, const T*, idx);
   const char* isa;
-  int lanes;  // columns cached by min2_cache
+  int lanes;  // SIMD lanes of T: columns per row in a depth-1 certificate (2 * lanes at depth 2)
 };
 
 #define TT_LAP_DEFINE_ISA(NAME, TARGET, BYTES)                                                  \
@@ -376,12 +402,16 @@ struct Kernels {
   }                                                                                             \
   template <class T, int S>                                                                     \
   TARGET Min2<T> NAME##_min2_cache(const T* r, const T* v, idx m, pidx<T>* c, T* cv, T* b) {    \
-    return min2_body<T, S, (BYTES) / int(sizeof(T)), false, true>(r, v, m, nullptr, c, cv, b);  \
+    return min2_body<T, S, (BYTES) / int(sizeof(T)), false, 1>(r, v, m, nullptr, c, cv, b);     \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
+  TARGET Min2<T> NAME##_min2_cache2(const T* r, const T* v, idx m, pidx<T>* c, T* cv, T* b) {   \
+    return min2_body<T, S, (BYTES) / int(sizeof(T)), false, 2>(r, v, m, nullptr, c, cv, b);     \
   }                                                                                             \
   template <class T, int S>                                                                     \
   TARGET Min2<T> NAME##_min2_check_cache(const T* r, const T* v, idx m, EntryFlags* f,          \
                                          pidx<T>* c, T* cv, T* b) {                             \
-    return min2_body<T, S, (BYTES) / int(sizeof(T)), true, true>(r, v, m, f, c, cv, b);         \
+    return min2_body<T, S, (BYTES) / int(sizeof(T)), true, 1>(r, v, m, f, c, cv, b);            \
   }                                                                                             \
   template <class T, int S>                                                                     \
   TARGET ArgMin<T> NAME##_relax_first(const T* r, const T* v, T* d, pidx<T>* p, idx m, T base,  \
@@ -401,7 +431,7 @@ struct Kernels {
   constexpr Kernels<T> NAME##_kernels() {                                                       \
     return Kernels<T>{&NAME##_colmin<T, S>,      &NAME##_min2<T, S>,                          \
                       &NAME##_min2_check<T, S>,  &NAME##_min2_cache<T, S>,                    \
-                      &NAME##_min2_check_cache<T, S>,                                         \
+                      &NAME##_min2_check_cache<T, S>, &NAME##_min2_cache2<T, S>,              \
                       &NAME##_relax_first<T, S>, &NAME##_relax<T, S>,                         \
                       &NAME##_lb64<T, S>,        #NAME,                                       \
                       (BYTES) / int(sizeof(T))};                                              \

@@ -140,13 +140,16 @@ class HelperThread {
   }
 
   // After each job the helper polls for kSpin before it sleeps: the passes of one solve come
-  // in quick succession (row sample, rest of the rows; column minima, transfer), and a futex
-  // wake-up costs ~10-50 us here, a sixth of a warm n = 1024 pass. It polls with yield(): a
-  // busy spin of 200 us made the first ~80 ms of cold n = 1024 solves in a process 30 % slower
-  // (2.6-3.3 instead of 2.0-2.3 ms: the helper spun on the caller's core until the scheduler
-  // separated them); polling with yield() showed no such phase (2.1-2.3 ms throughout), and
-  // sleeping at once (no polling) 2.2-2.4 ms.
-  static constexpr std::chrono::microseconds kSpin{50};
+  // in quick succession (row sample, rest of the rows; column minima, transfer; the float32
+  // check after ARR), and so do the solves of a loop, while a futex wake-up costs ~10-50 us here
+  // (this virtual machine), a sixth of a warm n = 1024 pass. It polls with yield(): a busy spin
+  // of 200 us made the first ~80 ms of cold n = 1024 solves in a process 30 % slower (2.6-3.3
+  // instead of 2.0-2.3 ms: the helper spun on the caller's core until the scheduler separated
+  // them); polling with yield() showed no such phase. 1 ms covers the sequential ARR of a warm
+  // n = 1024 re-solve (0.17-0.3 ms), after which the float32 check found the helper asleep: warm
+  // n = 1024 re-solves, 50 us -> 300 us -> 1 ms, float32 0.42-0.45 -> 0.36-0.38 -> 0.36-0.38 ms,
+  // float64 0.63-0.66 -> 0.62-0.68 -> 0.57-0.60 ms (C++ driver, a solve every 150 us).
+  static constexpr std::chrono::microseconds kSpin{1000};
 
   void loop() {
     std::uint64_t seen = 0;

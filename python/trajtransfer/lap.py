@@ -16,7 +16,7 @@ the result is bit-identical either way. Set the environment variable
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -33,12 +33,22 @@ def _check_ndim(arr: np.ndarray, ndim: int, name: str, shape: str) -> None:
                          f"array of shape {arr.shape}")
 
 
-def _rows_cols(idx: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Turn the core's 'index along the longer axis' output into SciPy's (row_ind, col_ind)."""
-    if n <= m:
-        return np.arange(n, dtype=np.int64), idx
-    order = np.argsort(idx, kind="stable")
-    return idx[order], order.astype(np.int64)
+def _cost_array(cost_matrix: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    """The cost matrix as the core takes it (2-d, C-contiguous float32/float64), and a function
+    that turns results back into the input's kind (tensors for tensors)."""
+    if (type(cost_matrix) is np.ndarray and cost_matrix.ndim == 2
+            and cost_matrix.dtype in _CORE_DTYPES and cost_matrix.flags.c_contiguous):
+        return cost_matrix, _same  # the common case, without the generic conversions below
+    arr, back = to_numpy(cost_matrix, "cost_matrix")
+    _check_ndim(arr, 2, "cost_matrix", "(n, m)")
+    return as_float_cost(arr, "cost_matrix"), back
+
+
+_CORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _same(a: np.ndarray) -> np.ndarray:
+    return a
 
 
 def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any, Any]:
@@ -73,15 +83,12 @@ def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any
     """
     if _cuda.is_cuda_tensor(cost_matrix):  # solved on its device (CUDA build)
         return _cuda.linear_sum_assignment(cost_matrix, maximize)
-    arr, back = to_numpy(cost_matrix, "cost_matrix")
-    _check_ndim(arr, 2, "cost_matrix", "(n, m)")
-    arr = as_float_cost(arr, "cost_matrix")
+    arr, back = _cost_array(cost_matrix)
     n, m = arr.shape
     if n == 0 or m == 0:
         empty = np.empty(0, dtype=np.int64)
         return back(empty), back(empty.copy())
-    idx, _, _ = _core.lap.solve(arr, bool(maximize))
-    rows, cols = _rows_cols(idx, n, m)
+    rows, cols, _, _ = _core.lap.solve(arr, bool(maximize))
     return back(rows), back(cols)
 
 
@@ -150,20 +157,17 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
     >>> again.col_ind.tolist()
     [1, 0, 2]
     """
-    arr, _ = to_numpy(cost_matrix, "cost_matrix")
-    _check_ndim(arr, 2, "cost_matrix", "(n, m)")
-    arr = as_float_cost(arr, "cost_matrix")
+    arr, _ = _cost_array(cost_matrix)
     n, m = arr.shape
+    init_rows = None
     if warm_start is not None:
         if warm_start.maximize != bool(maximize):
             raise ValueError("warm_start was solved with a different `maximize`")
         if warm_start.col_duals.shape != (m,) or warm_start.row_ind.shape[0] != min(n, m):
             raise ValueError(f"warm_start comes from a problem of another shape than {arr.shape}")
         col_duals = warm_start.col_duals
-        if n <= m:
-            init = np.full(n, -1, dtype=np.int64)
-            init[warm_start.row_ind] = warm_start.col_ind
-            init_col_ind = init
+        # The core rebuilds the column of each row from the pairs (no numpy scatter here).
+        init_rows, init_col_ind = warm_start.row_ind, warm_start.col_ind
     v = None if col_duals is None else np.ascontiguousarray(col_duals, dtype=arr.dtype)
     if v is not None and v.shape != (m,):
         raise ValueError(f"col_duals must have shape ({m},), got {v.shape}")
@@ -173,16 +177,15 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
             raise ValueError(
                 "init_col_ind needs col_duals (or warm_start) from the same earlier solve")
         init_arr = np.ascontiguousarray(init_col_ind, dtype=np.int64)
-        if init_arr.shape != (n,):
+        if init_rows is None and init_arr.shape != (n,):
             raise ValueError(f"init_col_ind must have shape ({n},), got {init_arr.shape}")
     if n == 0 or m == 0:
         e = np.empty(0, dtype=np.int64)
         return LapSolution(e, e.copy(), np.zeros(n, arr.dtype), np.zeros(m, arr.dtype),
                            bool(maximize))
     if n != m:
-        v, init_arr = None, None
-    idx, u, vv = _core.lap.solve(arr, bool(maximize), v, init_arr)
-    rows, cols = _rows_cols(idx, n, m)
+        v, init_arr, init_rows = None, None, None
+    rows, cols, u, vv = _core.lap.solve(arr, bool(maximize), v, init_arr, init_rows)
     return LapSolution(rows, cols, u, vv, bool(maximize))
 
 
