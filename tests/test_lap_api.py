@@ -239,6 +239,14 @@ def test_warm_start_validation(rng) -> None:
         lap_solve(cost, col_duals=np.zeros(4))
     with pytest.raises(ValueError, match="needs col_duals"):
         lap_solve(cost, init_col_ind=np.arange(5))
+    # A hand-made solution: its pairs are checked before they seed the solve.
+    bad_col = LapSolution(prev.row_ind, np.array([0, 1, 2, 3, 7]), prev.row_duals, prev.col_duals,
+                          False)
+    with pytest.raises(ValueError, match=r"pair \(4, 7\) lies outside a 5 x 5 problem"):
+        lap_solve(cost, warm_start=bad_col)
+    short = LapSolution(prev.row_ind, prev.col_ind[:3], prev.row_duals, prev.col_duals, False)
+    with pytest.raises(ValueError, match="same length"):
+        lap_solve(cost, warm_start=short)
 
 
 # --- batches and threads ---------------------------------------------------------------------
