@@ -167,12 +167,12 @@ void register_lap(py::module_& m) {
       "solve",
       [](const py::array& cost, bool maximize, const py::object& col_duals,
          const py::object& init_col_ind, const py::object& init_row_ind) {
+        const auto solve_as = [&](auto zero) {
+          using T = decltype(zero);
+          return solve_typed<T>(cost, maximize, col_duals, init_col_ind, init_row_ind);
+        };
         return by_dtype(
-            cost,
-            [&] { return solve_typed<float>(cost, maximize, col_duals, init_col_ind, init_row_ind); },
-            [&] {
-              return solve_typed<double>(cost, maximize, col_duals, init_col_ind, init_row_ind);
-            });
+            cost, [&] { return solve_as(0.0f); }, [&] { return solve_as(0.0); });
       },
       py::arg("cost"), py::arg("maximize") = false, py::arg("col_duals") = py::none(),
       py::arg("init_col_ind") = py::none(), py::arg("init_row_ind") = py::none(),

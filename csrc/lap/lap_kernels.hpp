@@ -233,7 +233,7 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
       out.m2 = lanes_min<typename V::v, typename V::iv, W / 2>(m2, seq)[0];
     }
     if constexpr (Depth >= 1) {
-      // A lane that never improved on +inf keeps column l (its first) with its real cost; a
+      // A lane that never improved on +inf keeps column 0 (i1's start) with its real cost; a
       // lane without a finite second keeps that column again at +inf (never below m2).
       for (int l = 0; l < W; ++l) {
         if (!(m1[l] < kInf<T>)) c1[l] = signed_load<S>(r[i1[l]]);

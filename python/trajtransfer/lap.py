@@ -33,6 +33,13 @@ def _check_ndim(arr: np.ndarray, ndim: int, name: str, shape: str) -> None:
                          f"array of shape {arr.shape}")
 
 
+_CORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _same(a: np.ndarray) -> np.ndarray:
+    return a
+
+
 def _cost_array(cost_matrix: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
     """The cost matrix as the core takes it (2-d, C-contiguous float32/float64), and a function
     that turns results back into the input's kind (tensors for tensors)."""
@@ -42,13 +49,6 @@ def _cost_array(cost_matrix: Any) -> tuple[np.ndarray, Callable[[np.ndarray], An
     arr, back = to_numpy(cost_matrix, "cost_matrix")
     _check_ndim(arr, 2, "cost_matrix", "(n, m)")
     return as_float_cost(arr, "cost_matrix"), back
-
-
-_CORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _same(a: np.ndarray) -> np.ndarray:
-    return a
 
 
 def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any, Any]:
