@@ -245,6 +245,9 @@ def test_warm_start_validation(rng) -> None:
     with pytest.raises(ValueError, match=r"pair \(4, 7\) lies outside a 5 x 5 problem"):
         lap_solve(cost, warm_start=bad_col)
     short = LapSolution(prev.row_ind, prev.col_ind[:3], prev.row_duals, prev.col_duals, False)
+    as_int32 = LapSolution(prev.row_ind.astype(np.int32), prev.col_ind.astype(np.int32),
+                           prev.row_duals, prev.col_duals, False)
+    np.testing.assert_array_equal(lap_solve(cost, warm_start=as_int32).col_ind, prev.col_ind)
     with pytest.raises(ValueError, match="same length"):
         lap_solve(cost, warm_start=short)
 

@@ -167,7 +167,8 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
             raise ValueError(f"warm_start comes from a problem of another shape than {arr.shape}")
         col_duals = warm_start.col_duals
         # The core rebuilds the column of each row from the pairs (no numpy scatter here).
-        init_rows, init_col_ind = warm_start.row_ind, warm_start.col_ind
+        init_rows = np.ascontiguousarray(warm_start.row_ind, dtype=np.int64)
+        init_col_ind = warm_start.col_ind
     v = None if col_duals is None else np.ascontiguousarray(col_duals, dtype=arr.dtype)
     if v is not None and v.shape != (m,):
         raise ValueError(f"col_duals must have shape ({m},), got {v.shape}")
