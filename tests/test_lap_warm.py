@@ -113,6 +113,25 @@ def test_row_caches_at_lane_boundaries(rng, dtype, n) -> None:
             assert_optimal_and_certified(new, prev)
 
 
+@pytest.mark.parametrize("dtype, n", [(np.float64, 600), (np.float32, 2048)])
+@pytest.mark.parametrize("integer", [False, True])
+def test_deep_row_cache_refills_match_scipy(rng, dtype, n, integer) -> None:
+    """Rows long enough (m >= 8 W^2 with AVX-512: float64 from 512, float32 from 2048) that a
+    failed row cache is refilled two columns per lane: cold and warm solves, ARR ties (integer
+    costs) and, for float32, the float64 check reading the deeper caches."""
+    if integer:
+        cost = rng.integers(0, 50, (n, n)).astype(dtype)
+    else:
+        cost = rng.random((n, n)).astype(dtype)
+    prev = lap_solve(cost, maximize=integer)
+    assert_optimal_and_certified(cost, prev)
+    for _ in range(2):
+        new = (cost * (1 + 0.01 * rng.standard_normal(cost.shape))).astype(dtype)
+        prev = lap_solve(new, maximize=integer, warm_start=prev)
+        assert_optimal_and_certified(new, prev)
+        cost = new
+
+
 @settings(max_examples=60)
 @given(n=st.integers(16, 70), seed=st.integers(0, 2**32 - 1),
        dtype=st.sampled_from([np.float32, np.float64]), maximize=st.booleans(),
