@@ -248,7 +248,7 @@ def test_warm_start_validation(rng) -> None:
     as_int32 = LapSolution(prev.row_ind.astype(np.int32), prev.col_ind.astype(np.int32),
                            prev.row_duals, prev.col_duals, False)
     np.testing.assert_array_equal(lap_solve(cost, warm_start=as_int32).col_ind, prev.col_ind)
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match="5 row indices but 3 column indices"):
         lap_solve(cost, warm_start=short)
 
 

@@ -100,8 +100,9 @@ def test_medium_warm_resolves_match_scipy(rng, dtype, kind, strength) -> None:
                                       for d in (-1, 0, 1)}))
 def test_row_caches_at_lane_boundaries(rng, dtype, n) -> None:
     """Sizes around one, two and three SIMD widths of every kernel set: the row caches keep one
-    or two columns per lane (two after a failed re-examination), and lanes with a single column
-    leave the second slot empty. Integer costs make ARR ties and cache failures frequent."""
+    column per lane, and lanes beyond the last full vector fall to the scalar tail. Integer costs
+    make ARR ties and cache failures frequent. (Two-per-lane refills start at m = 8 W^2: see
+    test_deep_row_cache_refills_match_scipy, and the base kernel set in the ISA test below.)"""
     cost = rng.integers(0, 6, (n, n)).astype(dtype)
     for maximize in (False, True):
         prev = lap_solve(cost, maximize=maximize)

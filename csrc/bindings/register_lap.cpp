@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,11 @@ py::tuple rows_cols(const std::vector<std::int64_t>& idx, std::int64_t n, std::i
     }
   } else {  // idx[j] is the row of column j: list the assigned rows in increasing order
     std::vector<std::int64_t> col_of(static_cast<std::size_t>(n), -1);
-    for (std::int64_t j = 0; j < k; ++j) col_of[static_cast<std::size_t>(idx[j])] = j;
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int64_t i = idx[static_cast<std::size_t>(j)];
+      if (i < 0 || i >= n) throw std::logic_error("LAP core returned an out-of-range row");
+      col_of[static_cast<std::size_t>(i)] = j;
+    }
     std::int64_t t = 0;
     for (std::int64_t i = 0; i < n; ++i) {
       if (col_of[static_cast<std::size_t>(i)] < 0) continue;

@@ -201,7 +201,10 @@ class Solver {
     pred_.resize(m);
     split_ = n * m >= kSplitMinEntries && n >= 4 * kChunkRows;
   }
-  ~Solver() {
+  ~Solver() { return_cache_buffers(); }
+  // Hands the row-cache buffers to the thread's spare (also before a solver is replaced by a
+  // fresh one, whose caches then reuse them).
+  void return_cache_buffers() {
     return_buffer(cache_cols_);
     return_buffer(cache_vals_);
   }
@@ -863,6 +866,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     if (!forbidden && n >= 2 && s.warm_gap() > kColdRestartGapRatio * s.warm_spread()) {
       // The costs moved too far for these prices: a cold solve is cheaper than the long
       // augmenting paths ahead (the greedy pass, or its sample, is the only work lost).
+      s.return_cache_buffers();
       s = Solver<T, S>(c, n, m, stride, rows);
       if (lb != nullptr) lb->assign(static_cast<std::size_t>(n), 0.0);
       started = false;

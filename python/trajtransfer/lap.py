@@ -8,9 +8,11 @@ re-solved in float64 when the check fails; integers and booleans are solved as f
 Threads: on matrices of 2^19 entries or more (about 725 x 725) a single solve splits its
 row-independent passes (column minima, reduction transfer, a warm start's row scan, the float64
 check) with one persistent helper thread; the reductions and shortest paths stay sequential, and
-the result is bit-identical either way. Set the environment variable
-``TRAJTRANSFER_LAP_THREADS=1`` before the first solve to keep every solve on the calling thread
-(e.g. when each of your own threads already runs one solve). Batch solves never split.
+the result is bit-identical either way. After each split pass the helper polls (yielding the core)
+for up to 1 ms before it sleeps, so that the next pass or solve finds it awake. Set the
+environment variable ``TRAJTRANSFER_LAP_THREADS=1`` before the first solve to keep every solve on
+the calling thread (e.g. when each of your own threads already runs one solve). Batch solves never
+split.
 """
 
 from __future__ import annotations
@@ -165,6 +167,9 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
             raise ValueError("warm_start was solved with a different `maximize`")
         if warm_start.col_duals.shape != (m,) or warm_start.row_ind.shape[0] != min(n, m):
             raise ValueError(f"warm_start comes from a problem of another shape than {arr.shape}")
+        if warm_start.col_ind.shape != warm_start.row_ind.shape:
+            raise ValueError(f"warm_start has {warm_start.row_ind.shape[0]} row indices but "
+                             f"{warm_start.col_ind.shape[0]} column indices")
         col_duals = warm_start.col_duals
         # The core rebuilds the column of each row from the pairs (no numpy scatter here).
         init_rows = np.ascontiguousarray(warm_start.row_ind, dtype=np.int64)
