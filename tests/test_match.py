@@ -75,6 +75,12 @@ def _odd_axes():
     return spec, shapes
 
 
+def _assert_same_perms(spec, a, b) -> None:
+    """Every group's permutation identical in the perms dicts a and b."""
+    for g in spec.groups:
+        np.testing.assert_array_equal(a[g], b[g])
+
+
 def _np_objective(spec, pairs, weights, perms):
     """Independent float64 objective: explicit np.take gathers on float64 copies."""
     total = 0.0
@@ -159,8 +165,7 @@ def test_objective_at_least_baseline_on_independent_networks(make, seed):
     ref = baseline.baseline_match_weights(spec, a, b, seed=seed)
     assert ours.objective >= ref["objective"] - 1e-9 * abs(ref["objective"])
     # Same order, exact LAPs on generic data: the same path, hence the same answer.
-    for g in spec.groups:
-        np.testing.assert_array_equal(ours.perms[g], ref["perms"][g])
+    _assert_same_perms(spec, ours.perms, ref["perms"])
 
 
 @pytest.mark.parametrize("seed", [0, 5])
@@ -259,8 +264,7 @@ def test_incremental_equals_batch():
         if k == 1:  # an intermediate solve must not disturb the final one (fresh init given)
             m.solve()
     inc = m.solve(init, warm_start=False)
-    for g in spec.groups:
-        np.testing.assert_array_equal(inc.perms[g], batch.perms[g])
+    _assert_same_perms(spec, inc.perms, batch.perms)
     assert inc.objective == batch.objective
     assert inc.objective == pytest.approx(_np_objective(spec, pairs, weights, inc.perms), rel=1e-12)
     ref = baseline.baseline_match(spec, pairs, weights, seed=4)
@@ -275,8 +279,7 @@ def test_warm_start_resolve_is_stable():
     first = m.solve()
     again = m.solve()  # warm: previous perms and duals; nothing changed, so one sweep, same answer
     assert again.sweeps == 1 and again.converged
-    for g in spec.groups:
-        np.testing.assert_array_equal(again.perms[g], first.perms[g])
+    _assert_same_perms(spec, again.perms, first.perms)
     m.add(_random_params(spec, shapes, rng), _random_params(spec, shapes, rng), 0.5)
     warm = m.solve()
     assert warm.history[0] == pytest.approx(m.objective(first.perms), rel=1e-12)
@@ -318,8 +321,7 @@ def test_torch_and_numpy_inputs_agree():
     tb = {k: torch.from_numpy(v).requires_grad_(True) for k, v in b.items()}
     init = {g: torch.arange(n) for g, n in spec.group_sizes(a).items()}
     res_t = match_weights(spec, ta, tb, seed=1, init=init)
-    for g in spec.groups:
-        np.testing.assert_array_equal(res_np.perms[g], res_t.perms[g])
+    _assert_same_perms(spec, res_np.perms, res_t.perms)
     assert res_np.objective == res_t.objective
 
 
@@ -439,8 +441,7 @@ def test_delta_updates_follow_the_baseline_path():
     for seed in range(6):
         res = match_gradients(spec, pairs, weights, seed=seed)
         ref = baseline.baseline_match(spec, pairs, weights, seed=seed)
-        for g in spec.groups:
-            np.testing.assert_array_equal(res.perms[g], ref["perms"][g])
+        _assert_same_perms(spec, res.perms, ref["perms"])
         assert res.history[-1] == pytest.approx(res.objective, rel=1e-5)
         found_delta = found_delta or res.counters["delta_builds"] > 0
     assert found_delta  # the correction path was exercised
@@ -468,13 +469,11 @@ def test_threaded_gemm_split_matches_single_thread(num_pairs):
         two = match_gradients(spec, pairs, weights, seed=1)
     finally:
         set_num_threads(before)
-    for g in spec.groups:
-        np.testing.assert_array_equal(one.perms[g], two.perms[g])
+    _assert_same_perms(spec, one.perms, two.perms)
     assert one.objective == two.objective
     assert two.counters["delta_builds"] > 0  # the threaded corrections ran too
     ref = baseline.baseline_match(spec, pairs, weights, seed=1)
-    for g in spec.groups:
-        np.testing.assert_array_equal(two.perms[g], ref["perms"][g])
+    _assert_same_perms(spec, two.perms, ref["perms"])
     assert two.objective >= ref["objective"] - 1e-9 * abs(ref["objective"])
 
 
@@ -489,8 +488,7 @@ def test_tensor_with_three_permuted_axes():
     c = {k: v + 0.3 * rng.standard_normal(v.shape).astype(np.float32) for k, v in c.items()}
     ours = match_weights(spec, a, c, seed=2)
     ref = baseline.baseline_match_weights(spec, a, c, seed=2)
-    for g in spec.groups:
-        np.testing.assert_array_equal(ours.perms[g], ref["perms"][g])
+    _assert_same_perms(spec, ours.perms, ref["perms"])
     assert ours.objective >= ref["objective"] - 1e-9 * abs(ref["objective"])
     assert ours.sweeps >= 2
     assert ours.objective == pytest.approx(_np_objective(spec, [(a, c)], [1.0], ours.perms),
@@ -515,8 +513,7 @@ def test_large_three_axis_tensor_threaded_copies_match_one_thread():
         two = match_weights(spec, a, b, seed=4, max_sweeps=3)
     finally:
         set_num_threads(before)
-    for g in spec.groups:
-        np.testing.assert_array_equal(one.perms[g], two.perms[g])
+    _assert_same_perms(spec, one.perms, two.perms)
     assert one.objective == two.objective
     assert two.objective == pytest.approx(_np_objective(spec, [(a, b)], [1.0], two.perms),
                                           rel=1e-12)
@@ -573,8 +570,7 @@ def test_fgmt_loop_incremental_terms_equal_fresh_solves():
         m.add(t, src, w)
         res = m.solve(prev, warm_start=True)
         fresh = match_gradients(spec, pairs[:s], weights[:s], init=prev, seed=6)
-        for g in spec.groups:
-            np.testing.assert_array_equal(res.perms[g], fresh.perms[g])
+        _assert_same_perms(spec, res.perms, fresh.perms)
         assert res.objective == fresh.objective
         saved_work = saved_work or res.counters["member_builds"] < fresh.counters["member_builds"]
         prev = res.perms
@@ -671,8 +667,7 @@ def test_non_finite_rejected_in_every_layout_and_nothing_added(name, bad, side):
     assert m.num_pairs == 1
     after = m.solve(warm_start=False)
     assert after.objective == before.objective
-    for g in spec.groups:
-        np.testing.assert_array_equal(after.perms[g], before.perms[g])
+    _assert_same_perms(spec, after.perms, before.perms)
 
 
 def test_extreme_finite_values_are_accepted():
@@ -707,8 +702,7 @@ def test_clear_pairs_then_cold_solve_equals_a_new_matcher():
     a = m.solve(warm_start=False)
     b = fresh.solve(warm_start=False)
     assert a.objective == b.objective and a.history == b.history and a.sweeps == b.sweeps
-    for g in spec.groups:
-        np.testing.assert_array_equal(a.perms[g], b.perms[g])
+    _assert_same_perms(spec, a.perms, b.perms)
     assert a.objective == pytest.approx(_np_objective(spec, new, [0.5, 2.0], a.perms), rel=1e-12)
 
 
@@ -732,8 +726,7 @@ def test_clear_pairs_keeps_perms_and_duals_for_warm_solves():
     m.add(*pair)
     kept = m.solve(ident, warm_start=True)
     cold = match_gradients(spec, [pair], seed=7)
-    for g in spec.groups:
-        np.testing.assert_array_equal(kept.perms[g], cold.perms[g])
+    _assert_same_perms(spec, kept.perms, cold.perms)
     assert kept.objective == cold.objective
     # the shapes of the first pair still apply
     bad = _random_params(spec, shapes, rng)

@@ -303,11 +303,11 @@ class Solver {
         if (matches[i] == 1) {
           // A fresh scan that fills the row cache (cache_ok_ is set below, not here: one byte
           // per row written by both threads would bounce a cache line between the cores).
-          const std::size_t W = cache_stride();
+          const std::size_t at = static_cast<std::size_t>(i) * cache_stride();
           slack[i] = cache_ok_.empty()
                          ? k().min2(r, v_.data(), m_).m2
-                         : k().min2_cache(r, v_.data(), m_, &cache_cols_[i * W],
-                                          &cache_vals_[i * W], &cache_bound_[i])
+                         : k().min2_cache(r, v_.data(), m_, &cache_cols_[at],
+                                          &cache_vals_[at], &cache_bound_[i])
                                .m2;
           if (lb != nullptr) {
             const idx j = x_[i];
@@ -410,14 +410,13 @@ class Solver {
 
   // The pass over row i of greedy_from_prices() (touches row i's own state only).
   RowScan scan_row(idx i, const idx* prev, EntryFlags* flags, std::vector<double>* lb) {
-    const std::size_t W = cache_stride();
     Min2<T> mm;
     if (cache_ok_.empty()) {
       mm = k().min2_check(row(i), v_.data(), m_, flags);
     } else {
-      I* cols = &cache_cols_[static_cast<std::size_t>(i) * W];
-      mm = k().min2_check_cache(row(i), v_.data(), m_, flags, cols,
-                                &cache_vals_[static_cast<std::size_t>(i) * W], &cache_bound_[i]);
+      const std::size_t at = static_cast<std::size_t>(i) * cache_stride();
+      mm = k().min2_check_cache(row(i), v_.data(), m_, flags, &cache_cols_[at], &cache_vals_[at],
+                                &cache_bound_[i]);
       if (!cache_ok_[i]) cache_ok_[i] = 1;
     }
     if (lb != nullptr && cache_ok_.empty()) {
