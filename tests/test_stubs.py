@@ -35,6 +35,25 @@ def test_submodule_stub_matches_runtime(sub):
     assert _stub_names(STUBS / f"{sub}.pyi") == _public(module)
 
 
+def _stub_params(path: Path) -> dict[str, list[str]]:
+    tree = ast.parse(path.read_text())
+    return {n.name: [a.arg for a in n.args.args] for n in tree.body
+            if isinstance(n, ast.FunctionDef)}
+
+
+def _runtime_params(fn) -> list[str]:
+    # pybind11 puts the signature on the docstring's first line: name(a: T, b: U = ...) -> R
+    inner = fn.__doc__.split("\n", 1)[0].split("(", 1)[1].rsplit(")", 1)[0]
+    return [p.split(":")[0].strip() for p in inner.split(", ") if p]
+
+
+@pytest.mark.parametrize("sub", ["lap", "match", "cuda_emulation"])
+def test_submodule_stub_functions_take_the_runtime_parameters(sub):
+    module = getattr(_core, sub)
+    for name, params in _stub_params(STUBS / f"{sub}.pyi").items():
+        assert params == _runtime_params(getattr(module, name)), name
+
+
 def test_top_level_stub_matches_runtime():
     runtime = _public(_core) - {"cuda"}  # CUDA builds only
     assert _stub_names(STUBS / "__init__.pyi") == runtime

@@ -10,9 +10,9 @@ def simd_level() -> str:
     """
     SIMD kernel set chosen at run time for this CPU: 'avx512', 'avx2' or 'base'.
     """
-def solve(cost: numpy.ndarray, maximize: bool = False, col_duals: typing.Any = None, init_col_ind: typing.Any = None) -> tuple:
+def solve(cost: numpy.ndarray, maximize: bool = False, col_duals: typing.Any = None, init_col_ind: typing.Any = None, init_row_ind: typing.Any = None) -> tuple:
     """
-    Solve one dense LAP. Returns (idx, u, v): idx[k] indexes the longer axis for entry k of the shorter axis; u, v are duals of the minimisation actually solved (costs negated when maximize).
+    Solve one dense LAP. Returns (row_ind, col_ind, u, v) as scipy's linear_sum_assignment plus the duals of the minimisation actually solved (costs negated when maximize). The warm start's assignment is init_col_ind (a column per row, -1 for none) or, with init_row_ind, the pairs (init_row_ind[t], init_col_ind[t]) of an earlier solve.
     """
 def solve_batch(costs: numpy.ndarray, maximize: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.int64]:
     """
