@@ -179,22 +179,15 @@ def test_kernel_barriers_under_thread_sanitizer(tmp_path):
     """Build tests/cpp/lap_emulation_check.cpp (brute force on small problems, all placements and
     block sizes) with -fsanitize=thread: a barrier missing from lap_kernel.cuh shows up as a data
     race between the emulated threads (or a deadlock, caught by the timeout)."""
-    import shutil
     import subprocess
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    src = root / "tests" / "cpp" / "lap_emulation_check.cpp"
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None or not src.exists():
-        pytest.skip("needs a C++ compiler and the source tree")
-    exe = tmp_path / "lap_emulation_check"
-    build = subprocess.run(
-        [cxx, "-std=c++17", "-O1", "-g", "-fsanitize=thread", f"-I{root / 'csrc'}", str(src),
-         str(root / "csrc" / "cuda" / "lap_emulation.cpp"), "-o", str(exe)],
-        capture_output=True, text=True, timeout=120)
-    if build.returncode != 0:
-        pytest.skip(f"cannot build with ThreadSanitizer here: {build.stderr[-300:]}")
+    from cpp_programs import build_check_program
+
+    exe, err = build_check_program("lap_emulation_check", tmp_path,
+                                   ["-O1", "-g", "-fsanitize=thread"],
+                                   ("cuda/lap_emulation.cpp",))
+    if err:
+        pytest.skip(f"cannot build with ThreadSanitizer here: {err[-300:]}")
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     if "unexpected memory mapping" in run.stderr:  # TSan vs. some kernels' ASLR settings
         pytest.skip("ThreadSanitizer cannot run on this kernel")

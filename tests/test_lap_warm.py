@@ -194,3 +194,68 @@ print("ok")
 def test_warm_starts_in_every_kernel_set(isa) -> None:
     """The row-cache kernels (cached costs, bounds) of the narrower ISAs, forced in a subprocess."""
     assert_script_ok(_ISA_SCRIPT, isa)
+
+
+# Sizes m = 8 W^2 + W + t (W = 2, 4, 8: the lane counts whose warm pass runs two lane sets,
+# min2_wide_body): the two-set loop, one odd vector for the first set, and a scalar tail of t.
+_TWO_SET_SCRIPT = r"""
+import numpy as np
+from scipy.optimize import linear_sum_assignment as ref
+from trajtransfer.lap import lap_solve
+
+def check(cost, sol, mx):
+    c64 = cost.astype(np.float64)
+    n = len(c64)
+    assert sorted(sol.col_ind.tolist()) == list(range(n))
+    want = c64[ref(c64, maximize=mx)].sum()
+    got = c64[sol.row_ind, sol.col_ind].sum()
+    eps = np.finfo(cost.dtype).eps
+    assert abs(got - want) <= 4 * eps * np.abs(c64[sol.row_ind, sol.col_ind]).sum(), (got, want)
+    s = -1.0 if mx else 1.0
+    slack = s * c64 - sol.row_duals.astype(np.float64)[:, None] - sol.col_duals[None, :]
+    tol = 64 * eps * (np.abs(c64[np.isfinite(c64)]).max() + np.abs(sol.col_duals).max())
+    assert slack.min() >= -tol and np.abs(slack[sol.row_ind, sol.col_ind]).max() <= tol
+
+rng = np.random.default_rng(5)
+for n in (35, 135, 525):
+    for dt in (np.float64, np.float32):
+        for integer in (False, True):
+            mx = integer
+            cost = (rng.integers(0, 40, (n, n)) if integer else rng.random((n, n))).astype(dt)
+            prev = lap_solve(cost, maximize=mx)
+            for step in range(2):
+                new = (cost * (1 + 0.01 * rng.standard_normal(cost.shape))).astype(dt)
+                sol = lap_solve(new, maximize=mx, warm_start=prev)
+                check(new, sol, mx)
+                cost, prev = new, sol
+        # Validation folded into the two-set pass: an entry in the first set's lanes, the second
+        # set's, the odd vector and the scalar tail. NaN and -inf are invalid; +inf is forbidden.
+        cost = rng.random((n, n)).astype(dt)
+        prev = lap_solve(cost)
+        w = {35: 2, 135: 4, 525: 8}[n]
+        for col in (0, w, n - n % w - 1, n - 1):
+            for bad in (np.nan, -np.inf):
+                c = cost.copy()
+                c[n // 2, col] = bad
+                try:
+                    lap_solve(c, warm_start=prev)
+                except ValueError as e:
+                    assert "invalid numeric entries" in str(e), e
+                else:
+                    raise AssertionError((n, dt, col, bad))
+            c = cost.copy()
+            c[prev.row_ind, prev.col_ind] = np.where(prev.col_ind == col, np.inf, cost[prev.row_ind, prev.col_ind])
+            c[n // 3, col] = np.inf
+            sol = lap_solve(c, warm_start=prev)
+            assert np.all(np.isfinite(c[sol.row_ind, sol.col_ind]))
+            check(c, sol, False)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+def test_two_set_warm_pass_in_every_kernel_set(isa) -> None:
+    """The warm pass over two lane sets (2W-column row caches; validation by a NaN-propagating
+    sum): optimal, certified warm re-solves (ties included) and SciPy's error contract for NaN,
+    -inf and +inf in either set, the odd vector and the scalar tail, per kernel set."""
+    assert_script_ok(_TWO_SET_SCRIPT, isa)

@@ -26,6 +26,10 @@
 //   rows a failed cache is refilled two deep (two columns per lane, deep_refill()): cold uniform
 //   float64 solves n = 1024 / 2048 / 4096 3.0 / 24.8 / 181 -> 2.5 / 17.6 / 112 ms, warm float64
 //   re-solves 20 % faster. The cache buffers are reused from solve to solve (spare_buffer()).
+//   Where refills are deep the warm pass leaves 2W-column caches too, from two lane sets at the
+//   cost of one (pass_cache_depth(), min2_wide_body()): ARR's full-row rescans on a warm float64
+//   re-solve 213 -> 122 (n = 1024) and 504 -> 286 (n = 2048);
+// * every row kernel prefetches its row 2 KiB ahead (prefetch_ahead() in lap_kernels.hpp).
 // * the float64 verification of float32 solves takes a row's bound from its cache when the cache
 //   proves it (W float64 differences instead of a pass over the row).
 // * the streaming passes whose rows are independent (warm row scan; cold column minima and
@@ -358,7 +362,7 @@ class Solver {
       // Every row's cache is filled by its scan; marking them all now keeps the scans from
       // writing one byte per row next to the other thread's (a cache line bouncing between the
       // cores). Nothing reads a cache before the pass is complete.
-      std::fill(cache_ok_.begin(), cache_ok_.end(), char(1));
+      std::fill(cache_ok_.begin(), cache_ok_.end(), pass_cache_depth());
     }
     auto stage = [&](idx count, auto row_of) {
       if (!split) {
@@ -415,9 +419,9 @@ class Solver {
       mm = k().min2_check(row(i), v_.data(), m_, flags);
     } else {
       const std::size_t at = static_cast<std::size_t>(i) * cache_stride();
-      mm = k().min2_check_cache(row(i), v_.data(), m_, flags, &cache_cols_[at], &cache_vals_[at],
-                                &cache_bound_[i]);
-      if (!cache_ok_[i]) cache_ok_[i] = 1;
+      const auto scan = pass_cache_depth() == 2 ? k().min2_check_cache_wide : k().min2_check_cache;
+      mm = scan(row(i), v_.data(), m_, flags, &cache_cols_[at], &cache_vals_[at], &cache_bound_[i]);
+      if (!cache_ok_[i]) cache_ok_[i] = pass_cache_depth();
     }
     if (lb != nullptr && cache_ok_.empty()) {
       (*lb)[i] = k().lb64(row(i), v_.data(), m_);  // row still hot in cache
@@ -485,6 +489,13 @@ class Solver {
   // n = 256 0.21 -> 0.19, 512 0.74 -> 0.55, 1024 3.5 -> 2.6; AVX2 float32 (W = 8) n = 512
   // 1.31 -> 0.93; AVX2 float64 (W = 4) n = 128 0.079 -> 0.049, 1024 9.4 -> 4.4.
   bool deep_refill() const { return m_ >= 8 * idx{k().lanes} * k().lanes; }
+  // Size (in lane widths) of the certificate the warm pass leaves: 2W columns from two lane sets
+  // (min2_wide_body(), as cheap as one) where refills are deep and 2W is at most 16 columns.
+  // Warm uniform re-solves, AVX-512 (W = 8 float64, 16 float32), one solve after another:
+  // float64 n = 1024 0.44 -> 0.42 ms, n = 2048 2.10 -> 1.93 ms (ARR full-row rescans 213 -> 122
+  // and 504 -> 286); float32 n = 2048 1.29 -> 1.53 ms (32 columns per re-examination cost more
+  // than the rescans they save), so not there.
+  char pass_cache_depth() const { return deep_refill() && k().lanes <= 8 ? 2 : 1; }
   void enable_row_caches() {
     if (m_ < k().lanes) return;
     take_buffer(cache_cols_, static_cast<std::size_t>(n_) * cache_stride());
