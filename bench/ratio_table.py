@@ -1,6 +1,10 @@
 """Markdown table of speed ratios per benchmark group: peer median time / our median time.
 
-Usage: ``python bench/ratio_table.py bench/results/lap.json`` (pytest-benchmark JSON).
+Usage (pytest-benchmark JSON of bench/test_bench_lap.py)::
+
+    python bench/ratio_table.py bench/results/lap.json            # every (ours, peer) ratio
+    python bench/ratio_table.py --targets bench/results/lap.json  # the LAP targets, PASS/FAIL
+    python bench/ratio_table.py --readme bench/results/lap.json bench/results/lap_1thread.json
 """
 
 from __future__ import annotations
@@ -29,17 +33,104 @@ def format_table(rows: Iterable[tuple[str, str, float, bool]]) -> str:
     return "\n".join(lines)
 
 
-def main(path: str) -> None:
+def load(path: str) -> tuple[dict[tuple[str, str], float], set[tuple[str, str]]]:
+    """(group, solver) -> median milliseconds from a pytest-benchmark JSON file, and the keys
+    that are ours (``extra_info['ours']``; our 1-thread and cold runs are peers)."""
     with open(path) as fh:
         data = json.load(fh)
-    rows = []
+    ms, ours = {}, set()
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
         if info.get("solver"):
-            rows.append((b["group"] or b["name"], info["solver"], b["stats"]["median"],
-                         bool(info.get("ours", False))))
-    print(format_table(rows))
+            key = (b["group"] or b["name"], info["solver"])
+            ms[key] = b["stats"]["median"] * 1e3
+            if info.get("ours", False):
+                ours.add(key)
+    return ms, ours
+
+
+def medians(path: str) -> dict[tuple[str, str], float]:
+    return load(path)[0]
+
+
+def _size(group: str) -> int:
+    return int(group.rsplit("-n", 1)[1])
+
+
+def check_targets(ms: dict[tuple[str, str], float]) -> list[tuple[bool, str]]:
+    """The LAP targets (issue 2), each as (met, 'target: worst case and its ratio')."""
+    def worst(label: str, pairs: list[tuple[str, float]], need: float) -> tuple[bool, str]:
+        if not pairs:
+            return False, f"{label}: no measurement"
+        case, ratio = min(pairs, key=lambda p: p[1])
+        return ratio >= need, f"{label} >= {need}x: worst {ratio:.2f}x ({case})"
+
+    groups = sorted({g for g, _ in ms})
+    dense = [g for g in groups if g.startswith(("uniform", "correlation", "gradient"))]
+    uniform_big = [g for g in groups if g.startswith("uniform") and _size(g) >= 1024]
+    best_peer = [(g, min(ms[(g, p)] for p in ("lapjv", "lapx-lapjvh") if (g, p) in ms)
+                  / ms[(g, "ours")]) for g in dense]
+    return [
+        worst("SciPy / ours, uniform n >= 1024",
+              [(g, ms[(g, "scipy")] / ms[(g, "ours")]) for g in uniform_big], 8),
+        worst("SciPy / ours, correlation",
+              [(g, ms[(g, "scipy")] / ms[(g, "ours")]) for g in groups
+               if g.startswith("correlation")], 4),
+        worst("best of lapjv/lapx / ours, every case", best_peer, 1),
+        worst("best of lapjv/lapx / ours, uniform n >= 1024",
+              [p for p in best_peer if p[0] in uniform_big], 1.3),
+        worst("batch, 1 thread / 2 threads",
+              [(g, ms[(g, "ours-1thread")] / ms[(g, "ours-2threads")]) for g in groups
+               if g.startswith("batch")], 1.7),
+        worst("warm re-solve (1 % noise), cold / warm",
+              [(g, ms[(g, "ours-cold")] / ms[(g, "ours-warm")]) for g in groups
+               if g.startswith("warm-1pct")], 5),
+    ]
+
+
+def _ms(t: float) -> str:
+    return f"{t:.0f}" if t >= 1000 else f"{t:.1f}" if t >= 10 else f"{t:.2f}"
+
+
+def _cell(ms: dict, group: str, peer: str) -> str:
+    t = ms.get((group, peer))
+    if t is None:
+        return "–"
+    return f"{_ms(t)} ({t / ms[(group, 'ours')]:.1f}×)"
+
+
+def readme_table(ms: dict, ms_1t: dict) -> str:
+    """The README's table of dense cases: ours (2 threads and 1), SciPy, lapjv, lapx."""
+    lines = ["| case | ours ms | ours ms, 1 thread | SciPy ms (ratio) | lapjv ms (ratio) | "
+             "lapx ms (ratio) |", "|---|---:|---:|---:|---:|---:|"]
+    order = {"uniform": 0, "correlation": 1, "gradient-like": 2}
+    cases = sorted({g for g, s in ms if s == "ours"},
+                   key=lambda g: (order[g.split("-")[0] if not g.startswith("gradient")
+                                        else "gradient-like"], g.split("-")[-2], _size(g)))
+    for g in cases:
+        kind, dtype, n = g.split("-")[0], g.split("-")[-2], _size(g)
+        label = (f"gradient-like {dtype} n={n} (rank ~40, dead units)" if kind == "gradient"
+                 else f"{kind} {dtype} n={n}")
+        one = ms_1t.get((g, "ours"))
+        lines.append(f"| {label} | {_ms(ms[(g, 'ours')])} | "
+                     f"{'–' if one is None else _ms(one)} | {_cell(ms, g, 'scipy')} | "
+                     f"{_cell(ms, g, 'lapjv')} | {_cell(ms, g, 'lapx-lapjvh')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--targets":
+        results = check_targets(medians(argv[1] if len(argv) > 1 else "bench/results/lap.json"))
+        for met, text in results:
+            print(("PASS " if met else "FAIL ") + text)
+        return 0 if all(met for met, _ in results) else 1
+    if argv and argv[0] == "--readme":
+        print(readme_table(medians(argv[1]), medians(argv[2]) if len(argv) > 2 else {}))
+        return 0
+    ms, ours = load(argv[0] if argv else "bench/results/lap.json")
+    print(format_table((g, s, t / 1e3, (g, s) in ours) for (g, s), t in ms.items()))
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/lap.json")
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,70 @@
+"""bench/ratio_table.py: the target check and tables read pytest-benchmark JSON correctly (a
+synthetic run where every target holds, then one where each is broken in turn)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import ratio_table  # noqa: E402
+
+
+def _bench(group: str, solver: str, ms: float, ours: bool) -> dict:
+    return {"group": group, "name": f"{group}-{solver}", "stats": {"median": ms / 1e3},
+            "extra_info": {"solver": solver, "ours": ours}}
+
+
+def _run(**slower: float) -> dict:
+    """A run meeting every target; `slower` scales chosen (group/solver) times by a factor."""
+    rows = []
+    for kind in ("uniform", "correlation"):
+        for n in (256, 1024):
+            g = f"{kind}-f64-n{n}"
+            rows += [_bench(g, "ours", 1.0, True), _bench(g, "scipy", 20.0, False),
+                     _bench(g, "lapjv", 10.0, False), _bench(g, "lapx-lapjvh", 2.0, False)]
+    rows += [_bench("batch-64x256-f64", "ours-2threads", 1.0, True),
+             _bench("batch-64x256-f64", "ours-1thread", 1.9, False),
+             _bench("warm-1pct-uniform-f64-n1024", "ours-warm", 1.0, True),
+             _bench("warm-1pct-uniform-f64-n1024", "ours-cold", 5.5, False)]
+    for r in rows:
+        r["stats"]["median"] *= slower.get(f"{r['group']}/{r['extra_info']['solver']}", 1.0)
+    return {"benchmarks": rows}
+
+
+def _targets(tmp_path: Path, run: dict) -> list[tuple[bool, str]]:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    return ratio_table.check_targets(ratio_table.medians(str(path)))
+
+
+def test_every_target_met(tmp_path) -> None:
+    results = _targets(tmp_path, _run())
+    assert len(results) == 6 and all(met for met, _ in results), results
+
+
+@pytest.mark.parametrize("key, factor, broken", [
+    ("uniform-f64-n1024/scipy", 0.3, "SciPy / ours, uniform n >= 1024"),
+    ("correlation-f64-n256/scipy", 0.15, "SciPy / ours, correlation"),
+    ("uniform-f64-n256/ours", 2.5, "best of lapjv/lapx / ours, every case"),
+    ("uniform-f64-n1024/lapx-lapjvh", 0.6, "best of lapjv/lapx / ours, uniform n >= 1024"),
+    ("batch-64x256-f64/ours-1thread", 0.8, "batch, 1 thread / 2 threads"),
+    ("warm-1pct-uniform-f64-n1024/ours-cold", 0.85, "warm re-solve"),
+])
+def test_each_target_can_fail(tmp_path, key, factor, broken) -> None:
+    results = _targets(tmp_path, _run(**{key: factor}))
+    failed = [text for met, text in results if not met]
+    assert len(failed) == 1 and failed[0].startswith(broken), results
+
+
+def test_ours_flag_decides_the_ratio_table(tmp_path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_run()))
+    ms, ours = ratio_table.load(str(path))
+    table = ratio_table.format_table((g, s, t / 1e3, (g, s) in ours) for (g, s), t in ms.items())
+    # our 1-thread batch and cold solve are peers of the 2-thread batch and the warm re-solve
+    assert "| batch-64x256-f64 | ours-2threads | 1.00 | ours-1thread | 1.90 | 1.90 |" in table
+    assert "| warm-1pct-uniform-f64-n1024 | ours-warm | 1.00 | ours-cold | 5.50 | 5.50 |" in table
