@@ -114,12 +114,14 @@ def test_row_caches_at_lane_boundaries(rng, dtype, n) -> None:
             assert_optimal_and_certified(new, prev)
 
 
-@pytest.mark.parametrize("dtype, n", [(np.float64, 600), (np.float32, 2048)])
+@pytest.mark.parametrize("dtype, n", [(np.float64, 600), (np.float64, 1024), (np.float32, 2048)])
 @pytest.mark.parametrize("integer", [False, True])
 def test_deep_row_cache_refills_match_scipy(rng, dtype, n, integer) -> None:
     """Rows long enough (m >= 8 W^2 with AVX-512: float64 from 512, float32 from 2048) that a
     failed row cache is refilled two columns per lane: cold and warm solves, ARR ties (integer
-    costs) and, for float32, the float64 check reading the deeper caches."""
+    costs) and, for float32, the float64 check reading the deeper caches. float64 n = 1024 is
+    past 2^19 entries: the warm pass then runs the two-set scan on both threads (2W-column
+    caches marked before the split)."""
     if integer:
         cost = rng.integers(0, 50, (n, n)).astype(dtype)
     else:

@@ -115,8 +115,12 @@ TT_ALWAYS_INLINE X signed_load(X x) {
 constexpr int kPrefetchBytes = 2048;
 template <std::size_t Bytes>
 TT_ALWAYS_INLINE void prefetch_ahead(const void* p) {
-  const char* c = static_cast<const char*>(p) + kPrefetchBytes;
-  for (std::size_t o = 0; o < Bytes || o == 0; o += 64) __builtin_prefetch(c + o);
+  // The address may lie past the row's end (prefetches never fault): formed as an integer, since
+  // pointer arithmetic beyond an array is undefined.
+  const std::uintptr_t c = reinterpret_cast<std::uintptr_t>(p) + kPrefetchBytes;
+  for (std::size_t o = 0; o < Bytes || o == 0; o += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(c + o));
+  }
 }
 
 // Validation folded into the column-minimum pass: v[j] = min(v[j], S*r[j]) with its argmin row.
@@ -314,9 +318,13 @@ TT_ALWAYS_INLINE Min2<T> min2_wide_body(const T* r, const T* v, idx m, EntryFlag
   for (; j + 2 * W <= m; j += 2 * W) {
     typename V::v xa = signed_load<S>(V::load(r + j));
     typename V::v xb = signed_load<S>(V::load(r + j + W));
+#if defined(__x86_64__) || defined(__i386__)
     // Keep the loaded vectors in registers: GCC otherwise re-reads each one from memory for the
-    // sum and for the cached-cost blend (three loads per vector instead of one).
+    // sum and for the cached-cost blend (three loads per vector instead of one), which costs 8 %
+    // of a warm float64 n = 1024 re-solve once the rows are prefetched (0.41 -> 0.38 ms). ("v" is
+    // an x86 register class; other targets keep the compiler's choice.)
     __asm__("" : "+v"(xa), "+v"(xb));
+#endif
     prefetch_ahead<2 * W * sizeof(T)>(r + j);
     nfa += xa * zero;
     nfb += xb * zero;
