@@ -261,3 +261,22 @@ def test_two_set_warm_pass_in_every_kernel_set(isa) -> None:
     sum): optimal, certified warm re-solves (ties included) and SciPy's error contract for NaN,
     -inf and +inf in either set, the odd vector and the scalar tail, per kernel set."""
     assert_script_ok(_TWO_SET_SCRIPT, isa)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prices_out_of_scale_never_change_the_outcome(rng, dtype) -> None:
+    """Warm prices far larger than the costs round the reduced costs away (float64 prices
+    (1e300, -1e300) on [[0, 1], [1, 0]] gave total 2, optimum 0) or overflow them (+-max made a
+    feasible problem "infeasible"): ignored or re-solved cold, the optimum is SciPy's."""
+    big = float(np.finfo(dtype).max)
+    two = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=dtype)
+    for prices in ([big, -big], [-big, big], [big / 300, -big / 300], [1e30, -1e30]):
+        sol = lap_solve(two, col_duals=np.array(prices, dtype=dtype))
+        assert sol.objective(two) == 0.0, prices
+    cost = rng.random((60, 60)).astype(dtype)
+    for scale in (1e8, 1e16, 1e30, big / 4):
+        for maximize in (False, True):
+            prices = (rng.standard_normal(60) * scale).astype(dtype)
+            sol = lap_solve(cost, maximize=maximize, col_duals=prices)
+            assert sol.objective(cost) == pytest.approx(scipy_total(cost, maximize), rel=1e-6), scale
+            assert_optimal_and_certified(cost, sol)

@@ -17,8 +17,10 @@ enum class Status : int {
 
 /// Optional warm start for a solve. Only used for square problems; rectangular problems ignore it
 /// (a column dual that is not zero on an unassigned column would break optimality there).
-/// Any finite prices are valid (they change the speed, never the optimum); non-finite prices
-/// are ignored. Rows keep their previous column when it is still their cheapest reduced column.
+/// Any finite prices are valid (they change the speed, never the optimum); prices that are not
+/// finite or within 1/256 of T's largest value are ignored, and a warm result whose duals are
+/// far larger than the costs they price is re-solved cold (see duals_certify()). Rows keep their
+/// previous column when it is still their cheapest reduced column.
 template <class T>
 struct WarmStart {
   const T* col_duals = nullptr;              ///< (m,) column duals v from a previous solve

@@ -848,6 +848,39 @@ bool all_finite(const T* p, idx m) {
   return true;
 }
 
+// Warm prices a solve can start from: finite and far from overflow, so that no reduced cost
+// c - v of a finite cost overflows (a price of +-DBL_MAX made feasible problems "infeasible").
+template <class T>
+bool usable_prices(const T* v, idx m) {
+  constexpr T kLimit = std::numeric_limits<T>::max() / 256;
+  for (idx j = 0; j < m; ++j) {
+    if (!(std::fabs(v[j]) <= kLimit)) return false;
+  }
+  return true;
+}
+
+// A warm start may change how fast a solve is, never its outcome; but the solver computes
+// reduced costs c - v in T, so prices far larger than the costs round them away (warm prices
+// (1e300, -1e300) on [[0, 1], [1, 0]] gave total 2 instead of 0). The duals of the result show
+// it without reading the matrix: on assigned pairs u_i + v_j = c_ij, so the duals' magnitude
+// against that of their sums measures the cancellation, typically 1-5x (uniform, correlation,
+// after warm and cold solves). Beyond kWarmCancellation, or with non-finite duals, the warm
+// result is not trusted and the problem is solved cold.
+constexpr double kWarmCancellation = 65536.0;
+
+template <class T>
+bool duals_certify(const std::vector<idx>& x, const std::vector<T>& u, const std::vector<T>& v) {
+  double magnitude = 0.0, net = 0.0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (x[i] < 0) continue;
+    const double a = static_cast<double>(u[i]), b = static_cast<double>(v[static_cast<std::size_t>(x[i])]);
+    if (!std::isfinite(a) || !std::isfinite(b)) return false;
+    magnitude += std::fabs(a) + std::fabs(b);
+    net += std::fabs(a + b);
+  }
+  return magnitude <= kWarmCancellation * net;
+}
+
 template <class T, int S>
 Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
                  const WarmStart<T>& warm, std::vector<double>* lb, const idx* rows) {
@@ -859,7 +892,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
   const bool square = (n == m);
   bool forbidden = false;
   bool started = false;
-  if (square && warm.col_duals != nullptr && all_finite(warm.col_duals, m)) {
+  if (square && warm.col_duals != nullptr && usable_prices(warm.col_duals, m)) {
     // Warm start: one pass (validation folded in), then augment the rows left free.
     s.set_prices(warm.col_duals);
     EntryFlags f;
@@ -931,6 +964,12 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
   {
     TT_PROF(5);
     st = finish(s, n, forbidden);
+  }
+  if (started && (st == Status::infeasible || (st == Status::ok && !duals_certify(s.x(), s.u(), s.v())))) {
+    // Not trusted from warm prices (see duals_certify()): solve cold, which also confirms an
+    // "infeasible" found from them.
+    s.return_cache_buffers();
+    return solve_min<T, S>(c, n, m, stride, out, WarmStart<T>{}, lb, rows);
   }
   if constexpr (std::is_same_v<T, float>) {
     // A float32 "infeasible" may be an overflow of reduced costs near FLT_MAX: confirm in float64.

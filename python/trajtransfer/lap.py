@@ -137,6 +137,9 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
     costs moved so far that the old prices cannot help (measured in the first pass: the old
     assignment's duality gap against the spread of the rows' reduced costs, e.g. after
     resampling a few percent of the entries), the solve restarts cold, at the cost of that pass.
+    Prices far out of scale are not trusted either: non-finite ones, or ones near the dtype's
+    overflow, are ignored, and a result whose duals dwarf the costs they price (so that
+    rounding could have hidden a better assignment) is re-solved cold.
 
     Returns
     -------
