@@ -41,7 +41,7 @@
 //   full-row rescans). Split vs one thread, same quiet machine (ms, warm / cold): n = 1024
 //   float32 0.50 / 2.09 -> 0.45 / 1.99, float64 0.76 / 3.16 -> 0.67 / 3.10; n = 2048 float32
 //   2.6 / 11.5 -> 2.1 / 10.7, float64 7.2 / 27.5 -> 5.0 / 24.6. ARR and the shortest paths are
-//   sequential, which caps the warm/cold ratio at ~4-5x on this 2-core machine.
+//   sequential, so the warm solve's one pass is the part a second core shortens.
 // * rectangular problems (and the rest of a matrix without its constant rows, read in place
 //   through a row map) run ARR from zero prices before the shortest paths: on low-rank gradient
 //   costs it settles nearly every row, where the paths were long (see solve_min()).
@@ -203,8 +203,10 @@ class Solver {
     y_.assign(m, -1);
     d_.resize(m);
     pred_.resize(m);
-    split_ = n * m >= kSplitMinEntries && n >= 4 * kChunkRows;
+    split_ = splits(n, m);
   }
+  // Whether an n x m problem splits its streaming passes (see kSplitMinEntries).
+  static bool splits(idx n, idx m) { return n * m >= kSplitMinEntries && n >= 4 * kChunkRows; }
   ~Solver() { return_cache_buffers(); }
   // Hands the row-cache buffers to the thread's spare (also before a solver is replaced by a
   // fresh one, whose caches then reuse them).
@@ -780,7 +782,6 @@ class Solver {
   bool split_ = false;  // split the streaming passes over two threads (see kSplitMinEntries)
   std::vector<RowScan> scans_;
   double warm_gap_ = 0, warm_spread_ = 0;
-
 };
 
 template <class T>
@@ -873,7 +874,8 @@ bool duals_certify(const std::vector<idx>& x, const std::vector<T>& u, const std
   double magnitude = 0.0, net = 0.0;
   for (std::size_t i = 0; i < x.size(); ++i) {
     if (x[i] < 0) continue;
-    const double a = static_cast<double>(u[i]), b = static_cast<double>(v[static_cast<std::size_t>(x[i])]);
+    const double a = static_cast<double>(u[i]);
+    const double b = static_cast<double>(v[static_cast<std::size_t>(x[i])]);
     if (!std::isfinite(a) || !std::isfinite(b)) return false;
     magnitude += std::fabs(a) + std::fabs(b);
     net += std::fabs(a + b);
@@ -885,7 +887,7 @@ template <class T, int S>
 Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
                  const WarmStart<T>& warm, std::vector<double>* lb, const idx* rows) {
   // The first split pass comes right after the set-up below: wake the helper now.
-  const bool split = n * m >= kSplitMinEntries;
+  const bool split = Solver<T, S>::splits(n, m);
   if (split) detail::prewake_helper();
   Solver<T, S> s(c, n, m, stride, rows);
   if (lb != nullptr) lb->assign(static_cast<std::size_t>(n), 0.0);
@@ -965,7 +967,9 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     TT_PROF(5);
     st = finish(s, n, forbidden);
   }
-  if (started && (st == Status::infeasible || (st == Status::ok && !duals_certify(s.x(), s.u(), s.v())))) {
+  const bool untrusted =
+      st == Status::infeasible || (st == Status::ok && !duals_certify(s.x(), s.u(), s.v()));
+  if (started && untrusted) {
     // Not trusted from warm prices (see duals_certify()): solve cold, which also confirms an
     // "infeasible" found from them.
     s.return_cache_buffers();

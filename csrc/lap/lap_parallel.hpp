@@ -105,10 +105,11 @@ class HelperThread {
   }
 
   /// Wakes the helper ahead of a split pass (it then spins for kSpin), so that the futex
-  /// wake-up overlaps the caller's set-up instead of the pass.
+  /// wake-up overlaps the caller's set-up instead of the pass. run() wakes it the same way.
   void prewake() {
     generation_.fetch_add(1);
     if (sleeping_.load()) {
+      // Notify under the lock: the helper tests generation_ and blocks atomically under it.
       std::lock_guard<std::mutex> lk(mu_);
       wake_.notify_one();
     }
@@ -117,12 +118,7 @@ class HelperThread {
   /// Runs the job on the calling thread and the helper; returns when every chunk is done.
   void run(ChunkJob& job) {
     job_.store(&job);
-    generation_.fetch_add(1);
-    if (sleeping_.load()) {
-      // Notify under the lock: the helper tests generation_ and blocks atomically under it.
-      std::lock_guard<std::mutex> lk(mu_);
-      wake_.notify_one();
-    }
+    prewake();
     job.work(0);
     ChunkJob* mine = &job;
     job_.compare_exchange_strong(mine, nullptr);  // a late helper finds nothing to join

@@ -60,6 +60,13 @@ bool is_permutation(const std::int64_t* p, std::int64_t n, std::vector<char>& se
   return true;
 }
 
+bool is_identity(const std::vector<std::int64_t>& p) {
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (p[i] != static_cast<std::int64_t>(i)) return false;
+  }
+  return true;
+}
+
 /// [pair store] Ask the kernel to populate the pages of `store`'s unused capacity (the part
 /// that add() will write next). One madvise call costs a fraction of the page faults it
 /// replaces; a kernel without MADV_POPULATE_WRITE (< 5.14) refuses it and the pages are
@@ -677,16 +684,11 @@ void Matcher::extend_members(ObjectiveCache& c, const std::vector<std::size_t>& 
       if (g < 0) continue;
       const auto& q = c.perms[static_cast<std::size_t>(g)];
       ap[j] = q.data();
-      for (std::size_t i = 0; i < q.size() && map_identity; ++i) {
-        map_identity = q[i] == static_cast<std::int64_t>(i);
-      }
+      map_identity = map_identity && is_identity(q);
     }
     if (!map_identity) build_row_map(mb.others, ap, maps[t]);
     const std::vector<std::int64_t>& pv = c.perms[static_cast<std::size_t>(mb.group)];
-    bool identity = true;
-    for (std::size_t i = 0; i < pv.size() && identity; ++i) {
-      identity = pv[i] == static_cast<std::int64_t>(i);
-    }
+    const bool identity = is_identity(pv);
     std::vector<double>& a = c.acc[mi];
     if (a.size() < static_cast<std::size_t>(k1)) a.resize(static_cast<std::size_t>(k1));
     Job job{&mb, &a, nullptr, identity ? nullptr : pv.data(),
