@@ -7,7 +7,7 @@ source along its other permuted axes, then ``scipy.optimize.linear_sum_assignmen
 Identity start; each sweep visits ``random.Random(seed).shuffle(list(groups))``; stop when no
 group's assignment objective improves (``new > old + 1e-12``) or after ``max_sweeps``.
 
-Same conventions as :mod:`trajtransfer.match`: the permutation is applied to the source side with
+Same conventions as :mod:`trajtransfer.core.match`: the permutation is applied to the source side with
 gather semantics, and the returned objective is ``sum_k w_k sum_tensors <target_k, pi(source_k)>``
 in float64.
 """

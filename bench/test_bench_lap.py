@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from trajtransfer import _core
-from trajtransfer.lap import lap_solve, linear_sum_assignment, linear_sum_assignment_batch
+from trajtransfer.core.lap import lap_solve, linear_sum_assignment, linear_sum_assignment_batch
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 pytest.importorskip("pytest_benchmark")

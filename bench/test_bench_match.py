@@ -1,4 +1,4 @@
-"""Matcher benchmarks: trajtransfer.match against the textbook SciPy baseline, same run.
+"""Matcher benchmarks: trajtransfer.core.match against the textbook SciPy baseline, same run.
 
 Problems (independent networks, not planted; PyTorch default init, seeded):
 
@@ -33,8 +33,8 @@ pytest.importorskip("pytest_benchmark")
 
 from baseline import baseline_match, objective  # noqa: E402  (bench/ is on sys.path)
 
-from trajtransfer.match import match_gradients, match_weights  # noqa: E402
-from trajtransfer.models import MLP, Conv8, ResNet18  # noqa: E402
+from trajtransfer.core.match import match_gradients, match_weights  # noqa: E402
+from trajtransfer.kit.models import MLP, Conv8, ResNet18  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 _runs: dict = {}  # problem -> {"baseline": {...}, "ours": {...}}

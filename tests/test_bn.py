@@ -6,11 +6,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from trajtransfer.bn import has_batchnorm, recalibrate_bn, reset_bn_stats  # noqa: E402
-from trajtransfer.data import ArrayDataset, DatasetSplits  # noqa: E402
-from trajtransfer.spec import permutation_spec_from_axes_to_perm  # noqa: E402
-from trajtransfer.trajectory import Trajectory  # noqa: E402
-from trajtransfer.transfer import transfer  # noqa: E402
+from trajtransfer.method.bn import has_batchnorm, recalibrate_bn, reset_bn_stats  # noqa: E402
+from trajtransfer.kit.data import ArrayDataset, DatasetSplits  # noqa: E402
+from trajtransfer.core.spec import permutation_spec_from_axes_to_perm  # noqa: E402
+from trajtransfer.method.trajectory import Trajectory  # noqa: E402
+from trajtransfer.method.transfer import transfer  # noqa: E402
 
 
 class BNNet(torch.nn.Module):

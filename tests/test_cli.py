@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-from trajtransfer.cli import build_parser, main  # noqa: E402
+from trajtransfer.kit.cli import build_parser, main  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -50,7 +50,7 @@ def test_demo_defaults():
 
 
 def test_transfer_command_on_digits(tmp_path, capsys):
-    from trajtransfer.match import set_num_threads
+    from trajtransfer.core.match import set_num_threads
 
     out = tmp_path / "run"
     before = set_num_threads(0)  # query

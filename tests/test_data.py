@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from trajtransfer.data import (  # noqa: E402
+from trajtransfer.kit.data import (  # noqa: E402
     FASHION_MNIST_DIR,
     ArrayDataset,
     Loader,

@@ -1,4 +1,4 @@
-"""Python API of trajtransfer.lap: shapes, dtype policy, torch, warm starts, duals, batches,
+"""Python API of trajtransfer.core.lap: shapes, dtype policy, torch, warm starts, duals, batches,
 threads, large magnitudes and every SIMD kernel set. SciPy is the oracle throughout."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from isa_subprocess import assert_script_ok
 
-from trajtransfer.lap import (
+from trajtransfer.core.lap import (
     LapSolution,
     lap_solve,
     linear_sum_assignment,
@@ -293,7 +293,7 @@ def test_concurrent_python_threads_give_identical_answers(rng) -> None:
 _ISA_SCRIPT = r"""
 import numpy as np
 from scipy.optimize import linear_sum_assignment as ref
-from trajtransfer.lap import linear_sum_assignment as ours
+from trajtransfer.core.lap import linear_sum_assignment as ours
 rng = np.random.default_rng(7)
 for t in range(300):
     n, m = rng.integers(1, 40, 2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trajtransfer.lap import lap_solve, linear_sum_assignment
+from trajtransfer.core.lap import lap_solve, linear_sum_assignment
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 

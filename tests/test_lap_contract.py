@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lap_cases import CASES, ERROR_CASES, Case, ErrorCase, check_case, check_error
-from trajtransfer.lap import linear_sum_assignment, linear_sum_assignment_batch
+from trajtransfer.core.lap import linear_sum_assignment, linear_sum_assignment_batch
 
 
 def solve_single(cost: np.ndarray, maximize: bool):

@@ -15,7 +15,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-from trajtransfer.lap import linear_sum_assignment, linear_sum_assignment_batch  # noqa: E402
+from trajtransfer.core.lap import linear_sum_assignment, linear_sum_assignment_batch  # noqa: E402
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 

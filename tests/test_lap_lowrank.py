@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from isa_subprocess import assert_script_ok
 
-from trajtransfer.lap import lap_solve, linear_sum_assignment
+from trajtransfer.core.lap import lap_solve, linear_sum_assignment
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 
@@ -126,7 +126,7 @@ def test_low_rank_hypothesis() -> None:
 _ISA_SCRIPT = r"""
 import numpy as np
 from scipy.optimize import linear_sum_assignment as ref
-from trajtransfer.lap import linear_sum_assignment as ours
+from trajtransfer.core.lap import linear_sum_assignment as ours
 rng = np.random.default_rng(3)
 for t in range(120):
     n, m = (int(x) for x in rng.integers(16, 70, 2))

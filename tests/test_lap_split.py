@@ -18,7 +18,7 @@ from lap_checks import assert_optimal_and_certified, scipy_total
 
 import trajtransfer
 
-from trajtransfer.lap import lap_solve, linear_sum_assignment_batch
+from trajtransfer.core.lap import lap_solve, linear_sum_assignment_batch
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 
@@ -86,7 +86,7 @@ def test_split_batch_of_large_problems_matches_single_solves(rng) -> None:
 _ISA_SCRIPT = r"""
 import numpy as np
 from scipy.optimize import linear_sum_assignment as ref
-from trajtransfer.lap import lap_solve
+from trajtransfer.core.lap import lap_solve
 rng = np.random.default_rng(5)
 for dt in (np.float32, np.float64):
     cost = rng.random((768, 768)).astype(dt)
@@ -108,7 +108,7 @@ def test_split_passes_in_every_kernel_set(isa) -> None:
 _ONE_THREAD_SCRIPT = r"""
 import sys
 import numpy as np
-from trajtransfer.lap import lap_solve
+from trajtransfer.core.lap import lap_solve
 rng = np.random.default_rng(9)
 out = {}
 for dt in (np.float32, np.float64):

@@ -1,4 +1,4 @@
-"""Warm re-solves of trajtransfer.lap.lap_solve: exact optimum (SciPy oracle) and certifying duals
+"""Warm re-solves of trajtransfer.core.lap.lap_solve: exact optimum (SciPy oracle) and certifying duals
 after perturbations of every strength (so both the warm route and its automatic cold restart
 run), across magnitudes that stress the float32 verification (whose row bounds now come from the
 row caches), in every SIMD kernel set."""
@@ -11,7 +11,7 @@ import pytest
 from isa_subprocess import assert_script_ok
 from lap_checks import assert_optimal_and_certified, scipy_total
 
-from trajtransfer.lap import lap_solve
+from trajtransfer.core.lap import lap_solve
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
@@ -167,7 +167,7 @@ def test_chained_warm_starts_are_optimal_at_every_scale(n, seed, dtype, maximize
 _ISA_SCRIPT = r"""
 import numpy as np
 from scipy.optimize import linear_sum_assignment as ref
-from trajtransfer.lap import lap_solve
+from trajtransfer.core.lap import lap_solve
 rng = np.random.default_rng(3)
 for t in range(60):
     n = int(rng.integers(16, 90))
@@ -203,7 +203,7 @@ def test_warm_starts_in_every_kernel_set(isa) -> None:
 _TWO_SET_SCRIPT = r"""
 import numpy as np
 from scipy.optimize import linear_sum_assignment as ref
-from trajtransfer.lap import lap_solve
+from trajtransfer.core.lap import lap_solve
 
 def check(cost, sol, mx):
     c64 = cost.astype(np.float64)

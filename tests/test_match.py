@@ -1,4 +1,4 @@
-"""Tests of trajtransfer.match against independent oracles (brute force, the textbook SciPy
+"""Tests of trajtransfer.core.match against independent oracles (brute force, the textbook SciPy
 matcher in bench/baseline.py, a float64 NumPy objective, planted permutations)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from trajtransfer import _core
-from trajtransfer.match import GradientMatcher, MatchResult, match_gradients, match_weights
-from trajtransfer.permute import apply_permutation, invert_permutation, random_permutation
-from trajtransfer.spec import chain_spec, mlp_spec, permutation_spec_from_axes_to_perm
+from trajtransfer.core.match import GradientMatcher, MatchResult, match_gradients, match_weights
+from trajtransfer.core.permute import apply_permutation, invert_permutation, random_permutation
+from trajtransfer.core.spec import chain_spec, mlp_spec, permutation_spec_from_axes_to_perm
 
 _BASELINE_PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "baseline.py"
 
@@ -449,7 +449,7 @@ def test_delta_updates_follow_the_baseline_path():
 
 @pytest.mark.parametrize("num_pairs", [1, 3])
 def test_threaded_gemm_split_matches_single_thread(num_pairs):
-    from trajtransfer.match import set_num_threads
+    from trajtransfer.core.match import set_num_threads
 
     rng = np.random.default_rng(22)
     # 2 * 256^2 * 4608 flops per cost term: above the threshold that splits GEMMs (and the
@@ -499,7 +499,7 @@ def test_large_three_axis_tensor_threaded_copies_match_one_thread():
     # (128, 96, 96) = 1.18 M floats: above the threshold that splits pair copies over threads.
     # Its first axis has nothing before it (pre = 1), so the store's transpose is split over the
     # slab's columns, a path the two-axis layouts never take.
-    from trajtransfer.match import set_num_threads
+    from trajtransfer.core.match import set_num_threads
 
     rng = np.random.default_rng(24)
     spec = permutation_spec_from_axes_to_perm({"t": ("p", "q", "r"), "u": ("p",)})

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from trajtransfer._arrays import float32_view
-from trajtransfer.match import GradientMatcher
-from trajtransfer.spec import mlp_spec
+from trajtransfer.core.match import GradientMatcher
+from trajtransfer.core.spec import mlp_spec
 
 
 def _pairs(rng: np.random.Generator, k: int, dead: int = 3) -> list:

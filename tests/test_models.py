@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from trajtransfer.models import MLP, Conv8, ResNet18
-from trajtransfer.permute import apply_permutation, random_permutation
-from trajtransfer.spec import mlp_spec, permutation_spec_from_axes_to_perm, validate_spec
+from trajtransfer.kit.models import MLP, Conv8, ResNet18
+from trajtransfer.core.permute import apply_permutation, random_permutation
+from trajtransfer.core.spec import mlp_spec, permutation_spec_from_axes_to_perm, validate_spec
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -67,3 +67,45 @@ def test_torch_only_names_fail_clearly_without_torch():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ImportError True"
+
+
+OLD_PATHS = ["lap", "spec", "spec_fx", "permute", "match", "transfer", "trajectory", "bn",
+             "models", "data", "training", "presets", "cli", "plot"]
+
+
+def test_old_flat_paths_are_deprecated_aliases_of_the_tiered_modules():
+    # In a fresh interpreter: importing an old path warns once and yields the new module itself.
+    proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning:importlib._bootstrap",
+                           "-c", textwrap.dedent(f"""
+        import importlib, warnings
+        import trajtransfer
+        from trajtransfer._moved import MOVED
+        assert sorted(MOVED) == sorted({OLD_PATHS!r})
+        for old, new in MOVED.items():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                mod = importlib.import_module("trajtransfer." + old)
+            assert mod is importlib.import_module("trajtransfer." + new), old
+            msgs = [str(w.message) for w in caught if w.category is DeprecationWarning]
+            assert len(msgs) == 1 and "trajtransfer." + new in msgs[0], (old, msgs)
+        from trajtransfer.match import GradientMatcher
+        assert GradientMatcher is trajtransfer.GradientMatcher
+        print("ok")
+        """)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_package_modules_import_nothing_from_old_paths():
+    # The library's own modules use the tiered paths: importing all of them warns about nothing.
+    proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", textwrap.dedent("""
+        import importlib, pkgutil
+        import trajtransfer
+        for info in pkgutil.walk_packages(trajtransfer.__path__, "trajtransfer."):
+            if info.name.endswith("__main__") or ".cuda_emulation" in info.name:
+                continue
+            importlib.import_module(info.name)
+        print("ok")
+        """)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from trajtransfer.permute import (
+from trajtransfer.core.permute import (
     apply_inverse_permutation,
     apply_permutation,
     compose_permutations,
@@ -15,7 +15,7 @@ from trajtransfer.permute import (
     permute_model,
     random_permutation,
 )
-from trajtransfer.spec import permutation_spec_from_axes_to_perm
+from trajtransfer.core.spec import permutation_spec_from_axes_to_perm
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -231,7 +231,7 @@ def test_roundtrip_hypothesis():
 
 
 def test_permute_model_in_place_keeps_function():
-    from trajtransfer.models import MLP, ResNet18
+    from trajtransfer.kit.models import MLP, ResNet18
 
     for model, x in ((MLP(in_features=6, hidden=(7, 5), num_classes=3), torch.randn(4, 6)),
                      (ResNet18(num_classes=3, width=4), torch.randn(2, 3, 8, 8))):

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from trajtransfer.spec import (
+from trajtransfer.core.spec import (
     PermutationSpec,
     conv_spec,
     mlp_spec,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from trajtransfer.models import MLP, Conv8, ResNet18
-from trajtransfer.permute import apply_permutation, random_permutation
-from trajtransfer.spec_fx import spec_from_model
+from trajtransfer.kit.models import MLP, Conv8, ResNet18
+from trajtransfer.core.permute import apply_permutation, random_permutation
+from trajtransfer.core.spec_fx import spec_from_model
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

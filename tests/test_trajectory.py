@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from trajtransfer.trajectory import Trajectory, TrajectoryRecorder, lambda_schedule  # noqa: E402
+from trajtransfer.method.trajectory import Trajectory, TrajectoryRecorder, lambda_schedule  # noqa: E402
 
 
 def _cosine_reference(n: int) -> list:

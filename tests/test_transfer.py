@@ -7,13 +7,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import trajtransfer.match as match_mod  # noqa: E402
-from trajtransfer.data import load_digits_data  # noqa: E402
-from trajtransfer.models import MLP  # noqa: E402
-from trajtransfer.permute import apply_permutation, random_permutation  # noqa: E402
-from trajtransfer.trajectory import Trajectory  # noqa: E402
-from trajtransfer.training import evaluate, train  # noqa: E402
-from trajtransfer.transfer import paired_gradients, transfer  # noqa: E402
+import trajtransfer.core.match as match_mod  # noqa: E402
+from trajtransfer.kit.data import load_digits_data  # noqa: E402
+from trajtransfer.kit.models import MLP  # noqa: E402
+from trajtransfer.core.permute import apply_permutation, random_permutation  # noqa: E402
+from trajtransfer.method.trajectory import Trajectory  # noqa: E402
+from trajtransfer.kit.training import evaluate, train  # noqa: E402
+from trajtransfer.method.transfer import paired_gradients, transfer  # noqa: E402
 
 K = 4
 
@@ -253,7 +253,7 @@ def test_training_sgd_matches_torch_optim_sgd():
     a, b = _mlp(4), _mlp(4)
     train(a, data.train, epochs=1, lr=0.1, batch_size=64, weight_decay=1e-3, seed=2)
     # the same minibatch order, with torch's own optimizer
-    from trajtransfer.data import Loader
+    from trajtransfer.kit.data import Loader
 
     opt = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     for x, y in Loader(data.train, 64, seed=2).epoch():
@@ -265,7 +265,7 @@ def test_training_sgd_matches_torch_optim_sgd():
 
 
 def test_presets_hold_the_spec_values():
-    from trajtransfer.presets import list_presets, preset
+    from trajtransfer.kit.presets import list_presets, preset
 
     table = {  # algorithm-spec §3.2 / §3.4: (K, schedule, grad batches, batch, bn batches)
         ("reference", "mnist_mlp"): (10, "cosine", 1, 128, 0),

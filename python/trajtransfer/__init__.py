@@ -24,10 +24,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import _moved
 from ._native import _core
-from .lap import LapSolution, lap_solve, linear_sum_assignment, linear_sum_assignment_batch
-from .match import GradientMatcher, MatchResult, match_gradients, match_weights, set_num_threads
-from .permute import (
+from .core.lap import LapSolution, lap_solve, linear_sum_assignment, linear_sum_assignment_batch
+from .core.match import GradientMatcher, MatchResult, match_gradients, match_weights, set_num_threads
+from .core.permute import (
     apply_inverse_permutation,
     apply_permutation,
     compose_permutations,
@@ -36,7 +37,7 @@ from .permute import (
     permute_model,
     random_permutation,
 )
-from .spec import (
+from .core.spec import (
     PermutationSpec,
     conv_spec,
     mlp_spec,
@@ -46,35 +47,36 @@ from .spec import (
 )
 
 __version__: str = _core.__version__
+_moved.install()
 
 # Names whose modules import torch (or scikit-learn/matplotlib) at use: loaded on first access.
 _LAZY = {
-    "spec_from_model": "spec_fx",
-    "MLP": "models",
-    "Conv8": "models",
-    "ResNet18": "models",
-    "Trajectory": "trajectory",
-    "TrajectoryRecorder": "trajectory",
-    "lambda_schedule": "trajectory",
-    "transfer": "transfer",
-    "TransferResult": "transfer",
-    "StepInfo": "transfer",
-    "paired_gradients": "transfer",
-    "METHODS": "transfer",
-    "preset": "presets",
-    "list_presets": "presets",
-    "TransferPreset": "presets",
-    "recalibrate_bn": "bn",
-    "reset_bn_stats": "bn",
-    "has_batchnorm": "bn",
-    "load_dataset": "data",
-    "load_digits_data": "data",
-    "load_fashion_mnist": "data",
-    "load_mnist": "data",
-    "load_cifar10": "data",
-    "train": "training",
-    "TrainConfig": "training",
-    "evaluate": "training",
+    "spec_from_model": "core.spec_fx",
+    "MLP": "kit.models",
+    "Conv8": "kit.models",
+    "ResNet18": "kit.models",
+    "Trajectory": "method.trajectory",
+    "TrajectoryRecorder": "method.trajectory",
+    "lambda_schedule": "method.trajectory",
+    "transfer": "method.transfer",
+    "TransferResult": "method.transfer",
+    "StepInfo": "method.transfer",
+    "paired_gradients": "method.transfer",
+    "METHODS": "method.transfer",
+    "preset": "kit.presets",
+    "list_presets": "kit.presets",
+    "TransferPreset": "kit.presets",
+    "recalibrate_bn": "method.bn",
+    "reset_bn_stats": "method.bn",
+    "has_batchnorm": "method.bn",
+    "load_dataset": "kit.data",
+    "load_digits_data": "kit.data",
+    "load_fashion_mnist": "kit.data",
+    "load_mnist": "kit.data",
+    "load_cifar10": "kit.data",
+    "train": "kit.training",
+    "TrainConfig": "kit.training",
+    "evaluate": "kit.training",
 }
 
 __all__ = [

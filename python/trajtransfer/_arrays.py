@@ -43,7 +43,7 @@ def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]
 def float32_view(x: Any) -> Optional[np.ndarray]:
     """``x`` as a C-contiguous float32 numpy array **without a copy**, or None.
 
-    The fast path of :meth:`~trajtransfer.match.GradientMatcher.add` (gradients arrive as
+    The fast path of :meth:`~trajtransfer.core.match.GradientMatcher.add` (gradients arrive as
     contiguous float32 CPU tensors): None means "needs a conversion or a check", and the caller
     falls back to :func:`to_numpy`, whose errors name the argument.
     """

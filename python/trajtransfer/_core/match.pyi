@@ -7,7 +7,7 @@ import typing
 __all__: list[str] = ['Matcher', 'python_shuffle_orders', 'set_num_threads']
 class Matcher:
     """
-    Native coordinate-descent matcher (private; see trajtransfer.match)
+    Native coordinate-descent matcher (private; see trajtransfer.core.match)
     """
     def __init__(self, group_sizes: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shapes: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]], axis_groups: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]]) -> None:
         ...

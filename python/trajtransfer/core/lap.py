@@ -22,9 +22,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import _cuda
-from ._arrays import as_float_cost, to_numpy
-from ._native import _core
+from .. import _cuda
+from .._arrays import as_float_cost, to_numpy
+from .._native import _core
 
 __all__ = ["linear_sum_assignment", "linear_sum_assignment_batch", "lap_solve", "LapSolution"]
 
@@ -155,7 +155,7 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
     Examples
     --------
     >>> import numpy as np
-    >>> from trajtransfer.lap import lap_solve
+    >>> from trajtransfer.core.lap import lap_solve
     >>> c = np.array([[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]])
     >>> first = lap_solve(c)
     >>> again = lap_solve(c * 1.01, warm_start=first)

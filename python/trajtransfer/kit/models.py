@@ -1,6 +1,6 @@
 """Reference models of the paper (algorithm-spec §3.3), each with its permutation spec.
 
-State-dict names match the builders in :mod:`trajtransfer.spec`:
+State-dict names match the builders in :mod:`trajtransfer.core.spec`:
 
 * :class:`MLP` - ``layers.{i}.weight`` / ``layers.{i}.bias``; groups ``c1, c2, ...``.
 * :class:`Conv8` - ``conv1..conv8``, ``fc1``, ``fc2``, ``head`` (1x1 convs); 10 groups.
@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .spec import CONV8_LAYERS, PermutationSpec, conv_spec, mlp_spec, resnet_spec
+from ..core.spec import CONV8_LAYERS, PermutationSpec, conv_spec, mlp_spec, resnet_spec
 
 __all__ = ["MLP", "Conv8", "ResNet", "ResNet18", "BasicBlock"]
 
@@ -79,7 +79,7 @@ class MLP(nn.Module):
         return self.layers[-1](x)
 
     def permutation_spec(self) -> PermutationSpec:
-        """The spec of this model (:func:`trajtransfer.spec.mlp_spec`)."""
+        """The spec of this model (:func:`trajtransfer.core.spec.mlp_spec`)."""
         return mlp_spec(len(self.layers) - 1, bias=self._bias)
 
 
@@ -127,7 +127,7 @@ class Conv8(nn.Module):
         return torch.flatten(self.head(x), 1)
 
     def permutation_spec(self) -> PermutationSpec:
-        """The spec of this model (:func:`trajtransfer.spec.conv_spec`)."""
+        """The spec of this model (:func:`trajtransfer.core.spec.conv_spec`)."""
         return conv_spec()
 
 
@@ -209,7 +209,7 @@ class ResNet(nn.Module):
         return self.linear(torch.flatten(self.pool(x), 1))
 
     def permutation_spec(self, running_stats: bool = True) -> PermutationSpec:
-        """The spec of this model (:func:`trajtransfer.spec.resnet_spec`).
+        """The spec of this model (:func:`trajtransfer.core.spec.resnet_spec`).
 
         ``running_stats=False`` leaves BatchNorm running statistics out (the paper's spec).
         """

@@ -48,7 +48,7 @@ def recalibrate_bn(
         Modified in place: only the BN buffers (``running_mean``, ``running_var``,
         ``num_batches_tracked``) change. Its train/eval mode and BN momenta are restored.
     batches : iterable of (x, y) or x
-        Minibatches; e.g. a :class:`trajtransfer.data.Loader` or a list.
+        Minibatches; e.g. a :class:`trajtransfer.kit.data.Loader` or a list.
     num_batches : int, optional
         Use at most this many batches (all of ``batches`` when None).
     transform : callable, optional

@@ -1,4 +1,4 @@
-"""Derive a :class:`~trajtransfer.spec.PermutationSpec` from a PyTorch model with ``torch.fx``.
+"""Derive a :class:`~trajtransfer.core.spec.PermutationSpec` from a PyTorch model with ``torch.fx``.
 
 The model is traced symbolically and run once on an example input to learn every tensor's shape.
 Each traced tensor then carries at most one *permuted axis*, labelled by a union-find element:
@@ -17,7 +17,7 @@ modules) raises ``ValueError`` naming the node: a spec that silently missed an o
 the function invariance f(x; π·θ) = f(x; θ) that everything downstream relies on.
 
 >>> import torch
->>> from trajtransfer.models import MLP
+>>> from trajtransfer.kit.models import MLP
 >>> spec = spec_from_model(MLP(in_features=4, hidden=(8,), num_classes=3), torch.zeros(2, 4))
 >>> spec.axes_to_perm["layers.0.weight"], spec.axes_to_perm["layers.1.weight"]
 (('layers.0', None), (None, 'layers.0'))

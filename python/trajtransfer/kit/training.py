@@ -1,6 +1,6 @@
 """A plain, seeded training loop (SGD or AdamW, per-epoch cosine schedule) and evaluation.
 
-Used to produce source/target trajectories (with a :class:`~trajtransfer.trajectory.TrajectoryRecorder`),
+Used to produce source/target trajectories (with a :class:`~trajtransfer.method.trajectory.TrajectoryRecorder`),
 to fine-tune transferred parameters, and by the CLI. The schedule follows the official code's
 ``CustomCosineLR`` (algorithm-spec.md §3.1): stepped once per epoch *before* the epoch,
 lr_e = lr₀·½(1 + cos(π(e − w)/(E − w))) for e ≥ w and lr₀·(e + 1)/w during w warm-up epochs.

@@ -36,7 +36,7 @@ class ModelSpec:
     kwargs: dict = field(default_factory=dict)
 
     def build(self):
-        """Instantiate the model from :mod:`trajtransfer.models`."""
+        """Instantiate the model from :mod:`trajtransfer.kit.models`."""
         from . import models
 
         ctor = {"mlp": models.MLP, "conv8": models.Conv8, "resnet18": models.ResNet18}[self.kind]
@@ -98,7 +98,7 @@ class TransferPreset:
         return (len(self.checkpoint_epochs) - 1) * self.num_splits
 
     def transfer_kwargs(self) -> dict:
-        """Keyword arguments for :func:`trajtransfer.transfer.transfer`."""
+        """Keyword arguments for :func:`trajtransfer.method.transfer.transfer`."""
         return {"steps": self.steps, "grad_batches": self.grad_batches, "batch_size": self.batch_size,
                 "bn_batches": self.bn_batches, "bn_batch_size": self.bn_batch_size}
 

@@ -8,7 +8,7 @@ to a tensor gathers along every axis that carries p: new slice i = old slice ``p
 
 Builders here use PyTorch layouts (``Linear.weight`` is ``(out, in)``, ``Conv2d.weight`` is
 ``(out, in, kh, kw)``) and the state-dict names of the reference models in
-:mod:`trajtransfer.models`.
+:mod:`trajtransfer.kit.models`.
 
 >>> spec = mlp_spec(1)
 >>> spec.axes_to_perm["layers.0.weight"], spec.axes_to_perm["layers.1.weight"]
@@ -299,7 +299,7 @@ def mlp_spec(
         Whether the Linear layers have biases.
     layer_names : Sequence[str], optional
         Module names of the Linear layers. Default ``layers.0, layers.1, ...``
-        (:class:`trajtransfer.models.MLP`); for ``nn.Sequential(Linear, ReLU, Linear)`` pass
+        (:class:`trajtransfer.kit.models.MLP`); for ``nn.Sequential(Linear, ReLU, Linear)`` pass
         ``["0", "2"]``.
     group_names : Sequence[str], optional
         Names of the hidden groups. Default ``c1, c2, ...``.
@@ -339,7 +339,7 @@ CONV8_LAYERS: tuple = (
 
 
 def conv_spec(*, bias: bool = True) -> PermutationSpec:
-    """Spec of Conv8 (:class:`trajtransfer.models.Conv8`): 10 groups, biases follow outputs.
+    """Spec of Conv8 (:class:`trajtransfer.kit.models.Conv8`): 10 groups, biases follow outputs.
 
     Group names follow algorithm-spec §3.3 (``c64-1`` ... ``c256-4``) whatever the width
     factor. The 1x1 convolutions ``fc1``, ``fc2`` and ``head`` have weights ``(out, in, 1, 1)``;
@@ -355,7 +355,7 @@ def resnet_spec(
     running_stats: bool = True,
     head: str = "linear",
 ) -> PermutationSpec:
-    """Spec of a BasicBlock ResNet with BatchNorm (:class:`trajtransfer.models.ResNet18`).
+    """Spec of a BasicBlock ResNet with BatchNorm (:class:`trajtransfer.kit.models.ResNet18`).
 
     Groups (w = stage width, ``width * 2**stage``): the residual stream ``c{w}`` of each stage
     (stem for the first, every block's conv2/bn2 output, the stride-2 shortcut's conv/bn, and the

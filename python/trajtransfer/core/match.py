@@ -1,6 +1,6 @@
 """Permutation matching (Git Re-Basin weight matching, generalised to K weighted pairs).
 
-Coordinate descent over the permutation groups of a :class:`~trajtransfer.spec.PermutationSpec`:
+Coordinate descent over the permutation groups of a :class:`~trajtransfer.core.spec.PermutationSpec`:
 each visited group gets an exact linear assignment (maximise) on its cost matrix with every other
 group held fixed, until a sweep stops improving. The work runs in one native call per solve
 (``trajtransfer._core.match``) with the GIL released.
@@ -23,7 +23,7 @@ Conventions
   recomputed exactly at the end.
 
 >>> import numpy as np
->>> from trajtransfer.spec import mlp_spec
+>>> from trajtransfer.core.spec import mlp_spec
 >>> spec = mlp_spec(1, bias=False)
 >>> a = {"layers.0.weight": np.eye(3, 2, dtype=np.float32), "layers.1.weight": np.ones((1, 3))}
 >>> b = {"layers.0.weight": a["layers.0.weight"][[2, 0, 1]], "layers.1.weight": np.ones((1, 3))}
@@ -41,8 +41,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ._arrays import float32_view, is_torch_tensor, to_numpy
-from ._native import _core
+from .._arrays import float32_view, is_torch_tensor, to_numpy
+from .._native import _core
 from .spec import PermutationSpec, validate_spec
 
 __all__ = [

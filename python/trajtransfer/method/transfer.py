@@ -33,9 +33,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .bn import has_batchnorm, recalibrate_bn
-from .data import ArrayDataset, DatasetSplits, Loader
+from ..kit.data import ArrayDataset, DatasetSplits, Loader
 from .trajectory import Trajectory
-from .training import evaluate
+from ..kit.training import evaluate
 
 __all__ = ["METHODS", "StepInfo", "TransferResult", "paired_gradients", "transfer"]
 
@@ -338,8 +338,8 @@ def transfer(
     """
     import torch
 
-    from .match import GradientMatcher, match_weights
-    from .permute import apply_permutation
+    from ..core.match import GradientMatcher, match_weights
+    from ..core.permute import apply_permutation
 
     t_start = time.perf_counter()
     method = str(method).lower()

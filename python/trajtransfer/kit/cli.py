@@ -40,7 +40,7 @@ def _build_model(kind: str, in_features: int, num_classes: int, hidden: Sequence
 
 
 def _match_threads() -> int:
-    from .match import set_num_threads
+    from ..core.match import set_num_threads
 
     return int(set_num_threads(0))  # <= 0 only queries
 
@@ -58,12 +58,12 @@ def run_experiment(args: argparse.Namespace) -> dict:
 
     from .data import load_dataset
     from .plot import plot_finetune_curves, plot_transfer_curves
-    from .trajectory import TrajectoryRecorder
+    from ..method.trajectory import TrajectoryRecorder
     from .training import TrainConfig, evaluate, train
-    from .transfer import METHODS, transfer
+    from ..method.transfer import METHODS, transfer
 
     if args.threads:
-        from .match import set_num_threads as set_match_threads
+        from ..core.match import set_num_threads as set_match_threads
 
         # One budget for both pools: torch's and the matcher's GEMM threads (the matcher's
         # default, every hardware thread, competes with torch's on a shared machine).

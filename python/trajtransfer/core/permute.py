@@ -1,13 +1,13 @@
 """Applying, inverting and composing permutations of a network's tensors.
 
-A permutation set ``perms`` maps each group name of a :class:`~trajtransfer.spec.PermutationSpec`
+A permutation set ``perms`` maps each group name of a :class:`~trajtransfer.core.spec.PermutationSpec`
 to an int64 index array of length n_p (numpy or torch, on any device) or to None (identity).
 Index semantics (algorithm-spec §2.1): applying ``perms`` gathers along every axis carrying group
 p: new slice i = old slice ``perms[p][i]`` (``index_select(axis, perms[p])``). In matrix terms
 ``W -> P_out W P_in^T`` with ``P[i, perms[i]] = 1``.
 
 >>> import numpy as np
->>> from trajtransfer.spec import mlp_spec
+>>> from trajtransfer.core.spec import mlp_spec
 >>> spec = mlp_spec(1, bias=False)
 >>> params = {"layers.0.weight": np.arange(6.0).reshape(3, 2), "layers.1.weight": np.ones((1, 3))}
 >>> out = apply_permutation(spec, {"c1": np.array([2, 0, 1])}, params)
@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ._arrays import is_torch_tensor
+from .._arrays import is_torch_tensor
 from .spec import PermutationSpec, validate_spec
 
 __all__ = [
@@ -135,7 +135,7 @@ def apply_permutation(
     ------
     ValueError
         If ``params`` holds a tensor the spec lacks, shapes disagree with the spec (see
-        :func:`~trajtransfer.spec.validate_spec`), ``perms`` names an unknown group or lacks a
+        :func:`~trajtransfer.core.spec.validate_spec`), ``perms`` names an unknown group or lacks a
         group that a tensor carries, or an entry is not a permutation of the group's size.
     TypeError
         If an index array is not integer.

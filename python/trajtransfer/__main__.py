@@ -1,0 +1,5 @@
+"""``python -m trajtransfer`` runs the command-line interface."""
+
+from .kit.cli import main
+
+raise SystemExit(main())
