@@ -34,6 +34,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence  # isinstance on typing's aliases is slower
@@ -227,17 +228,187 @@ class _CompiledSpec:
         return out
 
 
+_BACKENDS = ("auto", "native", "torch")
+
+
+def _placement(x: Any) -> Any:
+    """The device a matched tensor lives on: a torch.device, or "cpu" for numpy and the like."""
+    return x.device if is_torch_tensor(x) else "cpu"
+
+
+def _same_place(a: Any, b: Any) -> bool:
+    return str(a) == str(b)
+
+
+class _NativePath:
+    """Pairs and descent in the native core (numpy arrays and CPU tensors)."""
+
+    def __init__(self, compiled: _CompiledSpec) -> None:
+        self.compiled = compiled
+        self.native = _core.match.Matcher(
+            [compiled.sizes[g] for g in compiled.groups],
+            [list(compiled.shapes[n]) for n in compiled.names],
+            compiled.axis_groups,
+        )
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.native.num_pairs)
+
+    def add(self, target: Mapping[str, Any], source: Mapping[str, Any], weight: float) -> None:
+        compiled = self.compiled
+        ts = compiled.arrays(target, "target")
+        ss = compiled.arrays(source, "source")
+        try:
+            self.native.add(ts, ss, weight)
+        except ValueError as exc:
+            if "NaN" in str(exc):  # name the tensor (the native re-check only knows its index)
+                compiled.check_finite(ts, "target")
+                compiled.check_finite(ss, "source")
+            raise
+
+    def reserve(self, num_pairs: int) -> None:
+        self.native.reserve(num_pairs)
+
+    def clear_pairs(self) -> None:
+        self.native.clear_pairs()
+
+    def solve(self, init: Any, identity_start: bool, use_previous: bool, warm_start: bool,
+              max_sweeps: int, tol: float, seed: int, exact_objective: bool) -> dict:
+        # The native solve checks that each init is a permutation before it changes anything;
+        # only then is the check redone here, to name the group in the error.
+        init_list = None if init is None or identity_start else self.compiled.init_list(init, check_perm=False)
+        try:
+            r = self.native.solve(init_list, use_previous, warm_start, max_sweeps, tol, seed,
+                                  exact_objective)
+        except ValueError as exc:
+            if init_list is not None and "not a permutation" in str(exc):
+                self.compiled.init_list(init)
+            raise
+        r["gemm"] = float(r["gemm"]) + float(r["static_gemm"])
+        r["gemm_flops"] = float(r["gemm_flops"]) + float(r["static_gemm_flops"])
+        return r
+
+    def objective(self, perms: Mapping[str, Any]) -> float:
+        return float(self.native.objective(self.compiled.init_list(perms)))
+
+
+class _TorchPath:
+    """Pairs on the tensors' device, descent in :mod:`.descent`, LAP on the host or the device."""
+
+    def __init__(self, compiled: _CompiledSpec, device: Any) -> None:
+        import torch
+
+        from .descent import coordinate_descent
+        from .device_lap import CudaLap, HostLap, cuda_lap_available
+        from .torch_pairs import TorchPairs
+
+        self.torch = torch
+        self.compiled = compiled
+        self.device = torch.device(device)
+        sizes = [compiled.sizes[g] for g in compiled.groups]
+        self.pairs = TorchPairs(sizes, [compiled.shapes[n] for n in compiled.names],
+                                compiled.axis_groups, self.device)
+        lap_cls = CudaLap if cuda_lap_available(self.device) else HostLap
+        self.lap = lap_cls(sizes, self.device)
+        self.perms = [torch.arange(n, dtype=torch.int64, device=self.device) for n in sizes]
+        self._descent = coordinate_descent
+
+    @property
+    def num_pairs(self) -> int:
+        return self.pairs.num_pairs
+
+    def _tensors(self, params: Mapping[str, Any], what: str) -> list:
+        torch = self.torch
+        compiled = self.compiled
+        if params.keys() != compiled._name_set:
+            validate_spec(compiled.spec, params, require_all=True)
+        out = []
+        for n in compiled.names:
+            x = params[n]
+            shape = tuple(int(s) for s in x.shape)
+            if shape != compiled.shapes[n]:
+                raise ValueError(f"{what}[{n!r}] has shape {shape}, expected {compiled.shapes[n]} "
+                                 "(the shape of the first pair added)")
+            if is_torch_tensor(x):
+                if x.is_complex() or x.dtype == torch.bool:
+                    raise TypeError(f"{what}[{n!r}] must be a real numeric tensor, got {x.dtype}")
+                t = x.detach().to(device=self.device, dtype=torch.float32)
+            else:
+                t = torch.from_numpy(_as_float32(x, f"{what}[{n!r}]")).to(self.device)
+            out.append(t)
+        return out
+
+    def add(self, target: Mapping[str, Any], source: Mapping[str, Any], weight: float) -> None:
+        torch = self.torch
+        ts = self._tensors(target, "target")
+        ss = self._tensors(source, "source")
+        finite = torch.stack([torch.isfinite(t).all() for t in ts + ss])
+        if not bool(finite.all()):  # one host read per pair; the slow path names the tensor
+            bad = int(finite.logical_not().nonzero()[0])
+            side, names = ("target", ts) if bad < len(ts) else ("source", ss)
+            name = self.compiled.names[bad % len(ts)]
+            raise ValueError(f"{side}[{name!r}] contains NaN or infinite values")
+        self.pairs.add(ts, ss, weight)
+
+    def reserve(self, num_pairs: int) -> None:
+        self.pairs.reserve(num_pairs)
+
+    def clear_pairs(self) -> None:
+        self.pairs.clear()
+
+    def solve(self, init: Any, identity_start: bool, use_previous: bool, warm_start: bool,
+              max_sweeps: int, tol: float, seed: int, exact_objective: bool) -> dict:
+        from .descent import DescentOptions, LapFailed
+
+        torch = self.torch
+        sizes = [self.compiled.sizes[g] for g in self.compiled.groups]
+        if init is not None and not identity_start:
+            perms = [torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(init)]
+        elif use_previous:
+            perms = list(self.perms)
+        else:
+            perms = [torch.arange(n, dtype=torch.int64, device=self.device) for n in sizes]
+        if not warm_start:
+            for g in range(len(sizes)):
+                self.lap.forget(g)
+        at_identity = init is None and not use_previous or identity_start
+        opts = DescentOptions(max_sweeps=max_sweeps, tol=tol, seed=seed, exact_objective=exact_objective)
+        try:
+            res = self._descent(self.pairs, self.lap, perms, opts, at_identity=at_identity)
+        except LapFailed as exc:
+            raise ValueError(f"the cost matrix of group {self.compiled.groups[exc.group]!r} has "
+                             "non-finite entries (float32 overflow of the pairs' products)") from None
+        self.perms = res.perms
+        return {"perms": res.perms, "objective": res.objective, "history": res.history,
+                "sweeps": res.sweeps, "converged": res.converged, "gemm": res.time_gemm,
+                "lap": res.time_lap, **res.counters}
+
+    def objective(self, perms: Mapping[str, Any]) -> float:
+        torch = self.torch
+        return float(self.pairs.objective(
+            [torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(perms)]))
+
+
 class GradientMatcher:
     """Incremental matcher: add (target, source) pairs one at a time, solve whenever needed.
 
-    The pairs live in a native store laid out for one GEMM per (group, tensor), each tensor
-    stored once (once per axis for the rare tensors with more than two permuted axes). Cost terms are cached per (group, tensor): terms of tensors whose other axes are
-    unpermuted ("static") are accumulated at :meth:`add` time; the others are kept for the
-    permutations they were built at, extended by each added pair's share, and corrected on only
-    the rows whose permutation changed (a full rebuild when more than half did). A group whose
-    coupled groups did not change since its last solve is skipped (exact). So an FGMT loop
+    Runs where the pairs live. For numpy arrays and CPU tensors the pairs, the cost matrices and
+    the coordinate descent live in the native core: the pairs are laid out for one GEMM per
+    (group, tensor), each tensor stored once (once per axis for the rare tensors with more than
+    two permuted axes). Cost terms are cached per (group, tensor): terms of tensors whose other
+    axes are unpermuted ("static") are accumulated at :meth:`add` time; the others are kept for
+    the permutations they were built at, extended by each added pair's share, and corrected on
+    only the rows whose permutation changed (a full rebuild when more than half did). A group
+    whose coupled groups did not change since its last solve is skipped (exact). So an FGMT loop
     (add a pair, solve warm-started from the previous permutations) costs O(1 pair) of GEMM work
     per step plus the corrections, not O(K pairs).
+
+    For tensors on another torch device (a GPU), the pairs stay on that device and each visit's
+    cost matrix is built there with torch ops (:mod:`trajtransfer.core.torch_pairs`); the
+    assignment is solved on the host from a pinned copy of that one (n, n) matrix, or on the
+    device with a CUDA build of the extension. The descent (:mod:`trajtransfer.core.descent`)
+    follows the native one's rules, and tests hold the two to the same results.
 
     The exact float64 objective (``history[0]``, ``objective``) is linear in the pairs, so it is
     kept as per-pair terms: at the identity they are computed by :meth:`add` (fused with its
@@ -248,35 +419,85 @@ class GradientMatcher:
     :meth:`clear_pairs` instead of building a new matcher: the store's memory, the permutations
     and the LAP duals are kept.
 
+    Results come back in the kind of the pairs: numpy permutations for numpy pairs, int64 torch
+    tensors on the pairs' device for torch pairs. A matcher may be shared between threads (calls
+    are serialised).
+
     Parameters
     ----------
     spec : PermutationSpec
     seed : int
         Seed of the sweep order (``random.Random(seed)``); 0 <= seed < 2**64.
+    backend : {"auto", "native", "torch"}
+        ``"auto"``: the native core for numpy and CPU tensors, the torch path for other devices.
+        ``"torch"``: the torch path even for CPU tensors (the device-generic code, e.g. to test
+        it without a GPU). ``"native"``: the native core; tensors on another device are an error.
     """
 
-    def __init__(self, spec: PermutationSpec, *, seed: int = 0) -> None:
+    def __init__(self, spec: PermutationSpec, *, seed: int = 0, backend: str = "auto") -> None:
         if not isinstance(spec, PermutationSpec):
             raise TypeError(f"spec must be a PermutationSpec, got {type(spec).__name__}")
         seed = int(seed)
         if not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         self._spec = spec
         self._seed = seed
-        self._compiled: Optional[_CompiledSpec] = None
-        self._native: Any = None
+        self._backend = backend
+        self._path: Any = None          # _NativePath or _TorchPath, chosen by the first add()
+        self._device: Any = None        # where the pairs live ("cpu" for numpy)
+        self._torch_out = False         # results as torch tensors (torch pairs)
         self._solved = False
         self._add_seconds = 0.0
+        # Serialises every call: the lazy set-up in the first add() and the native store are
+        # shared state (concurrent first adds used to lose pairs).
+        self._lock = threading.RLock()
 
     @property
     def num_pairs(self) -> int:
         """Number of pairs added so far."""
-        return 0 if self._native is None else int(self._native.num_pairs)
+        return 0 if self._path is None else self._path.num_pairs
 
     @property
     def groups(self) -> list:
         """Group names in the order results and sweeps use."""
         return list(self._spec.perm_to_axes)
+
+    @property
+    def device(self) -> Any:
+        """Where the pairs live: a ``torch.device`` for torch pairs, ``"cpu"`` for numpy, None
+        before the first :meth:`add`."""
+        return self._device
+
+    @property
+    def backend(self) -> Optional[str]:
+        """``"native"`` or ``"torch"``: the path the pairs took (None before the first add)."""
+        if self._path is None:
+            return None
+        return "native" if isinstance(self._path, _NativePath) else "torch"
+
+    def _locate(self, target: Mapping[str, Any], source: Mapping[str, Any]) -> tuple:
+        """The pair's device (all tensors must agree) and whether any tensor is a torch tensor."""
+        where = None
+        torch_in = False
+        for side, params in (("target", target), ("source", source)):
+            for n, x in params.items():
+                if n in self._spec.buffers:
+                    continue
+                torch_in = torch_in or is_torch_tensor(x)
+                place = _placement(x)
+                if where is None:
+                    where = (place, f"{side}[{n!r}]")
+                elif not _same_place(place, where[0]):
+                    raise ValueError(f"{side}[{n!r}] is on {place} but {where[1]} is on "
+                                     f"{where[0]}: put every tensor of a pair on one device")
+        if where is None:
+            return "cpu", torch_in
+        if self._device is not None and not _same_place(where[0], self._device):
+            raise ValueError(f"{where[1]} is on {where[0]} but this matcher's pairs are on "
+                             f"{self._device}: put every pair on one device")
+        return where[0], torch_in
 
     def add(self, target: Mapping[str, Any], source: Mapping[str, Any], weight: float = 1.0) -> None:
         """Append one pair: maximise ``weight * <target, pi(source)>`` along with the others.
@@ -285,8 +506,8 @@ class GradientMatcher:
         ----------
         target, source : Mapping[str, numpy.ndarray | torch.Tensor]
             Same keys: every non-buffer tensor of the spec (buffers may be absent and are never
-            matched); CPU tensors; cast to float32. Shapes must agree with each other, with the
-            spec's group sizes and with the pairs added before.
+            matched); all on one device (numpy counts as the CPU); cast to float32. Shapes must
+            agree with each other, with the spec's group sizes and with the pairs added before.
         weight : float
             Finite weight of this pair.
 
@@ -294,7 +515,8 @@ class GradientMatcher:
         ------
         ValueError
             Mismatched keys between target and source, shapes inconsistent with the spec or the
-            earlier pairs, non-finite values or weight.
+            earlier pairs, non-finite values or weight, tensors on different devices (the
+            message names both).
         TypeError
             Non-mapping inputs, non-numeric arrays.
         """
@@ -309,44 +531,43 @@ class GradientMatcher:
         weight = float(weight)
         if not math.isfinite(weight):
             raise ValueError(f"weight must be finite, got {weight}")
-        t0 = time.perf_counter()
-        if self._compiled is None:
-            compiled = _CompiledSpec(self._spec, target, "target")
-            native = _core.match.Matcher(
-                [compiled.sizes[g] for g in compiled.groups],
-                [list(compiled.shapes[n]) for n in compiled.names],
-                compiled.axis_groups,
-            )
-        else:
-            compiled, native = self._compiled, self._native
-        ts = compiled.arrays(target, "target")
-        ss = compiled.arrays(source, "source")
-        try:
-            native.add(ts, ss, weight)
-        except ValueError as exc:
-            if "NaN" in str(exc):  # name the tensor (the native re-check only knows its index)
-                compiled.check_finite(ts, "target")
-                compiled.check_finite(ss, "source")
-            raise
-        self._compiled, self._native = compiled, native
-        self._add_seconds += time.perf_counter() - t0
+        with self._lock:
+            t0 = time.perf_counter()
+            device, torch_in = self._locate(target, source)
+            path = self._path
+            if path is None:
+                path = self._new_path(_CompiledSpec(self._spec, target, "target"), device)
+            path.add(target, source, weight)
+            if self._path is None:
+                self._path, self._device, self._torch_out = path, device, torch_in
+            self._add_seconds += time.perf_counter() - t0
+
+    def _new_path(self, compiled: _CompiledSpec, device: Any) -> Any:
+        on_cpu = _same_place(device, "cpu")
+        if self._backend == "native" and not on_cpu:
+            raise ValueError(f"backend='native' solves on the CPU but the pairs are on {device}: "
+                             "use backend='auto' (the device path) or move them with .cpu()")
+        if self._backend == "torch" or not on_cpu:
+            return _TorchPath(compiled, device)
+        return _NativePath(compiled)
 
     def reserve(self, num_pairs: int) -> None:
-        """Pre-allocate the native pair store for ``num_pairs`` pairs in total.
+        """Pre-allocate the pair store for ``num_pairs`` pairs in total.
 
         Optional: avoids regrowth copies when the number of pairs is known, and on Linux ≥ 5.14
         faults the reserved pages in at once (one call instead of a page fault per 4 KiB as
         later adds write them). Needs one pair added first (the shapes come from it).
         """
-        if self._native is None:
-            raise ValueError("reserve: add a first pair before reserving (it fixes the shapes)")
-        self._native.reserve(int(num_pairs))
+        with self._lock:
+            if self._path is None:
+                raise ValueError("reserve: add a first pair before reserving (it fixes the shapes)")
+            self._path.reserve(int(num_pairs))
 
     def clear_pairs(self) -> None:
         """Drop every pair, keeping the matcher's state for a new set of pairs of the same shapes.
 
         For loops that replace all pairs between solves (GMT recomputes every gradient pair at
-        each step). Kept: the native store's memory (adding as many pairs again allocates and
+        each step). Kept: the store's memory (adding as many pairs again allocates and
         page-faults nothing), each group's permutation from the last solve and its LAP column
         duals. So ``solve(warm_start=True)`` starts from the last solution's permutations, and
         ``solve(init, warm_start=True)`` starts from ``init`` with every assignment problem
@@ -357,8 +578,9 @@ class GradientMatcher:
 
         Does nothing before the first :meth:`add`. The shapes stay those of the first pair.
         """
-        if self._native is not None:
-            self._native.clear_pairs()
+        with self._lock:
+            if self._path is not None:
+                self._path.clear_pairs()
 
     def solve(
         self,
@@ -373,7 +595,7 @@ class GradientMatcher:
 
         Parameters
         ----------
-        init : Mapping[str, (n_p,) int array], "identity" or None
+        init : Mapping[str, (n_p,) int array or tensor], "identity" or None
             Starting permutations (copied; a missing or None entry is the identity). None: the
             identity, or with ``warm_start`` and an earlier solve, that solve's permutations.
             ``"identity"``: the identity for every group, whatever ``warm_start`` (which then
@@ -397,6 +619,8 @@ class GradientMatcher:
         Returns
         -------
         MatchResult
+            Permutations as numpy arrays for numpy pairs, as int64 tensors on the pairs' device
+            for torch pairs.
 
         Raises
         ------
@@ -406,54 +630,57 @@ class GradientMatcher:
         identity_start = isinstance(init, str)
         if identity_start and init != "identity":
             raise ValueError(f"init must be a mapping, 'identity' or None, got {init!r}")
-        if self._native is None or self._native.num_pairs == 0:
-            raise ValueError("solve: no pairs added yet (call add() first)")
-        max_sweeps = int(max_sweeps)
-        tol = float(tol)
-        if max_sweeps < 0:
-            raise ValueError(f"max_sweeps must be >= 0, got {max_sweeps}")
-        if not tol >= 0:
-            raise ValueError(f"tol must be >= 0, got {tol}")
-        # The native solve checks that each init is a permutation before it changes anything;
-        # only then is the check redone here, to name the group in the error.
-        if init is None or identity_start:
-            init_list = None
-        else:
-            init_list = self._compiled.init_list(init, check_perm=False)
-        # No init and no previous permutations to use: the native solve starts from the identity.
-        use_previous = bool(warm_start) and self._solved and not identity_start
-        t0 = time.perf_counter()
-        try:
-            r = self._native.solve(init_list, use_previous, bool(warm_start), max_sweeps, tol,
-                                   self._seed, bool(exact_objective))
-        except ValueError as exc:
-            if init_list is not None and "not a permutation" in str(exc):
-                self._compiled.init_list(init)
-            raise
-        solve_s = time.perf_counter() - t0
-        add_s, self._add_seconds = self._add_seconds, 0.0
-        self._solved = True
-        groups = self._compiled.groups
-        return MatchResult(
-            perms={g: p for g, p in zip(groups, r["perms"])},
-            objective=float(r["objective"]),
-            history=list(r["history"]),  # already Python floats
-            sweeps=int(r["sweeps"]),
-            converged=bool(r["converged"]),
-            timings={"gemm": float(r["gemm"]) + float(r["static_gemm"]), "lap": float(r["lap"]),
-                     "add": add_s, "solve": solve_s, "total": add_s + solve_s},
-            counters={"lap_solves": int(r["lap_solves"]),
-                      "lap_unchanged": int(r["lap_unchanged"]),
-                      "member_builds": int(r["member_builds"]),
-                      "delta_builds": int(r["delta_builds"]),
-                      "gemm_flops": float(r["gemm_flops"]) + float(r["static_gemm_flops"])},
-        )
+        with self._lock:
+            if self._path is None or self._path.num_pairs == 0:
+                raise ValueError("solve: no pairs added yet (call add() first)")
+            max_sweeps = int(max_sweeps)
+            tol = float(tol)
+            if max_sweeps < 0:
+                raise ValueError(f"max_sweeps must be >= 0, got {max_sweeps}")
+            if not tol >= 0:
+                raise ValueError(f"tol must be >= 0, got {tol}")
+            if init is not None and not identity_start and not isinstance(init, Mapping):
+                self._path.compiled.init_list(init)  # raises the TypeError
+            # No init and no previous permutations to use: the solve starts from the identity.
+            use_previous = bool(warm_start) and self._solved and not identity_start
+            t0 = time.perf_counter()
+            r = self._path.solve(init, identity_start, use_previous, bool(warm_start), max_sweeps,
+                                 tol, self._seed, bool(exact_objective))
+            solve_s = time.perf_counter() - t0
+            add_s, self._add_seconds = self._add_seconds, 0.0
+            self._solved = True
+            groups = self._path.compiled.groups
+            return MatchResult(
+                perms={g: self._out(p) for g, p in zip(groups, r["perms"])},
+                objective=float(r["objective"]),
+                history=[float(h) for h in r["history"]],
+                sweeps=int(r["sweeps"]),
+                converged=bool(r["converged"]),
+                timings={"gemm": float(r["gemm"]), "lap": float(r["lap"]),
+                         "add": add_s, "solve": solve_s, "total": add_s + solve_s},
+                counters={"lap_solves": int(r["lap_solves"]),
+                          "lap_unchanged": int(r["lap_unchanged"]),
+                          "member_builds": int(r["member_builds"]),
+                          "delta_builds": int(r["delta_builds"]),
+                          "gemm_flops": float(r["gemm_flops"])},
+            )
+
+    def _out(self, perm: Any) -> Any:
+        """A permutation in the kind of the pairs (numpy, or torch on the pairs' device)."""
+        if is_torch_tensor(perm):
+            return perm if self._torch_out else perm.cpu().numpy()
+        if self._torch_out:
+            import torch
+
+            return torch.from_numpy(np.asarray(perm))
+        return perm
 
     def objective(self, perms: Mapping[str, Any]) -> float:
         """Exact float64 objective over the stored pairs at ``perms`` (missing groups: identity)."""
-        if self._native is None:
-            raise ValueError("objective: no pairs added yet")
-        return float(self._native.objective(self._compiled.init_list(perms)))
+        with self._lock:
+            if self._path is None:
+                raise ValueError("objective: no pairs added yet")
+            return self._path.objective(perms)
 
 
 def match_gradients(
@@ -465,6 +692,7 @@ def match_gradients(
     max_sweeps: int = 100,
     tol: float = 1e-9,
     seed: int = 0,
+    backend: str = "auto",
 ) -> MatchResult:
     """Maximise ``sum_k w_k <target_k, pi(source_k)>`` over the spec's permutations.
 
@@ -479,6 +707,8 @@ def match_gradients(
         As :meth:`GradientMatcher.solve` (identity start when ``init`` is None).
     seed : int
         Sweep-order seed.
+    backend : {"auto", "native", "torch"}
+        Where the work runs (see :class:`GradientMatcher`); ``"auto"`` follows the pairs' device.
 
     Returns
     -------
@@ -498,7 +728,7 @@ def match_gradients(
     weights = list(weights)
     if len(weights) != len(pairs):
         raise ValueError(f"weights has {len(weights)} entries for {len(pairs)} pairs")
-    m = GradientMatcher(spec, seed=seed)
+    m = GradientMatcher(spec, seed=seed, backend=backend)
     for k, (pair, w) in enumerate(zip(pairs, weights)):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise ValueError(f"pairs[{k}] must be a (target, source) tuple")
@@ -517,6 +747,7 @@ def match_weights(
     max_sweeps: int = 100,
     tol: float = 1e-9,
     seed: int = 0,
+    backend: str = "auto",
 ) -> MatchResult:
     """Git Re-Basin weight matching: maximise ``sum_w <a[w], pi(b)[w]>`` (pi applied to b).
 
@@ -526,7 +757,7 @@ def match_weights(
     params_a, params_b : Mapping[str, numpy.ndarray | torch.Tensor]
         Two parameter dicts with the spec's non-buffer tensors (buffers such as BatchNorm
         running statistics may be present; they are not matched).
-    init, max_sweeps, tol, seed :
+    init, max_sweeps, tol, seed, backend :
         As :func:`match_gradients`.
 
     Returns
@@ -536,4 +767,4 @@ def match_weights(
         ``params_a``.
     """
     return match_gradients(spec, [(params_a, params_b)], init=init, max_sweeps=max_sweeps,
-                           tol=tol, seed=seed)
+                           tol=tol, seed=seed, backend=backend)

@@ -1,0 +1,252 @@
+"""The device path of the matcher (torch ops + the Python descent), run on CPU tensors.
+
+Oracle: the native C++ path in the same run, on the same tie-free problems (independent random
+networks, planted permutations): equal permutations, sweeps and objective. The CUDA build's
+on-device descent is exercised with the LAP kernel's host emulation in place of the GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from trajtransfer import _core  # noqa: E402
+from trajtransfer.core import device_lap  # noqa: E402
+from trajtransfer.core.match import GradientMatcher, match_gradients, match_weights  # noqa: E402
+from trajtransfer.core.permute import apply_permutation, random_permutation  # noqa: E402
+from trajtransfer.core.spec import chain_spec, mlp_spec, permutation_spec_from_axes_to_perm  # noqa: E402
+
+
+def _mlp():
+    widths = [12, 24, 20, 16, 5]
+    spec = mlp_spec(len(widths) - 2, bias=True)
+    shapes = {}
+    for i in range(len(widths) - 1):
+        shapes[f"layers.{i}.weight"] = (widths[i + 1], widths[i])
+        shapes[f"layers.{i}.bias"] = (widths[i + 1],)
+    return spec, shapes
+
+
+def _conv():
+    spec = chain_spec([("c1", "g1", 2), ("c2", "g2", 2), ("c3", "g3", 2), ("head", None, 2)])
+    shapes = {"c1.weight": (6, 3, 3, 3), "c1.bias": (6,), "c2.weight": (8, 6, 3, 3),
+              "c2.bias": (8,), "c3.weight": (5, 8, 3, 3), "c3.bias": (5,),
+              "head.weight": (4, 5, 1, 1), "head.bias": (4,)}
+    return spec, shapes
+
+
+def _odd_axes():
+    spec = permutation_spec_from_axes_to_perm({
+        "x": (None, "p", None), "y": ("q", None, "p"), "z": ("q",), "w": (None, None),
+        "t": ("p", "q", "r"), "u": ("r", None)})
+    shapes = {"x": (3, 7, 2), "y": (5, 4, 7), "z": (5,), "w": (2, 2), "t": (7, 5, 6), "u": (6, 3)}
+    return spec, shapes
+
+
+PROBLEMS = {"mlp": _mlp, "conv": _conv, "odd_axes": _odd_axes}
+
+
+def _params(spec, shapes, rng):
+    return {n: rng.standard_normal(shapes[n]).astype(np.float32) for n in spec.axes_to_perm}
+
+
+def _torch(params):
+    return {k: torch.from_numpy(v.copy()) for k, v in params.items()}
+
+
+def _assert_same(a, b, spec, rtol=1e-6):
+    for g in spec.perm_to_axes:
+        assert np.array_equal(np.asarray(a.perms[g]), np.asarray(b.perms[g])), g
+    assert a.sweeps == b.sweeps
+    assert a.converged == b.converged
+    np.testing.assert_allclose(a.objective, b.objective, rtol=rtol)
+    np.testing.assert_allclose(a.history, b.history, rtol=rtol)
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weight_matching_device_path_equals_native(problem, seed):
+    spec, shapes = PROBLEMS[problem]()
+    rng = np.random.default_rng(seed)
+    a, b = _params(spec, shapes, rng), _params(spec, shapes, rng)
+    native = match_weights(spec, a, b, seed=seed, backend="native")
+    device = match_weights(spec, _torch(a), _torch(b), seed=seed, backend="torch")
+    _assert_same(native, device, spec)
+    assert native.sweeps >= 2  # a real descent, not a one-sweep fixed point
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_planted_permutation_recovered_on_the_device_path(problem):
+    spec, shapes = PROBLEMS[problem]()
+    rng = np.random.default_rng(7)
+    a = _params(spec, shapes, rng)
+    pi = random_permutation(spec, a, seed=3)
+    b = apply_permutation(spec, pi, a)
+    res = match_weights(spec, _torch(a), _torch(b), backend="torch")
+    back = apply_permutation(spec, res.perms, _torch(b))
+    for k in a:
+        assert torch.equal(back[k], torch.from_numpy(a[k])), k
+
+
+def test_weighted_pairs_device_path_equals_native():
+    spec, shapes = _mlp()
+    rng = np.random.default_rng(11)
+    pairs = [(_params(spec, shapes, rng), _params(spec, shapes, rng)) for _ in range(4)]
+    weights = [1.0, 0.5, 2.0, -0.25]
+    native = match_gradients(spec, pairs, weights, seed=5, backend="native")
+    device = match_gradients(spec, [(_torch(t), _torch(s)) for t, s in pairs], weights, seed=5,
+                             backend="torch")
+    _assert_same(native, device, spec, rtol=1e-5)
+
+
+@pytest.mark.parametrize("problem", ["mlp", "conv"])
+def test_fgmt_and_gmt_loops_device_path_equals_native(problem):
+    # FGMT: one matcher, one pair per step, identity start with warm duals; GMT: clear_pairs and
+    # re-add every step, warm start from the previous permutations.
+    spec, shapes = PROBLEMS[problem]()
+    rng = np.random.default_rng(21)
+    steps = [(_params(spec, shapes, rng), _params(spec, shapes, rng)) for _ in range(4)]
+    for loop in ("fgmt", "gmt"):
+        results = {}
+        for backend in ("native", "torch"):
+            m = GradientMatcher(spec, seed=3, backend=backend)
+            out = []
+            for s in range(1, len(steps) + 1):
+                if loop == "fgmt":
+                    t, src = steps[s - 1]
+                    m.add(_torch(t) if backend == "torch" else t, _torch(src) if backend == "torch" else src)
+                    out.append(m.solve("identity", warm_start=True, exact_objective=False))
+                else:
+                    m.clear_pairs()
+                    for t, src in steps[:s]:
+                        m.add(_torch(t) if backend == "torch" else t,
+                              _torch(src) if backend == "torch" else src)
+                    out.append(m.solve(None, warm_start=True))
+            results[backend] = out
+        for r_native, r_device in zip(results["native"], results["torch"]):
+            _assert_same(r_native, r_device, spec, rtol=1e-5)
+
+
+def test_init_and_objective_device_path_equal_native():
+    spec, shapes = _conv()
+    rng = np.random.default_rng(4)
+    a, b = _params(spec, shapes, rng), _params(spec, shapes, rng)
+    init = random_permutation(spec, a, seed=9)
+    res = {}
+    for backend in ("native", "torch"):
+        m = GradientMatcher(spec, seed=1, backend=backend)
+        m.add(a, b)
+        res[backend] = (m.solve(init, warm_start=False), m.objective(init))
+    _assert_same(res["native"][0], res["torch"][0], spec)
+    np.testing.assert_allclose(res["native"][1], res["torch"][1], rtol=1e-12)
+    # An independent float64 objective of the start.
+    moved = apply_permutation(spec, init, b)
+    exact = sum(float(np.dot(a[k].astype(np.float64).ravel(), moved[k].astype(np.float64).ravel()))
+                for k in a)
+    np.testing.assert_allclose(res["torch"][1], exact, rtol=1e-12)
+
+
+def test_kind_in_kind_out():
+    spec, shapes = _mlp()
+    rng = np.random.default_rng(0)
+    a, b = _params(spec, shapes, rng), _params(spec, shapes, rng)
+    for backend in ("native", "torch"):
+        r_np = match_weights(spec, a, b, backend=backend)
+        assert all(type(p) is np.ndarray and p.dtype == np.int64 for p in r_np.perms.values())
+        r_t = match_weights(spec, _torch(a), _torch(b), backend=backend)
+        assert all(isinstance(p, torch.Tensor) and p.dtype == torch.int64 and p.device.type == "cpu"
+                   for p in r_t.perms.values())
+    m = GradientMatcher(spec, backend="torch")
+    m.add(_torch(a), _torch(b))
+    assert m.backend == "torch" and str(m.device) == "cpu"
+    assert GradientMatcher(spec).backend is None
+
+
+def test_mixed_devices_raise_an_error_naming_both():
+    spec, shapes = _mlp()
+    rng = np.random.default_rng(0)
+    a, b = _torch(_params(spec, shapes, rng)), _torch(_params(spec, shapes, rng))
+    b_meta = dict(b, **{"layers.1.weight": b["layers.1.weight"].to("meta")})
+    with pytest.raises(ValueError, match=r"source\['layers.1.weight'\] is on meta but .* is on cpu"):
+        GradientMatcher(spec).add(a, b_meta)
+    m = GradientMatcher(spec)
+    m.add(a, b)
+    a_meta = {k: v.to("meta") for k, v in a.items()}
+    with pytest.raises(ValueError, match="is on meta but this matcher's pairs are on cpu"):
+        m.add(a_meta, {k: v.to("meta") for k, v in b.items()})
+    assert m.num_pairs == 1
+    with pytest.raises(ValueError, match="backend='native' solves on the CPU but the pairs are on meta"):
+        GradientMatcher(spec, backend="native").add(a_meta, {k: v.to("meta") for k, v in b.items()})
+    with pytest.raises(ValueError, match="backend must be one of"):
+        GradientMatcher(spec, backend="cuda")
+
+
+def test_device_path_errors_name_the_tensor_and_add_nothing():
+    spec, shapes = _mlp()
+    rng = np.random.default_rng(0)
+    a, b = _torch(_params(spec, shapes, rng)), _torch(_params(spec, shapes, rng))
+    m = GradientMatcher(spec, backend="torch")
+    m.add(a, b)
+    bad = dict(b, **{"layers.2.bias": b["layers.2.bias"].clone()})
+    bad["layers.2.bias"][1] = float("nan")
+    with pytest.raises(ValueError, match=r"source\['layers.2.bias'\] contains NaN"):
+        m.add(a, bad)
+    wrong = dict(a, **{"layers.0.bias": torch.zeros(3)})
+    with pytest.raises(ValueError, match="layers.0.bias"):
+        m.add(wrong, b)
+    assert m.num_pairs == 1
+    r = m.solve()
+    assert r.sweeps >= 1
+
+
+@pytest.mark.parametrize("backend", ["native", "torch"])
+def test_concurrent_first_adds_lose_no_pair(backend):
+    spec, shapes = _mlp()
+    rng = np.random.default_rng(0)
+    pairs = [(_params(spec, shapes, rng), _params(spec, shapes, rng)) for _ in range(8)]
+    for _ in range(5):
+        m = GradientMatcher(spec, backend=backend)
+        barrier = threading.Barrier(len(pairs))
+
+        def add(pair):
+            barrier.wait()
+            m.add(*pair)
+
+        threads = [threading.Thread(target=add, args=(p,)) for p in pairs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert m.num_pairs == len(pairs)
+
+
+def _emulated_cuda_batch_solve(costs, col_duals):
+    """The CUDA LAP kernel's own code on the host, in place of the GPU (same contract)."""
+    duals = None if col_duals is None else col_duals.numpy()
+    cols, status, _, v = _core.cuda_emulation.lap_batch(costs.contiguous().numpy(), True, 4, duals)
+    return torch.from_numpy(cols), torch.from_numpy(v), torch.from_numpy(status)
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_on_device_descent_with_the_cuda_kernel_equals_native(problem, monkeypatch):
+    # The CUDA build's path: LAP results and the accept rule stay on the device, one host read
+    # per sweep. Every group is visited each sweep (no per-visit read to skip clean ones), which
+    # changes the work, not the result.
+    monkeypatch.setattr(device_lap, "cuda_lap_available", lambda device: True)
+    monkeypatch.setattr(device_lap, "cuda_batch_solve", _emulated_cuda_batch_solve)
+    spec, shapes = PROBLEMS[problem]()
+    rng = np.random.default_rng(5)
+    a, b = _params(spec, shapes, rng), _params(spec, shapes, rng)
+    native = match_weights(spec, a, b, seed=2, backend="native")
+    m = GradientMatcher(spec, seed=2, backend="torch")
+    m.add(_torch(a), _torch(b))
+    assert isinstance(m._path.lap, device_lap.CudaLap)
+    _assert_same(native, m.solve(warm_start=False), spec)
+    # A warm re-solve (duals kept on the device) stays at the optimum.
+    again = m.solve(warm_start=True)
+    for g in spec.perm_to_axes:
+        assert torch.equal(again.perms[g], torch.from_numpy(native.perms[g]))
