@@ -37,6 +37,20 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     assert gmt["matching_fraction"] == pytest.approx(gmt["timings"]["matching"] / gmt["timings"]["total"])
     assert f"{100 * gmt['matching_fraction']:.1f}%" in printed
     assert gmt["config"]["grad_batches"] == 2 and gmt["config"]["batch_size"] == 128  # --quick caps 10
+    expected = "cuda" if __import__("torch").cuda.is_available() else "cpu"  # --device auto
+    assert res["device"].startswith(expected) and gmt["config"]["device"].startswith(expected)
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda"])
+def test_bad_device_is_a_one_line_error(tmp_path, capsys, device):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    rc = main(["demo", "--quick", "--quiet", "--out", str(tmp_path / "d"), "--device", device])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("trajtransfer: error: --device") and "\n" not in err
+    assert not (tmp_path / "d").exists()  # failed before any work
 
 
 def test_demo_defaults():

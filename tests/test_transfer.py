@@ -11,8 +11,8 @@ import trajtransfer.core.match as match_mod  # noqa: E402
 from trajtransfer.kit.data import load_digits_data  # noqa: E402
 from trajtransfer.kit.models import MLP  # noqa: E402
 from trajtransfer.core.permute import apply_permutation, random_permutation  # noqa: E402
-from trajtransfer.method.trajectory import Trajectory  # noqa: E402
 from trajtransfer.kit.training import evaluate, train  # noqa: E402
+from transfer_setup import trained_source_and_target  # noqa: E402
 from trajtransfer.method.transfer import paired_gradients, transfer  # noqa: E402
 
 K = 4
@@ -26,15 +26,7 @@ def _mlp(seed, hidden=(32,)):
 @pytest.fixture(scope="module")
 def setup():
     torch.set_num_threads(2)
-    data = load_digits_data(seed=0)
-    src = _mlp(1)
-    init = {k: v.clone() for k, v in src.state_dict().items()}
-    train(src, data.train, epochs=2, lr=0.05, batch_size=32, seed=0)
-    traj = Trajectory([init, src.state_dict()], num_splits=K)
-    tgt = _mlp(2)
-    target_init = {k: v.clone() for k, v in tgt.state_dict().items()}
-    train(tgt, data.train, epochs=2, lr=0.05, batch_size=32, seed=1)
-    return data, traj, target_init, {k: v.clone() for k, v in tgt.state_dict().items()}
+    return trained_source_and_target(_mlp, K)
 
 
 def _run(setup, method, **kw):

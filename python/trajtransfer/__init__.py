@@ -61,7 +61,7 @@ _LAZY = {
     "transfer": "method.transfer",
     "TransferResult": "method.transfer",
     "StepInfo": "method.transfer",
-    "paired_gradients": "method.transfer",
+    "paired_gradients": "method.pairs",
     "METHODS": "method.transfer",
     "preset": "kit.presets",
     "list_presets": "kit.presets",

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 __all__ = ["main", "run_experiment", "build_parser"]
 
@@ -49,6 +49,24 @@ def _pct(x: Optional[float]) -> str:
     return "   -  " if x is None else f"{100 * x:6.2f}"
 
 
+def _device(name: str) -> Any:
+    """The torch device named by ``--device`` ("auto": cuda when torch sees a GPU)."""
+    import torch
+
+    from .._devices import default_device
+
+    if name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch sees no CUDA device (torch {torch.__version__}); "
+                         "use --device cpu")
+    return device
+
+
 def run_experiment(args: argparse.Namespace) -> dict:
     """Train source and target, transfer with each method, evaluate, fine-tune; write outputs.
 
@@ -69,6 +87,7 @@ def run_experiment(args: argparse.Namespace) -> dict:
         # default, every hardware thread, competes with torch's on a shared machine).
         torch.set_num_threads(int(args.threads))
         set_match_threads(int(args.threads))
+    device = _device(args.device)
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -85,11 +104,13 @@ def run_experiment(args: argparse.Namespace) -> dict:
     if args.train_subset:
         data.train = data.train.subset(slice(0, int(args.train_subset)))
     in_features = data.train.num_features
-    build = lambda: _build_model(args.model, in_features, data.num_classes, args.hidden, args.activation)  # noqa: E731
+    build = lambda: _build_model(args.model, in_features, data.num_classes, args.hidden,  # noqa: E731
+                                 args.activation).to(device)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.lr_schedule)
     log(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}; "
-        f"model {args.model}; {args.epochs} epochs lr {args.lr} batch {args.batch_size} ({args.lr_schedule})")
+        f"model {args.model} on {device}; {args.epochs} epochs lr {args.lr} batch {args.batch_size} "
+        f"({args.lr_schedule})")
 
     # Source (trajectory recorded) and target (trained only for reference and the Oracle).
     torch.manual_seed(args.seed)
@@ -178,7 +199,7 @@ def run_experiment(args: argparse.Namespace) -> dict:
         "target": {"val_accuracy": target_val, "test_accuracy": target_test, "seconds": t_tgt},
         "methods": {m: results[m][1] for m in methods},
         "finetune": finetune, "pngs": [os.fspath(p) for p in pngs],
-        "seconds": time.perf_counter() - t_all, "torch_threads": torch.get_num_threads(),
+        "seconds": time.perf_counter() - t_all, "device": str(device), "torch_threads": torch.get_num_threads(),
         "match_threads": _match_threads(),
     }
     with open(out / "results.json", "w") as f:
@@ -268,6 +289,9 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=threads,
                    help="torch and matcher threads (0: leave both at their defaults)")
+    p.add_argument("--device", default="auto",
+                   help="where models train and transfer: cpu, cuda, cuda:1, ... (auto: cuda if "
+                        "torch sees a GPU, else cpu)")
     p.add_argument("--out", default=out)
     p.add_argument("--quiet", action="store_true")
 

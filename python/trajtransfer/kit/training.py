@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
+from .._devices import batch_to, module_device
 from .data import ArrayDataset, Loader, eval_batches
 
 __all__ = ["TrainConfig", "TrainHistory", "train", "evaluate", "lr_at_epoch"]
@@ -76,17 +77,22 @@ def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
 
 
 def evaluate(model, dataset: ArrayDataset, batch_size: int = 1024) -> float:
-    """Top-1 accuracy (fraction in [0, 1]) of ``model`` in eval mode on the whole ``dataset``."""
+    """Top-1 accuracy (fraction in [0, 1]) of ``model`` in eval mode on the whole ``dataset``.
+
+    Runs on the model's device; the data go there one batch at a time.
+    """
     import torch
 
     was_training = model.training
     model.eval()
-    correct = 0
+    device = module_device(model)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     with torch.no_grad():
-        for x, y in eval_batches(dataset, batch_size):
-            correct += int((model(x).argmax(dim=1) == y).sum())
+        for batch in eval_batches(dataset, batch_size):
+            x, y = batch_to(batch, device)
+            correct += (model(x).argmax(dim=1) == y).sum()
     model.train(was_training)
-    return correct / max(1, len(dataset))
+    return int(correct) / max(1, len(dataset))  # one host read
 
 
 class _SGD:
@@ -152,8 +158,9 @@ def train(
     Parameters
     ----------
     model : torch.nn.Module
+        Trained on its own device.
     data : ArrayDataset
-        Training samples.
+        Training samples, wherever they are kept.
     config : TrainConfig, optional
         Defaults to ``TrainConfig()``; keyword ``overrides`` replace its fields
         (e.g. ``train(model, data, epochs=3, lr=0.1)``).
@@ -177,6 +184,7 @@ def train(
     if cfg.epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {cfg.epochs}")
     opt = _optimizer(model, cfg)
+    device = module_device(model)  # the data go there one batch at a time
     loader = Loader(data, cfg.batch_size, seed=cfg.seed, drop_last=len(data) >= cfg.batch_size)
     hist = TrainHistory()
     if recorder is not None and -1 not in recorder.epochs:
@@ -188,14 +196,15 @@ def train(
             g["lr"] = lr
         model.train()
         total, count = 0.0, 0
-        for x, y in loader.epoch():
+        for batch in loader.epoch():
+            x, y = batch_to(batch, device)
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(y)
+            total = total + loss.detach().double() * len(y)  # summed on the device: no read per batch
             count += len(y)
-        hist.train_loss.append(total / max(1, count))
+        hist.train_loss.append(float(total) / max(1, count))
         hist.lr.append(lr)
         acc = evaluate(model, val) if val is not None else None
         if acc is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
+from .._devices import module_device, to_device
+
 __all__ = ["batchnorm_modules", "has_batchnorm", "reset_bn_stats", "recalibrate_bn"]
 
 
@@ -48,7 +50,8 @@ def recalibrate_bn(
         Modified in place: only the BN buffers (``running_mean``, ``running_var``,
         ``num_batches_tracked``) change. Its train/eval mode and BN momenta are restored.
     batches : iterable of (x, y) or x
-        Minibatches; e.g. a :class:`trajtransfer.kit.data.Loader` or a list.
+        Minibatches, anywhere; e.g. a :class:`trajtransfer.kit.data.Loader` or a list. Each goes
+        to the model's device as it is used.
     num_batches : int, optional
         Use at most this many batches (all of ``batches`` when None).
     transform : callable, optional
@@ -76,6 +79,7 @@ def recalibrate_bn(
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch weighs the same
     used = 0
+    device = module_device(model)
     try:
         model.train()
         with torch.no_grad():
@@ -85,7 +89,7 @@ def recalibrate_bn(
                     b = next(it)
                 except StopIteration:
                     break
-                x = b[0] if isinstance(b, (tuple, list)) else b
+                x = to_device(b[0] if isinstance(b, (tuple, list)) else b, device)
                 if transform is not None:
                     x = transform(x)
                 model(x)

@@ -24,22 +24,26 @@ BatchNorm (I2, I3); persistent seeded samplers (I3); everything seeded (Q3); opt
 
 from __future__ import annotations
 
-import copy
 import sys
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
-from .bn import has_batchnorm, recalibrate_bn
+from .._devices import batch_to, default_device, state_device
 from ..kit.data import ArrayDataset, DatasetSplits, Loader
-from .trajectory import Trajectory
 from ..kit.training import evaluate
+from .bn import has_batchnorm, recalibrate_bn
+from .methods import METHODS as _METHOD_CLASSES
+from .methods import MatchSettings, StepMatch, TransferMethod
+from .pairs import GradientPairSource, load_params, paired_gradients
+from .timer import PhaseTimer
+from .trajectory import Trajectory
 
 __all__ = ["METHODS", "StepInfo", "TransferResult", "paired_gradients", "transfer"]
 
-METHODS = ("gmt", "fgmt", "naive", "oracle")
+#: The method names :func:`transfer` accepts (see :mod:`trajtransfer.method.methods`).
+METHODS = tuple(_METHOD_CLASSES)
 
 
 @dataclass
@@ -82,7 +86,7 @@ class TransferResult:
     best_accuracy : float or None
         Accuracy (fraction) at ``best_step``.
     best_params, final_params : dict[str, Tensor]
-        Target-model state dicts at the best step and at step K: parameters plus, for models with
+        Target-model state dicts, on the transfer's device, at the best step and at step K: parameters plus, for models with
         BatchNorm, the recalibrated running statistics.
     eval_steps, accuracy : list[int], list[float]
         Evaluated steps (0 = the target init, then every ``eval_every`` and K) and their accuracy.
@@ -92,9 +96,9 @@ class TransferResult:
         happened (Naive; Oracle after step 1).
     sweeps : list[int or None]
         Coordinate-descent sweeps per solve, aligned with ``objective``.
-    perms : list[dict[str, ndarray]]
-        π_s for s = 1 … K (``keep_perms="all"``) or only π_K (``"final"``); identity permutations
-        for Naive.
+    perms : list[dict[str, Tensor]]
+        π_s for s = 1 … K (``keep_perms="all"``) or only π_K (``"final"``), int64 tensors on the
+        transfer's device; identity permutations for Naive.
     num_gradient_pairs : int
         Gradient pairs computed: K(K+1)/2 for GMT, K for FGMT, 0 otherwise.
     num_source_gradients : int
@@ -166,59 +170,7 @@ def _state(obj: Any, what: str) -> dict:
     raise TypeError(f"{what} must be an nn.Module or a state dict, got {type(obj).__name__}")
 
 
-def _load_params(model, params: Mapping[str, Any]) -> None:
-    import torch
-
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(params[name])
-
-
-def paired_gradients(target_model, source_model, batches: Sequence) -> tuple[dict, dict]:
-    """Mean cross-entropy gradients of two models on the **same** minibatches (§2.3, without I1).
-
-    Both models run in train mode (BatchNorm uses batch statistics). Gradients are averaged over
-    the batches.
-
-    Parameters
-    ----------
-    target_model, source_model : torch.nn.Module
-    batches : sequence of (x, y)
-
-    Returns
-    -------
-    (g_target, g_source) : dict[str, Tensor], dict[str, Tensor]
-        One entry per trainable parameter name.
-
-    Raises
-    ------
-    ValueError
-        If ``batches`` is empty.
-    """
-    if len(batches) == 0:
-        raise ValueError("paired_gradients needs at least one minibatch")
-    return _mean_gradient(target_model, batches), _mean_gradient(source_model, batches)
-
-
-def _mean_gradient(model, batches: Sequence) -> dict:
-    """Mean over ``batches`` of the mean cross-entropy gradient, train mode."""
-    import torch.nn.functional as F
-
-    model.train()
-    model.zero_grad(set_to_none=True)
-    for x, y in batches:
-        F.cross_entropy(model(x), y).backward()
-    out = {n: p.grad.detach().clone() / len(batches) for n, p in model.named_parameters()
-           if p.requires_grad and p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    return out
-
-
-def _identity(sizes: Mapping[str, int]) -> dict:
-    return {p: np.arange(n, dtype=np.int64) for p, n in sizes.items()}
-
-
-def _group_sizes(spec, params: Mapping[str, Any]) -> dict:
+def _group_sizes(spec: Any, params: Mapping[str, Any]) -> dict:
     sizes = {}
     for p, members in spec.perm_to_axes.items():
         for name, ax in members:
@@ -228,6 +180,76 @@ def _group_sizes(spec, params: Mapping[str, Any]) -> dict:
         else:
             raise ValueError(f"permutation group {p!r} acts on no parameter of the model")
     return sizes
+
+
+def _resolve_device(device: Any, target_init: Any, model: Any) -> Any:
+    """An explicit ``device``, else the target init's, else the model's, else the default."""
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    for obj in (target_init, model):
+        found = state_device(obj)
+        if found is not None and found.type != "meta":
+            return found
+    return default_device()
+
+
+class _Context:
+    """What the methods share with the driver: the spec, the pairs, the settings, the timer."""
+
+    def __init__(self, spec: Any, pairs: GradientPairSource, settings: MatchSettings,
+                 timer: PhaseTimer, num_steps: int, target_final: Optional[dict]) -> None:
+        self.spec = spec
+        self.pairs = pairs
+        self.settings = settings
+        self.timer = timer
+        self.num_steps = num_steps
+        self.target_final = target_final
+
+    def record_match_timings(self, res: Any) -> None:
+        """The matcher's own split of its time: cost building and assignment solves."""
+        self.timer.add("matching_gemm", float(res.timings.get("gemm", 0.0)))
+        self.timer.add("matching_lap", float(res.timings.get("lap", 0.0)))
+
+
+class _Evaluation:
+    """Accuracy along the transfer (with BN recalibration) and the best step so far."""
+
+    def __init__(self, pairs: GradientPairSource, eval_data: Optional[ArrayDataset],
+                 bn_loader: Optional[Loader], bn_batches: int, eval_batch_size: int,
+                 timer: PhaseTimer) -> None:
+        self.model = pairs.target_model
+        self.eval_data = eval_data
+        self.bn_loader = bn_loader
+        self.bn_batches = bn_batches
+        self.eval_batch_size = eval_batch_size
+        self.timer = timer
+        self.steps: list = []
+        self.accuracy: list = []
+        self.best_step: Optional[int] = None
+        self.best_accuracy: Optional[float] = None
+        self.best_state: Optional[dict] = None
+
+    def recalibrate(self) -> None:
+        if self.bn_loader is not None:
+            with self.timer("bn"):
+                recalibrate_bn(self.model, self.bn_loader, self.bn_batches)
+
+    def __call__(self, s: int, params: dict) -> Optional[float]:
+        """Load θ₂ˢ, recalibrate BN, evaluate; keeps the best step s ≥ 1 (first on ties)."""
+        with self.timer("evaluation"):
+            load_params(self.model, params)
+            self.recalibrate()
+            if self.eval_data is None:
+                return None
+            acc = evaluate(self.model, self.eval_data, self.eval_batch_size)
+            self.steps.append(s)
+            self.accuracy.append(acc)
+            if s >= 1 and (self.best_accuracy is None or acc > self.best_accuracy):
+                self.best_step, self.best_accuracy = s, acc
+                self.best_state = _state(self.model, "model")
+            return acc
 
 
 # ----------------------------------------------------------------------------------- transfer
@@ -256,6 +278,8 @@ def transfer(
     max_sweeps: int = 100,
     seed: int = 0,
     keep_perms: str = "all",
+    device: Any = None,
+    backend: str = "auto",
     verbose: bool = False,
     callback: Optional[Callable[[StepInfo], None]] = None,
 ) -> TransferResult:
@@ -264,16 +288,17 @@ def transfer(
     Parameters
     ----------
     model : torch.nn.Module
-        The architecture (not modified; deep-copied). Must provide ``permutation_spec()`` unless
-        ``spec`` is given.
+        The architecture (not modified; deep-copied onto the device). Must provide
+        ``permutation_spec()`` unless ``spec`` is given.
     trajectory : Trajectory
         Source trajectory; its point 0 is θ₁⁰. State dicts may hold buffers too: only the model's
-        parameters are transferred.
+        parameters are transferred. Points are moved to the device as they are used.
     target_init : nn.Module or state dict
         θ₂⁰.
     data : ArrayDataset or DatasetSplits
-        Training samples for gradients and BN recalibration. With ``DatasetSplits``, ``train`` is
-        used and ``eval_data`` defaults to its ``val``.
+        Training samples for gradients and BN recalibration, wherever they are kept: each
+        minibatch goes to the device as it is drawn (through pinned memory for a GPU). With
+        ``DatasetSplits``, ``train`` is used and ``eval_data`` defaults to its ``val``.
     method : {"gmt", "fgmt", "naive", "oracle"}
     steps : int, optional
         K; defaults to ``len(trajectory) - 1``. A different K re-splits the trajectory's segments
@@ -322,6 +347,13 @@ def transfer(
         sweep order (GMT's fresh matcher per step and FGMT's persistent one both get ``seed``, so
         GMT and FGMT agree at s = 1).
     keep_perms : {"all", "final"}
+    device : torch.device or str, optional
+        Where the models, gradients, matching and evaluation run. Default: the device of
+        ``target_init`` (a module's parameters or a state dict's tensors), else of ``model``.
+    backend : {"auto", "native", "torch"}
+        The matcher's path (:class:`~trajtransfer.core.match.GradientMatcher`): ``"auto"``
+        follows the device (native core on the CPU, torch ops on a GPU); ``"torch"`` forces the
+        device path on the CPU.
     verbose : bool
         Print one progress line per step to stderr.
     callback : callable(StepInfo), optional
@@ -338,13 +370,10 @@ def transfer(
     """
     import torch
 
-    from ..core.match import GradientMatcher, match_weights
-    from ..core.permute import apply_permutation
-
-    t_start = time.perf_counter()
     method = str(method).lower()
-    if method not in METHODS:
+    if method not in _METHOD_CLASSES:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method_cls = _METHOD_CLASSES[method]
     if isinstance(data, DatasetSplits):
         if eval_data is None:
             eval_data = data.val
@@ -361,8 +390,10 @@ def transfer(
         raise ValueError(f"warm_start must be False, True or 'both', got {warm_start!r}")
     if keep_perms not in ("all", "final"):
         raise ValueError(f"keep_perms must be 'all' or 'final', got {keep_perms!r}")
-    if method == "oracle" and target_final is None:
-        raise ValueError("method='oracle' needs target_final= (the target's trained end point)")
+    if method_cls.needs_target_final and target_final is None:
+        raise ValueError(f"method={method!r} needs target_final= (the target's trained end point)")
+    settings = MatchSettings(warm_start=warm_start, reuse_duals=bool(reuse_duals), tol=tol,
+                             rtol=rtol, max_sweeps=int(max_sweeps), seed=int(seed), backend=backend)
 
     segments = trajectory.num_checkpoints - 1
     if steps is not None and int(steps) != trajectory.num_steps:
@@ -376,10 +407,11 @@ def transfer(
             raise ValueError("model has no permutation_spec(); pass spec=")
         spec = model.permutation_spec()
 
-    tgt_model = copy.deepcopy(model)
-    src_model = copy.deepcopy(model)
+    dev = _resolve_device(device, target_init, model)
+    timer = PhaseTimer(dev, ("gradients", "matching", "evaluation", "matching_gemm",
+                             "matching_lap", "bn"))
     names = [n for n, _ in model.named_parameters()]
-    origin = {n: v for n, v in trajectory.checkpoint(0).items() if n in names}
+    origin = trajectory.checkpoint(0)
     base_state = _state(target_init, "target_init")
     missing = [n for n in names if n not in origin or n not in base_state]
     if missing:
@@ -388,194 +420,56 @@ def transfer(
         for what, d in (("trajectory", origin), ("target_init", base_state)):
             if tuple(d[n].shape) != tuple(p.shape):
                 raise ValueError(f"{what}[{n!r}] has shape {tuple(d[n].shape)}, model has {tuple(p.shape)}")
-    base = {n: base_state[n].to(torch.float32) for n in names}
+    base = {n: batch_to(base_state[n], dev).to(torch.float32) for n in names}
     sizes = _group_sizes(spec, base)
-    identity = _identity(sizes)  # read-only: the matcher copies its init, nothing writes to it
+    final = None
+    if method_cls.needs_target_final:
+        final_state = _state(target_final, "target_final")
+        final = {n: batch_to(final_state[n], dev).to(torch.float32) for n in names}
+
     uses_bn = has_batchnorm(model)
-
-    grad_loader = Loader(data, batch_size, seed=seed)
+    pairs = GradientPairSource(model, trajectory, base, spec, Loader(data, batch_size, seed=seed),
+                               grad_batches, cache_source, dev)
     bn_loader = Loader(data, bn_batch_size or batch_size, seed=seed + 1_000_003) if uses_bn else None
-    times = {"gradients": 0.0, "matching": 0.0, "evaluation": 0.0, "matching_gemm": 0.0,
-             "matching_lap": 0.0, "bn": 0.0}
-
-    def disp(k: int) -> dict:
-        point = trajectory[k]
-        return {n: point[n] - origin[n] for n in names}
-
-    def target_point(d: dict, perm: Optional[dict]) -> dict:
-        moved = apply_permutation(spec, perm, d) if perm is not None else d
-        return {n: base[n] + moved[n] for n in names}
-
-    source_cache: dict = {}  # GMT with cache_source: point k -> (minibatches, source gradient)
-    counts = {"source": 0}
-
-    def gradient_pair(k: int, perm: Optional[dict]) -> tuple[dict, dict]:
-        t0 = time.perf_counter()
-        point = trajectory[k]
-        d = {n: point[n] - origin[n] for n in names}
-        _load_params(tgt_model, target_point(d, perm))
-        if k in source_cache:
-            batches, g_s = source_cache[k]
-        else:
-            batches = grad_loader.take(grad_batches)
-            _load_params(src_model, point)
-            g_s = _mean_gradient(src_model, batches)
-            counts["source"] += 1
-            if cache_source:
-                source_cache[k] = (batches, g_s)
-        g_t = _mean_gradient(tgt_model, batches)
-        times["gradients"] += time.perf_counter() - t0
-        return g_t, g_s
-
-    def pair_bound(g_t: dict, g_s: dict) -> float:
-        return float(sum(float(g_t[n].norm()) * float(g_s[n].norm()) for n in g_t))
-
-    def solve(matcher, prev: dict, bound: float):
-        # The matcher stops when a sweep gains <= tol * max(1, |objective|); rtol rescales tol by
-        # the Cauchy-Schwarz bound so that the threshold follows the gradients' scale.
-        eff_tol = tol if rtol is None else float(rtol) * bound / max(1.0, bound)
-        starts = {False: [None], True: [prev], "both": [None, prev]}[warm_start]
-        best = None
-        for init in starts:
-            if init is None and reuse_duals:
-                # Identity start as in the official code, but each LAP starts from the duals of
-                # this matcher's previous solve (FGMT keeps one matcher): same optimum, far fewer
-                # augmentations. Only the choice among tied optimal assignments may differ.
-                res = matcher.solve("identity", max_sweeps=max_sweeps, tol=eff_tol, warm_start=True,
-                                    exact_objective=False)
-            elif init is None:  # identity start, cold LAPs: the official behaviour
-                res = matcher.solve(None, max_sweeps=max_sweeps, tol=eff_tol, warm_start=False,
-                                    exact_objective=False)
-            else:
-                res = matcher.solve({p: v.copy() for p, v in init.items()}, max_sweeps=max_sweeps,
-                                    tol=eff_tol, warm_start=True, exact_objective=False)
-            times["matching_gemm"] += float(res.timings.get("gemm", 0.0))
-            times["matching_lap"] += float(res.timings.get("lap", 0.0))
-            if best is None or res.objective > best.objective:
-                best = res
-        return best, len(starts)
-
-    eval_steps: list = []
-    accs: list = []
-    best = {"step": K, "acc": None, "state": None}
-
-    def evaluate_point(s: int, params: dict) -> Optional[float]:
-        t0 = time.perf_counter()
-        _load_params(tgt_model, params)
-        if uses_bn:
-            t_bn = time.perf_counter()
-            recalibrate_bn(tgt_model, bn_loader, bn_batches)
-            times["bn"] += time.perf_counter() - t_bn
-        acc = None
-        if eval_data is not None:
-            acc = evaluate(tgt_model, eval_data, eval_batch_size)
-            eval_steps.append(s)
-            accs.append(acc)
-            if s >= 1 and (best["acc"] is None or acc > best["acc"]):
-                best.update(step=s, acc=acc, state=_state(tgt_model, "model"))
-        times["evaluation"] += time.perf_counter() - t0
-        return acc
+    evaluation = _Evaluation(pairs, eval_data, bn_loader, bn_batches, eval_batch_size, timer)
+    runner: TransferMethod = method_cls(_Context(spec, pairs, settings, timer, K, final))
 
     if eval_data is not None:
-        evaluate_point(0, base)
-
+        evaluation(0, base)
+    runner.start()
+    identity = {p: torch.arange(n, dtype=torch.int64, device=dev) for p, n in sizes.items()}
     perm: Optional[dict] = None  # π_{s-1}; None = identity
     objectives: list = []
     sweeps: list = []
     perms: list = []
-    n_pairs = 0
-    n_solves = 0
-    matcher = None
-    fgmt_bound = 0.0
-    if method == "oracle":
-        t0 = time.perf_counter()
-        final_state = _state(target_final, "target_final")
-        tgt_disp = {n: final_state[n].to(torch.float32) - base[n] for n in names}
-        src_disp = disp(K)
-        bound = pair_bound(tgt_disp, src_disp)
-        res = match_weights(spec, tgt_disp, src_disp, max_sweeps=max_sweeps, seed=seed,
-                            tol=tol if rtol is None else float(rtol) * bound / max(1.0, bound))
-        times["matching_gemm"] += float(res.timings.get("gemm", 0.0))
-        times["matching_lap"] += float(res.timings.get("lap", 0.0))
-        perm = {p: np.asarray(v, dtype=np.int64) for p, v in res.perms.items()}
-        oracle_obj, oracle_sweeps = float(res.objective), int(res.sweeps)
-        n_solves = 1
-        times["matching"] += time.perf_counter() - t0
-    if method == "fgmt":
-        matcher = GradientMatcher(spec, seed=seed)
-
     for s in range(1, K + 1):
-        obj = sw = None
-        if method in ("gmt", "fgmt"):
-            if method == "gmt":
-                if matcher is None or not reuse_duals:
-                    matcher = GradientMatcher(spec, seed=seed)
-                else:
-                    # GMT recomputes every pair at each step: drop them, but keep the matcher's
-                    # store memory and its LAP duals (same optima, far fewer augmentations on the
-                    # nearly rank-deficient gradient cost matrices; see reuse_duals).
-                    matcher.clear_pairs()
-                bound = 0.0
-                for k in range(s):
-                    g_t, g_s = gradient_pair(k, perm)
-                    t0 = time.perf_counter()
-                    matcher.add(g_t, g_s)
-                    if k == 0:
-                        # No store regrowth copies. A kept matcher holds at most K pairs at any
-                        # step: one allocation, which clear_pairs keeps (no fresh page faults).
-                        matcher.reserve(K if reuse_duals else s)
-                    bound += pair_bound(g_t, g_s) if rtol is not None else 0.0
-                    times["matching"] += time.perf_counter() - t0
-                    n_pairs += 1
-            else:
-                g_t, g_s = gradient_pair(s - 1, perm)
-                t0 = time.perf_counter()
-                matcher.add(g_t, g_s)
-                if s == 1:
-                    matcher.reserve(K)  # K pairs in all: no store regrowth copies
-                fgmt_bound += pair_bound(g_t, g_s) if rtol is not None else 0.0
-                times["matching"] += time.perf_counter() - t0
-                n_pairs += 1
-                bound = fgmt_bound
-            t0 = time.perf_counter()
-            prev = perm if perm is not None else identity
-            res, used = solve(matcher, prev, bound)
-            n_solves += used
-            perm = {p: np.asarray(v, dtype=np.int64) for p, v in res.perms.items()}
-            obj, sw = float(res.objective), int(res.sweeps)
-            times["matching"] += time.perf_counter() - t0
-        elif method == "oracle" and s == 1:
-            obj, sw = oracle_obj, oracle_sweeps
-        objectives.append(obj)
-        sweeps.append(sw)
+        match: StepMatch = runner.step(s, perm)
+        perm = match.perm
+        objectives.append(match.objective)
+        sweeps.append(match.sweeps)
         if keep_perms == "all" or s == K:
-            perms.append({p: v.copy() for p, v in (perm or _identity(sizes)).items()})
-
+            perms.append(_perm_tensors(perm or identity, dev))
         acc = None
         if s % int(eval_every) == 0 or s == K:
-            t0 = time.perf_counter()
-            params = target_point(disp(s), perm)
-            times["evaluation"] += time.perf_counter() - t0
-            acc = evaluate_point(s, params)
-        info = StepInfo(method, s, K, acc, best["step"], best["acc"], obj, sw, n_pairs,
-                        time.perf_counter() - t_start)
+            with timer("evaluation"):
+                params = pairs.target_point(pairs.displacement(s), perm)
+            acc = evaluation(s, params)
+        info = StepInfo(method, s, K, acc, evaluation.best_step or K, evaluation.best_accuracy,
+                        match.objective, match.sweeps, runner.num_gradient_pairs, timer.elapsed())
         if verbose:
             print(info.line(), file=sys.stderr, flush=True)
         if callback is not None:
             callback(info)
 
-    # Final point: the last evaluation (always at s = K) left θ₂ᴷ, recalibrated, in tgt_model.
+    # Final point: the last evaluation (always at s = K) left θ₂ᴷ, recalibrated, in the model.
     if eval_data is None:
-        _load_params(tgt_model, target_point(disp(K), perm))
-        if uses_bn:
-            t0 = time.perf_counter()
-            recalibrate_bn(tgt_model, bn_loader, bn_batches)
-            times["evaluation"] += time.perf_counter() - t0
-            times["bn"] += time.perf_counter() - t0
-    final_state = _state(tgt_model, "model")
-    if best["state"] is None:
-        best.update(step=K, state=final_state)
-    times["total"] = time.perf_counter() - t_start
+        with timer("evaluation"):
+            load_params(pairs.target_model, pairs.target_point(pairs.displacement(K), perm))
+            evaluation.recalibrate()
+    final_state = _state(pairs.target_model, "model")
+    best_state = evaluation.best_state if evaluation.best_state is not None else final_state
+    times = dict(timer.seconds)
+    times["total"] = timer.elapsed()
     # Everything outside the three timed phases: argument checks, copies of the best state,
     # permutation bookkeeping, progress lines.
     times["overhead"] = times["total"] - times["gradients"] - times["matching"] - times["evaluation"]
@@ -585,11 +479,21 @@ def transfer(
         "bn_batch_size": int(bn_batch_size or batch_size), "uses_batchnorm": uses_bn,
         "eval_every": int(eval_every), "warm_start": warm_start, "reuse_duals": bool(reuse_duals),
         "cache_source": bool(cache_source), "tol": tol, "rtol": rtol,
-        "max_sweeps": int(max_sweeps), "seed": int(seed),
+        "max_sweeps": int(max_sweeps), "seed": int(seed), "device": str(dev), "backend": backend,
     }
     return TransferResult(
-        method=method, num_steps=K, best_step=int(best["step"]), best_accuracy=best["acc"],
-        best_params=best["state"], final_params=final_state, eval_steps=eval_steps, accuracy=accs,
-        objective=objectives, sweeps=sweeps, perms=perms, num_gradient_pairs=n_pairs,
-        num_source_gradients=counts["source"], num_solves=n_solves, timings=times, config=config,
+        method=method, num_steps=K, best_step=int(evaluation.best_step or K),
+        best_accuracy=evaluation.best_accuracy, best_params=best_state, final_params=final_state,
+        eval_steps=evaluation.steps, accuracy=evaluation.accuracy, objective=objectives,
+        sweeps=sweeps, perms=perms, num_gradient_pairs=runner.num_gradient_pairs,
+        num_source_gradients=pairs.num_source_gradients, num_solves=runner.num_solves,
+        timings=times, config=config,
     )
+
+
+def _perm_tensors(perm: Mapping[str, Any], device: Any) -> dict:
+    """A copy of π as int64 tensors on the transfer's device."""
+    import torch
+
+    return {g: torch.as_tensor(np.asarray(p) if not isinstance(p, torch.Tensor) else p,
+                               dtype=torch.int64).to(device).clone() for g, p in perm.items()}

@@ -1,0 +1,137 @@
+"""Gradient pairs for learning transfer: source and transferred target on the same minibatches.
+
+:class:`GradientPairSource` owns the two working copies of the model on the transfer's device,
+the source trajectory's points there, and the minibatch stream; the methods ask it for the pair
+at point k under a permutation π (algorithm-spec §2.3, without the official code's BN warm-up).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+from .._devices import batch_to
+
+__all__ = ["GradientPairSource", "mean_gradient", "paired_gradients", "load_params"]
+
+
+def load_params(model: Any, params: Mapping[str, Any]) -> None:
+    """Copy ``params`` into the model's parameters (same names), without autograd."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(params[name])
+
+
+def mean_gradient(model: Any, batches: Sequence) -> dict:
+    """Mean over ``batches`` of the mean cross-entropy gradient, train mode."""
+    import torch.nn.functional as F
+
+    model.train()
+    model.zero_grad(set_to_none=True)
+    for x, y in batches:
+        F.cross_entropy(model(x), y).backward()
+    out = {n: p.grad.detach().clone() / len(batches) for n, p in model.named_parameters()
+           if p.requires_grad and p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def paired_gradients(target_model: Any, source_model: Any, batches: Sequence) -> tuple:
+    """Mean cross-entropy gradients of two models on the **same** minibatches (§2.3, without I1).
+
+    Both models run in train mode (BatchNorm uses batch statistics). Gradients are averaged over
+    the batches, which must be on the models' device.
+
+    Parameters
+    ----------
+    target_model, source_model : torch.nn.Module
+    batches : sequence of (x, y)
+
+    Returns
+    -------
+    (g_target, g_source) : dict[str, Tensor], dict[str, Tensor]
+        One entry per trainable parameter name, on the models' device.
+
+    Raises
+    ------
+    ValueError
+        If ``batches`` is empty.
+    """
+    if len(batches) == 0:
+        raise ValueError("paired_gradients needs at least one minibatch")
+    return mean_gradient(target_model, batches), mean_gradient(source_model, batches)
+
+
+class GradientPairSource:
+    """Gradient pairs along a source trajectory, for a target moved by a permutation.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The architecture; two deep copies are made on ``device``.
+    trajectory : Trajectory
+        Its points are moved to ``device`` as they are used.
+    base : dict[str, Tensor]
+        θ₂⁰ (the target init's parameters), float32, on ``device``.
+    spec : PermutationSpec
+    loader : Loader
+        Minibatches (anywhere); each is moved to ``device`` as it is drawn.
+    grad_batches : int
+        Minibatches per pair.
+    cache_source : bool
+        Keep each point's source gradient with its minibatches (GMT's opt-in).
+    device : torch.device
+    """
+
+    def __init__(self, model: Any, trajectory: Any, base: dict, spec: Any, loader: Any,
+                 grad_batches: int, cache_source: bool, device: Any) -> None:
+        import copy
+
+        self.device = device
+        self.target_model = copy.deepcopy(model).to(device)
+        self.source_model = copy.deepcopy(model).to(device)
+        self.names = [n for n, _ in model.named_parameters()]
+        self.trajectory = trajectory
+        self.spec = spec
+        self.base = base
+        self.loader = loader
+        self.grad_batches = int(grad_batches)
+        self.cache_source = bool(cache_source)
+        start = trajectory.checkpoint(0)
+        self.origin = {n: batch_to(start[n], device) for n in self.names}
+        self.num_source_gradients = 0
+        self._source_cache: dict = {}  # point k -> (minibatches, source gradient)
+
+    def point(self, k: int) -> dict:
+        """θ₁ᵏ's parameters on the device."""
+        pt = self.trajectory[k]
+        return {n: batch_to(pt[n], self.device) for n in self.names}
+
+    def displacement(self, k: int) -> dict:
+        """θ₁ᵏ − θ₁⁰ on the device."""
+        pt = self.point(k)
+        return {n: pt[n] - self.origin[n] for n in self.names}
+
+    def target_point(self, displacement: dict, perm: Optional[Mapping[str, Any]]) -> dict:
+        """θ₂⁰ + π(displacement); ``perm`` None is the identity."""
+        from ..core.permute import apply_permutation
+
+        moved = apply_permutation(self.spec, perm, displacement) if perm is not None else displacement
+        return {n: self.base[n] + moved[n] for n in self.names}
+
+    def pair(self, k: int, perm: Optional[Mapping[str, Any]]) -> tuple:
+        """(target gradient, source gradient) at point k, the target moved by ``perm``."""
+        point = self.point(k)
+        d = {n: point[n] - self.origin[n] for n in self.names}
+        load_params(self.target_model, self.target_point(d, perm))
+        if k in self._source_cache:
+            batches, g_s = self._source_cache[k]
+        else:
+            batches = [batch_to(b, self.device) for b in self.loader.take(self.grad_batches)]
+            load_params(self.source_model, point)
+            g_s = mean_gradient(self.source_model, batches)
+            self.num_source_gradients += 1
+            if self.cache_source:
+                self._source_cache[k] = (batches, g_s)
+        return mean_gradient(self.target_model, batches), g_s
