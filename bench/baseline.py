@@ -4,7 +4,8 @@ Coordinate descent written from the published algorithm (Ainsworth et al., 2023,
 algorithm-spec §1.4/§2.5), generalised to K weighted (target, source) pairs: per group, a dense
 cost matrix built with one torch matmul per (pair, tensor) after an ``index_select`` of the
 source along its other permuted axes, then ``scipy.optimize.linear_sum_assignment(maximize=True)``.
-Identity start; each sweep visits ``random.Random(seed).shuffle(list(groups))``; stop when no
+The GEMMs run on the tensors' device (a GPU when the pairs live there), each cost matrix is
+copied to the host for SciPy. Identity start; each sweep visits ``random.Random(seed).shuffle(list(groups))``; stop when no
 group's assignment objective improves (``new > old + 1e-12``) or after ``max_sweeps``.
 
 Same conventions as :mod:`trajtransfer.core.match`: the permutation is applied to the source side with
@@ -41,15 +42,16 @@ def objective(spec: Any, pairs: Sequence[tuple], weights: Optional[Sequence[floa
               perms: Mapping[str, Any]) -> float:
     """float64 ``sum_k w_k sum_{non-buffer tensors} <target_k, pi(source_k)>`` (pi gathers)."""
     weights = [1.0] * len(pairs) if weights is None else list(weights)
-    p = {g: torch.as_tensor(np.asarray(v), dtype=torch.int64) for g, v in perms.items()}
+    p = {g: torch.as_tensor(np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v),
+                            dtype=torch.int64) for g, v in perms.items()}
     total = 0.0
     for (tgt, src), w in zip(pairs, weights):
         acc = 0.0
         for name in spec.axes_to_perm:
             if name in spec.buffers:
                 continue
-            t = _t(tgt[name]).double()
-            s = _permute_except(spec, p, name, _t(src[name]).double(), None)
+            t = _t(tgt[name]).cpu().double()
+            s = _permute_except(spec, p, name, _t(src[name]).cpu().double(), None)
             acc += float((t * s).sum())
         total += w * acc
     return total
@@ -68,7 +70,8 @@ def baseline_match(spec: Any, pairs: Sequence[tuple], weights: Optional[Sequence
     for g in groups:
         name, ax = next((n, a) for n, a in spec.perm_to_axes[g] if n not in spec.buffers)
         sizes[g] = pairs_t[0][0][name].shape[ax]
-    perms = {g: torch.arange(sizes[g]) for g in groups}
+    device = pairs_t[0][0][next(iter(pairs_t[0][0]))].device
+    perms = {g: torch.arange(sizes[g], device=device) for g in groups}
     rng = random.Random(seed)
     t_gemm = t_lap = 0.0
     flops = 0.0
@@ -81,7 +84,7 @@ def baseline_match(spec: Any, pairs: Sequence[tuple], weights: Optional[Sequence
         for g in order:
             n = sizes[g]
             tg = time.perf_counter()
-            cost = torch.zeros((n, n))
+            cost = torch.zeros((n, n), device=device)
             for (tgt, src), w in zip(pairs_t, weights):
                 for name, ax in spec.perm_to_axes[g]:
                     if name in spec.buffers:
@@ -91,20 +94,20 @@ def baseline_match(spec: Any, pairs: Sequence[tuple], weights: Optional[Sequence
                     b = torch.movedim(b, ax, 0).reshape(n, -1)
                     cost += w * (a @ b.T)
                     flops += 2.0 * n * n * a.shape[1]
-            c = cost.numpy()
+            c = cost.cpu().numpy()
             tl = time.perf_counter()
             t_gemm += tl - tg
             _, col = linear_sum_assignment(c, maximize=True)
             t_lap += time.perf_counter() - tl
             rows = np.arange(n)
-            old = float(c[rows, perms[g].numpy()].astype(np.float64).sum())
+            old = float(c[rows, perms[g].cpu().numpy()].astype(np.float64).sum())
             new = float(c[rows, col].astype(np.float64).sum())
             progress = progress or new > old + 1e-12
-            perms[g] = torch.from_numpy(col.astype(np.int64))
+            perms[g] = torch.from_numpy(col.astype(np.int64)).to(device)
         if not progress:
             break
     total = time.perf_counter() - t0
-    out = {g: p.numpy() for g, p in perms.items()}
+    out = {g: p.cpu().numpy() for g, p in perms.items()}
     return {
         "perms": out,
         "objective": objective(spec, pairs, weights, out) if with_objective else None,
