@@ -250,3 +250,34 @@ def test_on_device_descent_with_the_cuda_kernel_equals_native(problem, monkeypat
     again = m.solve(warm_start=True)
     for g in spec.perm_to_axes:
         assert torch.equal(again.perms[g], torch.from_numpy(native.perms[g]))
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_cached_cost_terms_equal_fresh_builds(problem):
+    # The host-LAP path keeps dynamic cost terms, extends them with new pairs and corrects the
+    # slices whose permutation moved; each must equal a term built from scratch.
+    from trajtransfer.core.match import _CompiledSpec
+    from trajtransfer.core.torch_pairs import TorchPairs
+
+    spec, shapes = PROBLEMS[problem]()
+    rng = np.random.default_rng(3)
+    compiled = _CompiledSpec(spec, _params(spec, shapes, rng), "target")
+    sizes = [compiled.sizes[g] for g in compiled.groups]
+    store = TorchPairs(sizes, [compiled.shapes[n] for n in compiled.names], compiled.axis_groups, "cpu")
+    host = [np.arange(n) for n in sizes]
+    deltas = 0
+    for step in range(6):
+        t, s = _params(spec, shapes, rng), _params(spec, shapes, rng)
+        store.add([torch.from_numpy(t[n]) for n in compiled.names],
+                  [torch.from_numpy(s[n]) for n in compiled.names], 1.0 + step)
+        for g, n in enumerate(sizes):  # move a few slices (step odd) or most of them (even)
+            k = 2 if step % 2 else n
+            idx = rng.choice(n, size=min(k, n), replace=False)
+            host[g][idx] = host[g][rng.permutation(idx)]
+        perms = [torch.from_numpy(p.copy()) for p in host]
+        for g in range(len(sizes)):
+            cached, (_, delta) = store.cost(g, perms, host)
+            fresh, _ = store.cost(g, perms)
+            deltas += delta
+            torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-4)
+    assert deltas > 0  # the correction path ran

@@ -87,8 +87,9 @@ def coordinate_descent(pairs: Any, lap: Any, perms: list, opts: DescentOptions,
             if lap.synchronous and not dirty[g]:
                 continue
             t0 = time.perf_counter()
-            cost, built = pairs.cost(g, perms)
-            counters["member_builds"] += built
+            cost, (full, delta) = pairs.cost(g, perms, host_perms)
+            counters["member_builds"] += full
+            counters["delta_builds"] += delta
             t1 = time.perf_counter()
             time_gemm += t1 - t0
             counters["lap_solves"] += 1

@@ -8,26 +8,34 @@ plus one GEMM per (group, tensor)). The coordinate descent itself is in
 Cost of group g at permutations π (gather semantics, π applied to the source):
 ``C_g[i, j] = Σ_k Σ_(tensor w, axis a of g) <w_k T_k[w] slice i along a, π_{-a}(S_k[w]) slice j>``.
 Terms of tensors whose other axes are unpermuted ("static") do not depend on π: they are summed
-into one (n, n) matrix per group as pairs are added.
+into one (n, n) matrix per group as pairs are added. The other ("dynamic") terms are cached when
+the caller knows the permutations on the host (the LAP runs there): a cached term is extended by
+the pairs added since it was built, and corrected on the slices whose permutation changed (a
+full rebuild when more than half did), as the native core does.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
+
+import numpy as np
 
 __all__ = ["TorchPairs"]
 
 
 class _Member:
-    """One (tensor, permuted axis) of a group."""
+    """One (tensor, permuted axis) of a group, and its cached cost term (dynamic members)."""
 
-    __slots__ = ("tensor", "axis", "others", "is_static")
+    __slots__ = ("tensor", "axis", "others", "is_static", "contrib", "upto", "built_at")
 
     def __init__(self, tensor: int, axis: int, others: list) -> None:
         self.tensor = tensor
         self.axis = axis
         self.others = others          # [(axis, group)] of the tensor's other permuted axes
         self.is_static = not others
+        self.contrib: Any = None      # the term over pairs [0, upto) at the permutations built_at
+        self.upto = 0
+        self.built_at: list = []      # host copies of the other groups' permutations
 
 
 class TorchPairs:
@@ -111,6 +119,9 @@ class TorchPairs:
         for s in self._static:
             s.zero_()
         self._identity_objective.zero_()
+        for members in self.members:
+            for mb in members:
+                mb.contrib, mb.upto, mb.built_at = None, 0, []
 
     # ----------------------------------------------------------------------- the arithmetic
     def _accumulate(self, out: Any, mb: _Member, k0: int, k1: int, perms: Any) -> None:
@@ -124,15 +135,64 @@ class TorchPairs:
         out += torch.tensordot(tgt, src, dims=(dims, dims))
         self.gemm_flops += 2.0 * tgt.numel() * self.sizes[self.axis_groups[mb.tensor][mb.axis]]
 
-    def cost(self, g: int, perms: Sequence[Any]) -> tuple:
-        """Group ``g``'s (n, n) float32 cost matrix at ``perms``; also the dynamic terms built."""
+    def cost(self, g: int, perms: Sequence[Any], host_perms: Optional[Sequence[Any]] = None) -> tuple:
+        """Group ``g``'s (n, n) float32 cost matrix at ``perms``.
+
+        ``host_perms``: the same permutations as numpy arrays, which lets the dynamic terms be
+        cached and corrected; without them every dynamic term is rebuilt (no host reads).
+        Returns the matrix and (full rebuilds, corrections) of dynamic terms.
+        """
         dynamic = [mb for mb in self.members[g] if not mb.is_static]
         if not dynamic:
-            return self._static[g], 0
+            return self._static[g], (0, 0)
         out = self._static[g].clone()
+        full = delta = 0
         for mb in dynamic:
-            self._accumulate(out, mb, 0, self.num_pairs, perms)
-        return out, len(dynamic)
+            if host_perms is None:
+                self._accumulate(out, mb, 0, self.num_pairs, perms)
+                full += 1
+                continue
+            rebuilt = self._refresh(mb, perms, host_perms)
+            full += rebuilt
+            delta += not rebuilt
+            out += mb.contrib
+        return out, (full, delta)
+
+    def _refresh(self, mb: _Member, perms: Sequence[Any], host_perms: Sequence[Any]) -> bool:
+        """Bring ``mb``'s cached term to ``perms`` and every pair; True if it was rebuilt."""
+        torch = self.torch
+        changed = None
+        if mb.contrib is not None and len(mb.others) == 1:
+            (b, h), = mb.others
+            moved = np.flatnonzero(mb.built_at[0] != host_perms[h])
+            if 2 * moved.size <= host_perms[h].size:
+                changed = (b, h, moved)
+        elif mb.contrib is not None and all(np.array_equal(old, host_perms[h])
+                                            for old, (_, h) in zip(mb.built_at, mb.others)):
+            changed = (None, None, np.empty(0, dtype=np.int64))
+        if changed is None:  # first build, many slices moved, or a tensor with 3+ permuted axes
+            mb.contrib = torch.zeros_like(self._static[self.axis_groups[mb.tensor][mb.axis]])
+            self._accumulate(mb.contrib, mb, 0, self.num_pairs, perms)
+            mb.upto = self.num_pairs
+            mb.built_at = [host_perms[h].copy() for _, h in mb.others]
+            return True
+        b, h, moved = changed
+        if moved.size and mb.upto:
+            # Only the slices whose source moved: Σ T[.., c, ..] ⊗ (S[.., new c, ..] − S[.., old c, ..]).
+            pos = torch.from_numpy(moved).to(self.device)
+            new = torch.from_numpy(host_perms[h][moved]).to(self.device)
+            old = torch.from_numpy(mb.built_at[0][moved]).to(self.device)
+            tgt = self._targets[mb.tensor][: mb.upto].index_select(b + 1, pos)
+            src = self._sources[mb.tensor][: mb.upto]
+            diff = src.index_select(b + 1, new) - src.index_select(b + 1, old)
+            dims = [d for d in range(tgt.dim()) if d != mb.axis + 1]
+            mb.contrib += torch.tensordot(tgt, diff, dims=(dims, dims))
+            self.gemm_flops += 2.0 * tgt.numel() * self.sizes[self.axis_groups[mb.tensor][mb.axis]]
+            mb.built_at[0][moved] = host_perms[h][moved]
+        if mb.upto < self.num_pairs:  # pairs added since: their share at the current perms
+            self._accumulate(mb.contrib, mb, mb.upto, self.num_pairs, perms)
+            mb.upto = self.num_pairs
+        return False
 
     def identity_objective(self) -> Any:
         """Exact float64 objective at the identity (a 0-d tensor on the device)."""
