@@ -8,7 +8,9 @@
 #   OUT=/some/dir bash bench/gpu_check.sh   # on the GPU machine, from a tree carrying bench/wheels
 #
 # Results: $OUT/steps.txt (one line per step: rc, seconds), env.txt, build.log, smoke.txt,
-# tests.txt + junit_lap_cuda.xml, bench_*.txt + bench_*.json (pytest-benchmark), sanitizer_*.txt.
+# tests.txt + junit_lap_cuda.xml, device_tests.txt + junit_device.xml, bench_*.txt +
+# bench_*.json (pytest-benchmark), {match,transfer}_summary_cuda_{device,host}_lap.json,
+# sanitizer_*.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
@@ -111,6 +113,26 @@ PYTEST=("$PY" -m pytest -p no:cacheprovider -W "ignore::UserWarning:torch.*")
 step smoke 90 smoke.txt "$PY" bench/gpu_smoke.py || failed=1
 step tests 150 tests.txt "${PYTEST[@]}" -v -rs tests/test_lap_cuda.py tests/test_lap_cuda_emulation.py \
   --junitxml="$OUT/junit_lap_cuda.xml" || failed=1
+
+# The device path: the matcher and transfer() with tensors on the GPU, against the native CPU
+# results (tests), then timed against the SciPy-baseline matcher and the reference-style loop.
+# Each timing runs twice: the CUDA build's on-device LAP, and the default wheel's host LAP
+# (TRAJTRANSFER_DEVICE_LAP=host: pinned copy of each cost matrix, the native CPU solver).
+step device_tests 120 device_tests.txt "${PYTEST[@]}" -v -rs tests/test_match_device.py \
+  tests/test_transfer_device.py --junitxml="$OUT/junit_device.xml" || failed=1
+bench_device() {  # LABEL: matcher (MLP 784-4096-10, ResNet-18 width 128) and Conv8 T=30 transfer
+  local PYTEST=("$PY" -m pytest -p no:cacheprovider -W "ignore::UserWarning:torch.*")
+  TRAJTRANSFER_BENCH_DEVICE=cuda "${PYTEST[@]}" bench/test_bench_match.py -s -q \
+    -k "mlp1 or resnet18_w128" --benchmark-json="$OUT/bench_match_cuda_$1.json" &&
+    TRAJTRANSFER_BENCH_DEVICE=cuda "${PYTEST[@]}" bench/test_bench_transfer.py -s -q \
+      --benchmark-json="$OUT/bench_transfer_cuda_$1.json" &&
+    cp bench/results/match_summary_cuda.json "$OUT/match_summary_cuda_$1.json" &&
+    cp bench/results/transfer_summary_cuda.json "$OUT/transfer_summary_cuda_$1.json"
+}
+export -f bench_device
+step bench_device_lap 150 bench_device_lap.txt bench_device device_lap || failed=1
+step bench_host_lap 120 bench_host_lap.txt bash -c 'TRAJTRANSFER_DEVICE_LAP=host bench_device host_lap' \
+  || failed=1
 
 BENCH=("${PYTEST[@]}" bench/test_bench_lap_cuda.py -q --benchmark-columns=min,median,max,rounds
   --benchmark-sort=fullname --benchmark-group-by=group)

@@ -281,3 +281,20 @@ def test_cached_cost_terms_equal_fresh_builds(problem):
             deltas += delta
             torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-4)
     assert deltas > 0  # the correction path ran
+
+
+def test_lap_placement_setting(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(_core, "with_cuda", True, raising=False)
+    monkeypatch.delenv("TRAJTRANSFER_DEVICE_LAP", raising=False)
+    assert device_lap.cuda_lap_available(cuda)
+    assert not device_lap.cuda_lap_available(torch.device("cpu"))
+    monkeypatch.setenv("TRAJTRANSFER_DEVICE_LAP", "host")
+    assert not device_lap.cuda_lap_available(cuda)
+    monkeypatch.setenv("TRAJTRANSFER_DEVICE_LAP", "gpu")
+    with pytest.raises(ValueError, match="TRAJTRANSFER_DEVICE_LAP must be one of"):
+        device_lap.cuda_lap_available(cuda)
+    monkeypatch.setattr(_core, "with_cuda", False, raising=False)
+    monkeypatch.setenv("TRAJTRANSFER_DEVICE_LAP", "device")
+    with pytest.raises(ValueError, match="needs a CUDA build"):
+        device_lap.cuda_lap_available(cuda)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import numpy as np
@@ -18,9 +19,24 @@ from .._native import _core
 __all__ = ["HostLap", "CudaLap", "cuda_lap_available"]
 
 
+_PLACEMENTS = ("auto", "host", "device")
+
+
 def cuda_lap_available(device: Any) -> bool:
-    """True when ``device`` is a CUDA device and this build has the CUDA LAP kernel."""
-    return getattr(device, "type", None) == "cuda" and bool(getattr(_core, "with_cuda", False))
+    """True when group LAPs on ``device`` run with the CUDA kernel.
+
+    That is a CUDA device and a CUDA build of the extension, unless the environment variable
+    ``TRAJTRANSFER_DEVICE_LAP=host`` asks for the host solver (``auto``, the default, and
+    ``device`` take the kernel when there is one).
+    """
+    placement = os.environ.get("TRAJTRANSFER_DEVICE_LAP", "auto").strip().lower() or "auto"
+    if placement not in _PLACEMENTS:
+        raise ValueError(f"TRAJTRANSFER_DEVICE_LAP must be one of {_PLACEMENTS}, got {placement!r}")
+    on_cuda = getattr(device, "type", None) == "cuda" and bool(getattr(_core, "with_cuda", False))
+    if placement == "device" and getattr(device, "type", None) == "cuda" and not on_cuda:
+        raise ValueError("TRAJTRANSFER_DEVICE_LAP=device needs a CUDA build of trajtransfer "
+                         "(TRAJTRANSFER_CUDA=ON); this one solves on the host")
+    return on_cuda and placement != "host"
 
 
 class HostLap:
