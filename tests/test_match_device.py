@@ -298,3 +298,32 @@ def test_lap_placement_setting(monkeypatch):
     monkeypatch.setenv("TRAJTRANSFER_DEVICE_LAP", "device")
     with pytest.raises(ValueError, match="needs a CUDA build"):
         device_lap.cuda_lap_available(cuda)
+
+
+# ------------------------------------------------------------- the LAP entry points on devices
+def test_lap_on_a_meta_tensor_is_a_clear_error():
+    from trajtransfer import linear_sum_assignment
+
+    with pytest.raises(ValueError, match="cost_matrix is a meta tensor"):
+        linear_sum_assignment(torch.empty((3, 3), device="meta"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cuda_build", [False, True])
+def test_lap_on_cuda_tensors_with_and_without_a_cuda_build(cuda_build, monkeypatch):
+    # Without a CUDA build the cost matrix is solved on the host; results come back on its device.
+    from scipy.optimize import linear_sum_assignment as scipy_lsa
+
+    from trajtransfer import linear_sum_assignment, linear_sum_assignment_batch
+
+    if cuda_build and not getattr(_core, "with_cuda", False):
+        pytest.skip("extension built without CUDA")
+    monkeypatch.setattr(_core, "with_cuda", cuda_build, raising=False)
+    cost = torch.rand((40, 50), device="cuda", dtype=torch.float64)
+    r, c = linear_sum_assignment(cost)
+    assert r.device == cost.device and c.device == cost.device
+    r0, c0 = scipy_lsa(cost.cpu().numpy())
+    assert float(cost[r, c].sum()) == pytest.approx(float(cost.cpu().numpy()[r0, c0].sum()))
+    batch = linear_sum_assignment_batch(torch.rand((3, 20, 20), device="cuda"))
+    assert batch.device == cost.device and batch.shape == (3, 20)

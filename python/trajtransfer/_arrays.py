@@ -17,24 +17,24 @@ def is_torch_tensor(x: Any) -> bool:
 def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
     """Return ``x`` as a numpy array and a function that turns results back into x's kind.
 
-    CPU tensors cross zero-copy; the returned wrapper converts int64 results back to tensors.
+    CPU tensors cross zero-copy; a tensor on another device is copied to the host. The returned
+    wrapper turns int64 results back into tensors on the input's device.
     """
     if is_torch_tensor(x):
-        if x.device.type != "cpu":
-            raise ValueError(
-                f"{name} is on device {x.device}; this build of trajtransfer solves on the CPU only "
-                "(build with TRAJTRANSFER_CUDA=ON for the CUDA backend) - move it with .cpu()"
-            )
         import torch
 
         if x.is_complex():
             raise TypeError(f"{name} must be real, got dtype {x.dtype}")
-        arr = x.detach().resolve_conj().resolve_neg().numpy() if x.dtype != torch.bfloat16 else (
-            x.detach().float().numpy()
+        device = x.device
+        if device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (no data) on {device}")
+        x = x.detach().cpu()
+        arr = x.resolve_conj().resolve_neg().numpy() if x.dtype != torch.bfloat16 else (
+            x.float().numpy()
         )
 
         def back(a: np.ndarray) -> Any:
-            return torch.from_numpy(np.ascontiguousarray(a))
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
         return arr, back
     return np.asarray(x), lambda a: a

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from ._arrays import is_torch_tensor
 from ._native import _core
 
-__all__ = ["is_cuda_tensor", "linear_sum_assignment", "linear_sum_assignment_batch", "solve_batch"]
+__all__ = ["is_cuda_tensor", "solves_on_device", "linear_sum_assignment", "linear_sum_assignment_batch", "solve_batch"]
 
 _STATUS_MESSAGES = {
     1: "matrix contains invalid numeric entries",
@@ -23,6 +23,15 @@ _STATUS_MESSAGES = {
 def is_cuda_tensor(x: Any) -> bool:
     """True for a ``torch.Tensor`` on a CUDA device (without importing torch otherwise)."""
     return is_torch_tensor(x) and x.device.type == "cuda"
+
+
+def solves_on_device(x: Any) -> bool:
+    """True when ``x`` is a CUDA tensor and this build can solve on its device.
+
+    Without a CUDA build, a CUDA tensor is solved on the host from a copy, its results returned
+    on its device.
+    """
+    return is_cuda_tensor(x) and bool(getattr(_core, "with_cuda", False))
 
 
 def _require_cuda_build() -> None:

@@ -83,7 +83,7 @@ def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any
     >>> c.tolist()
     [1, 0, 2]
     """
-    if _cuda.is_cuda_tensor(cost_matrix):  # solved on its device (CUDA build)
+    if _cuda.solves_on_device(cost_matrix):  # solved on its device (CUDA build)
         return _cuda.linear_sum_assignment(cost_matrix, maximize)
     arr, back = _cost_array(cost_matrix)
     n, m = arr.shape
@@ -220,7 +220,7 @@ def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
     ValueError
         As :func:`linear_sum_assignment`; the message names the failing problem.
     """
-    if _cuda.is_cuda_tensor(costs):  # solved on its device (CUDA build); num_threads is unused
+    if _cuda.solves_on_device(costs):  # solved on its device (CUDA build); num_threads is unused
         return _cuda.linear_sum_assignment_batch(costs, maximize)
     arr, back = to_numpy(costs, "costs")
     _check_ndim(arr, 3, "costs", "(B, n, m)")
