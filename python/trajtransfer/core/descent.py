@@ -104,11 +104,12 @@ def coordinate_descent(pairs: Any, lap: Any, perms: list, opts: DescentOptions,
                 gain += _visit_on_device(lap, g, cost, perms, status)
             time_lap += time.perf_counter() - t1
         sweeps = sweep + 1
-        if not lap.synchronous:  # the sweep's one host read: its gain and every LAP's status
-            bad = torch.stack(status).ne(0).nonzero() if status else None
-            if bad is not None and bad.numel():
-                raise LapFailed(order[int(bad[0])])
-            gain = float(gain)
+        if not lap.synchronous and status:  # the sweep's one host read: gain and LAP statuses
+            failed = torch.stack(status).ne(0)
+            first = torch.where(failed.any(), failed.int().argmax(), -1).double()
+            gain, bad = torch.stack([gain, first]).tolist()
+            if bad >= 0:
+                raise LapFailed(order[int(bad)])
         obj += gain
         history.append(obj)
         if gain <= opts.tol * max(1.0, abs(obj)):

@@ -49,10 +49,9 @@ class HostLap:
 
         self.torch = torch
         self.device = device
-        pinned = device.type == "cuda"
-        # One staging buffer per group size: the per-visit transfer is the cost matrix alone.
-        self._staging = {n: torch.empty((n, n), dtype=torch.float32, pin_memory=pinned)
-                         for n in set(sizes)} if device.type != "cpu" else {}
+        # One pinned staging buffer per group size: the per-visit transfer is the cost matrix alone.
+        self._staging = {n: torch.empty((n, n), dtype=torch.float32, pin_memory=True)
+                         for n in set(sizes)} if device.type == "cuda" else {}
         self.duals: list = [None] * len(sizes)
         self.cols: list = [None] * len(sizes)
 
@@ -63,10 +62,11 @@ class HostLap:
         """The cost matrix as a C-contiguous float32 numpy array (no copy on the CPU)."""
         if self.device.type == "cpu":
             return cost.contiguous().numpy()
+        if self.device.type != "cuda":  # other accelerators: a plain (synchronous) copy
+            return cost.cpu().numpy()
         buf = self._staging[int(cost.shape[0])]
         buf.copy_(cost, non_blocking=True)
-        if self.device.type == "cuda":
-            self.torch.cuda.current_stream(self.device).synchronize()
+        self.torch.cuda.current_stream(self.device).synchronize()  # waits for this copy's stream
         return buf.numpy()
 
     def solve(self, g: int, cost: np.ndarray) -> np.ndarray:
