@@ -57,6 +57,11 @@ CASES = {
     "mlp_linear_nobias": (lambda: MLP(in_features=12, hidden=(16,), num_classes=5, bias=False,
                                       activation=None), (6, 12)),
     "conv8": (lambda: Conv8(num_classes=7, width=0.125), (3, 3, 32, 32)),
+    "conv8_gray_28": (lambda: Conv8(num_classes=7, width=0.125, in_channels=1, input_size=28,
+                                    init="kaiming"), (3, 1, 28, 28)),
+    "conv8_odd_27x20": (lambda: Conv8(num_classes=3, width=0.125, in_channels=2,
+                                      input_size=(27, 20)), (2, 2, 27, 20)),
+    "resnet18_gray": (lambda: ResNet18(num_classes=6, width=8, in_channels=1), (4, 1, 28, 28)),
     "resnet18_cifar": (lambda: ResNet18(num_classes=6, width=8), (4, 3, 16, 16)),
     "resnet18_imagenet": (lambda: ResNet18(num_classes=6, width=8, stem="imagenet"),
                           (4, 3, 32, 32)),
@@ -149,6 +154,38 @@ def test_constructor_errors():
         MLP(activation="swish!")
     with pytest.raises(ValueError, match="stem must be 'cifar' or 'imagenet'"):
         ResNet18(stem="tiny")
+    with pytest.raises(ValueError, match="at most 32x32 .* got 3x33x32"):
+        Conv8(input_size=(33, 32))
+    with pytest.raises(ValueError, match="init must be"):
+        Conv8(init="xavier")
+    with pytest.raises(ValueError, match="in_channels must be >= 1"):
+        ResNet18(in_channels=0)
+
+
+def test_conv8_pads_small_inputs_to_32_and_ends_at_1x1():
+    model = Conv8(num_classes=4, width=0.0625, in_channels=1, input_size=28)
+    x = torch.randn(2, 1, 28, 28)
+    padded = model.pad(x)
+    assert padded.shape == (2, 1, 32, 32) and torch.equal(padded[:, :, 2:30, 2:30], x)
+    assert torch.count_nonzero(padded) == torch.count_nonzero(x)  # only zeros added
+    assert model(x).shape == (2, 4)
+
+
+def test_kaiming_init_keeps_the_signal_through_relu_layers():
+    # He scale: four layers in, activations stay O(1); PyTorch's default shrinks them ~10x+.
+    x = torch.randn(64, 1, 28, 28)
+    scale = {}
+    for init in ("torch", "kaiming"):
+        torch.manual_seed(0)
+        model = Conv8(width=0.25, in_channels=1, input_size=28, init=init)
+        h = model.pad(x)
+        for name in ("conv1", "conv2"):
+            h = model.relu(getattr(model, name)(h))
+        h = model.pool2(h)
+        for name in ("conv3", "conv4"):
+            h = model.relu(getattr(model, name)(h))
+        scale[init] = float(h.detach().pow(2).mean().sqrt())
+    assert scale["kaiming"] > 10 * scale["torch"]
 
 
 def test_conv8_width_keeps_spec_valid():

@@ -26,16 +26,28 @@ __all__ = ["main", "run_experiment", "build_parser"]
 _MODELS = ("mlp", "conv8", "resnet18")
 
 
-def _build_model(kind: str, in_features: int, num_classes: int, hidden: Sequence[int], activation: str):
+def _build_model(kind: str, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int],
+                 activation: str, width: float = 1.0):
+    """The model named by ``--model``, shaped for the data (``input_shape`` of one sample)."""
     from . import models
 
     if kind == "mlp":
+        in_features = 1
+        for s in input_shape:
+            in_features *= int(s)
         return models.MLP(in_features, hidden=tuple(hidden), num_classes=num_classes, bias=True,
                           activation=None if activation == "none" else activation)
+    if kind in ("conv8", "resnet18") and len(input_shape) != 3:
+        raise ValueError(f"--model {kind} needs image inputs (channels, height, width); this "
+                         f"dataset has flat samples of shape {tuple(input_shape)}: use --model mlp "
+                         "or an image dataset (fashion-mnist, mnist, cifar10)")
     if kind == "conv8":
-        return models.Conv8(num_classes=num_classes)
+        channels, h, w = (int(s) for s in input_shape)
+        return models.Conv8(num_classes=num_classes, width=width, in_channels=channels,
+                            input_size=(h, w))
     if kind == "resnet18":
-        return models.ResNet18(num_classes=num_classes)
+        return models.ResNet18(num_classes=num_classes, width=max(1, int(round(64 * width))),
+                               in_channels=int(input_shape[0]))
     raise ValueError(f"--model must be one of {_MODELS}, got {kind!r}")
 
 
@@ -103,9 +115,8 @@ def run_experiment(args: argparse.Namespace) -> dict:
     data = load_dataset(args.dataset, args.data_root)
     if args.train_subset:
         data.train = data.train.subset(slice(0, int(args.train_subset)))
-    in_features = data.train.num_features
-    build = lambda: _build_model(args.model, in_features, data.num_classes, args.hidden,  # noqa: E731
-                                 args.activation).to(device)
+    build = lambda: _build_model(args.model, data.train.input_shape, data.num_classes,  # noqa: E731
+                                 args.hidden, args.activation, args.width).to(device)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.lr_schedule)
     log(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}; "
@@ -261,6 +272,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--model", default="mlp", choices=_MODELS)
     p.add_argument("--hidden", default=hidden, help="MLP hidden widths, comma-separated")
     p.add_argument("--activation", default="relu", help="MLP activation (relu, tanh, gelu, none)")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="conv models: channel multiplier (Conv8's channels, ResNet-18's base 64)")
     p.add_argument("--epochs", type=int, default=epochs, help="source/target training epochs")
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--momentum", type=float, default=0.9)
