@@ -103,3 +103,16 @@ def test_transfer_recalibrates_bn_models_and_keeps_params():
     assert gm.num_gradient_pairs == 2 and int(gm.best_params["bn.num_batches_tracked"]) == 2
     # the BN recalibration is timed as its own part of the evaluation (3 evaluations here)
     assert 0 < gm.timings["bn"] <= gm.timings["evaluation"]
+
+
+def test_transfer_without_recalibration_keeps_the_models_statistics():
+    torch.manual_seed(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, generator=g)
+    ds = ArrayDataset(x, (x[:, 0] > 0).long(), 2)
+    model, src0, src1 = BNNet(), BNNet(), BNNet()
+    traj = Trajectory([src0.state_dict(), src1.state_dict()], num_splits=2)
+    res = transfer(model, traj, BNNet(), ds, method="naive", batch_size=16, bn_batches=0)
+    assert res.timings["bn"] == 0.0
+    for name in ("bn.running_mean", "bn.running_var", "bn.num_batches_tracked"):
+        assert torch.equal(res.final_params[name], model.state_dict()[name]), name

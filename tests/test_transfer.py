@@ -218,7 +218,8 @@ def test_options_and_validation(setup, capsys):
     assert no_eval.eval_steps == [] and no_eval.best_step == K and no_eval.best_accuracy is None
     for bad, msg in [({"method": "sgd"}, "method"), ({"eval_every": 0}, "eval_every"),
                      ({"steps": 0}, "steps"), ({"warm_start": "yes"}, "warm_start"),
-                     ({"keep_perms": "some"}, "keep_perms"), ({"grad_batches": 0}, "grad_batches")]:
+                     ({"keep_perms": "some"}, "keep_perms"), ({"grad_batches": 0}, "grad_batches"),
+                     ({"bn_batches": -1}, "bn_batches")]:
         kw = {"method": "naive", **bad}
         with pytest.raises(ValueError, match=msg):
             transfer(_mlp(0), traj, target_init, data, **kw)

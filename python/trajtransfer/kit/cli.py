@@ -43,8 +43,9 @@ def _build_model(kind: str, input_shape: Sequence[int], num_classes: int, hidden
                          "or an image dataset (fashion-mnist, mnist, cifar10)")
     if kind == "conv8":
         channels, h, w = (int(s) for s in input_shape)
+        # He init: without BatchNorm, PyTorch's default init leaves Conv8 at chance for epochs.
         return models.Conv8(num_classes=num_classes, width=width, in_channels=channels,
-                            input_size=(h, w))
+                            input_size=(h, w), init="kaiming")
     if kind == "resnet18":
         return models.ResNet18(num_classes=num_classes, width=max(1, int(round(64 * width))),
                                in_channels=int(input_shape[0]))
@@ -118,7 +119,8 @@ def run_experiment(args: argparse.Namespace) -> dict:
     build = lambda: _build_model(args.model, data.train.input_shape, data.num_classes,  # noqa: E731
                                  args.hidden, args.activation, args.width).to(device)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
-                      weight_decay=args.weight_decay, schedule=args.lr_schedule)
+                      weight_decay=args.weight_decay, schedule=args.lr_schedule,
+                      warmup_epochs=args.warmup_epochs)
     log(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}; "
         f"model {args.model} on {device}; {args.epochs} epochs lr {args.lr} batch {args.batch_size} "
         f"({args.lr_schedule})")
@@ -161,6 +163,7 @@ def run_experiment(args: argparse.Namespace) -> dict:
                        target_final=target if method == "oracle" else None,
                        warm_start={"off": False, "on": True, "both": "both"}[args.warm_start],
                        reuse_duals=not args.cold_laps, cache_source=args.cache_source,
+                       bn_batches=args.bn_batches,
                        verbose=not args.quiet)
         model_for_eval.load_state_dict(res.best_params)
         best_test = evaluate(model_for_eval, data.test)
@@ -280,6 +283,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=batch, help="training and gradient batch size")
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--warmup-epochs", type=int, default=0,
+                   help="epochs of linear learning-rate warm-up before the schedule")
     p.add_argument("--steps", type=int, default=steps, help="T, transfer steps (linear trajectory init->end)")
     p.add_argument("--schedule", default="uniform", choices=("uniform", "cosine"), help="λ schedule")
     p.add_argument("--trajectory", default="linear", choices=("linear", "actual"),
@@ -289,6 +294,9 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--grad-batch-size", type=int, default=grad_batch_size,
                    help=f"gradient minibatch size (0: --batch-size; default {grad_batch_size})")
     p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--bn-batches", type=int, default=10,
+                   help="BatchNorm models: minibatches that re-estimate the running statistics "
+                        "before each evaluation (0: no recalibration)")
     p.add_argument("--warm-start", default="off", choices=("off", "on", "both"),
                    help="start each solve from π_{s-1} (off = paper parity)")
     p.add_argument("--cache-source", action="store_true",

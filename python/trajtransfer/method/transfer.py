@@ -232,7 +232,7 @@ class _Evaluation:
         self.best_state: Optional[dict] = None
 
     def recalibrate(self) -> None:
-        if self.bn_loader is not None:
+        if self.bn_loader is not None and self.bn_batches > 0:
             with self.timer("bn"):
                 recalibrate_bn(self.model, self.bn_loader, self.bn_batches)
 
@@ -314,8 +314,10 @@ def transfer(
         Each gradient pair averages ``grad_batches`` minibatches of ``batch_size`` (official
         ``gm_iters`` × ``batch_size``).
     bn_batches, bn_batch_size : int
-        BatchNorm recalibration before each evaluation (only if the model has BatchNorm);
-        ``bn_batch_size`` defaults to ``batch_size``.
+        BatchNorm recalibration before each evaluation (only if the model has BatchNorm):
+        running statistics re-estimated on ``bn_batches`` minibatches of ``bn_batch_size``
+        (default ``batch_size``). 0 turns it off: the model keeps the running statistics of
+        ``model`` as passed.
     eval_every : int ≥ 1
     warm_start : bool or "both"
         False (default, paper parity): every solve starts from the identity. True: from π_{s−1}.
@@ -386,6 +388,8 @@ def transfer(
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
     if int(grad_batches) < 1:
         raise ValueError(f"grad_batches must be >= 1, got {grad_batches}")
+    if int(bn_batches) < 0:
+        raise ValueError(f"bn_batches must be >= 0 (0: no BatchNorm recalibration), got {bn_batches}")
     if warm_start not in (False, True, "both"):
         raise ValueError(f"warm_start must be False, True or 'both', got {warm_start!r}")
     if keep_perms not in ("all", "final"):
@@ -431,7 +435,7 @@ def transfer(
     pairs = GradientPairSource(model, trajectory, base, spec, Loader(data, batch_size, seed=seed),
                                grad_batches, cache_source, dev)
     bn_loader = Loader(data, bn_batch_size or batch_size, seed=seed + 1_000_003) if uses_bn else None
-    evaluation = _Evaluation(pairs, eval_data, bn_loader, bn_batches, eval_batch_size, timer)
+    evaluation = _Evaluation(pairs, eval_data, bn_loader, int(bn_batches), eval_batch_size, timer)
     runner: TransferMethod = method_cls(_Context(spec, pairs, settings, timer, K, final))
 
     if eval_data is not None:
