@@ -20,10 +20,10 @@ namespace trajtransfer::blas {
 
 /// Thread policy. OpenBLAS itself always runs on one thread: its level-3 threading synchronises
 /// the threads at every block with busy waits, and on a busy 2-core machine that was measured
-/// 4x slower than one thread (512x512x138240: 5.1 s on 2 threads, 1.36 s on 1; a 64x64x576 GEMM
-/// took 94 ms on 2 threads, 0.2 ms on 1). Large GEMMs are instead split statically over
-/// parallel::threads() std::threads that each call single-threaded OpenBLAS, so a thread that
-/// gets descheduled delays only its own part. Small ones stay on the caller's thread.
+/// 4x slower than one thread (docs/dev/performance.md). Large GEMMs are instead split
+/// statically over parallel::threads() std::threads that each call single-threaded OpenBLAS, so
+/// a thread that gets descheduled delays only its own part. Small ones stay on the caller's
+/// thread.
 constexpr double kParallelFlops = 2.0e8;
 
 inline void single_threaded_openblas() {

@@ -1,69 +1,8 @@
 // Dense exact LAP: Jonker & Volgenant (1987) column reduction, reduction transfer and augmenting
-// row reduction, then shortest augmenting paths (Dijkstra with explicit duals, as in Crouse 2016)
-// for the rows still free.
-//
-// Performance choices (measured, see bench/test_bench_lap.py):
-// * every pass over the matrix is a contiguous row kernel from lap_kernels.hpp (vectorised,
-//   instruction set chosen at run time); validation and `maximize` are folded into the first pass
-//   (column minima), so a contiguous problem is never copied. On nearly diagonal
-//   (correlation-like) costs every row owns a column minimum after that pass, which is then an
-//   exact optimality certificate (u = 0, v = column minima): one streaming pass in all;
-// * warm starts: one pass (row minima against the given prices, validation folded in, row caches
-//   filled) keeps the pairs that are still tight (within one rounding, as the duals of an optimal
-//   solve are); ARR and shortest paths finish the other rows. The same pass measures how far the old
-//   assignment is from optimal at the old prices and restarts cold when the costs moved too far
-//   for the prices to help (resampled entries; see kColdRestartGapRatio);
-// * the Dijkstra scan is one dense pass per settled column (relax + running argmin). Settled
-//   columns are masked by setting their price to -inf for the duration of the path, and the first
-//   scan of a path overwrites the distance array, so a path costs no O(m) re-initialisation;
-// * row duals are maintained exactly where they matter (assigned rows), so no pass recomputes them.
-// * augmenting row reduction re-examines an evicted row from a per-row cache (its W per-lane
-//   minima + a lower bound on the rest) instead of a full row scan when that proves the answer
-//   (about 90 % of the time on uniform costs); with evictions that cheap, ARR gets a larger budget
-//   and leaves far fewer rows to the expensive shortest-path phase. The cache keeps the cached
-//   columns' costs too, so a re-examination reads one contiguous block instead of W scattered
-//   cache lines of the row (ARR 0.27 -> 0.18 ms on a warm n = 1024 float32 re-solve). On long
-//   rows a failed cache is refilled two deep (two columns per lane, deep_refill()): cold uniform
-//   float64 solves n = 1024 / 2048 / 4096 3.0 / 24.8 / 181 -> 2.5 / 17.6 / 112 ms, warm float64
-//   re-solves 20 % faster. The cache buffers are reused from solve to solve (spare_buffer()).
-//   Where refills are deep the warm pass leaves 2W-column caches too, from two lane sets at the
-//   cost of one (pass_cache_depth(), min2_wide_body()): ARR's full-row rescans on a warm float64
-//   re-solve 213 -> 122 (n = 1024) and 504 -> 286 (n = 2048);
-// * every row kernel prefetches its row 2 KiB ahead (prefetch_ahead() in lap_kernels.hpp).
-// * the float64 verification of float32 solves takes a row's bound from its cache when the cache
-//   proves it (W float64 differences instead of a pass over the row).
-// * the streaming passes whose rows are independent (warm row scan; cold column minima and
-//   reduction transfer; the float32 check) split over two threads from 2^19 entries on
-//   (lap_parallel.hpp); every order-dependent decision is taken afterwards in row order, so the
-//   result does not depend on the split. Where a warm re-solve goes (uniform, 1 % noise, one
-//   thread, -DTT_LAP_PROFILE): n = 1024 float32 pass 0.28 ms, ARR 0.19, float32 check 0.04;
-//   n = 2048 float32 1.31 / 0.88 / 0.16; n = 2048 float64 pass 5.2-5.5, ARR 2.1 (a third of it
-//   full-row rescans). Split vs one thread, same quiet machine (ms, warm / cold): n = 1024
-//   float32 0.50 / 2.09 -> 0.45 / 1.99, float64 0.76 / 3.16 -> 0.67 / 3.10; n = 2048 float32
-//   2.6 / 11.5 -> 2.1 / 10.7, float64 7.2 / 27.5 -> 5.0 / 24.6. ARR and the shortest paths are
-//   sequential, so the warm solve's one pass is the part a second core shortens.
-// * rectangular problems (and the rest of a matrix without its constant rows, read in place
-//   through a row map) run ARR from zero prices before the shortest paths: on low-rank gradient
-//   costs it settles nearly every row, where the paths were long (see solve_min()).
-// Tried and dropped (more work measured): a multi-source search from all remaining free rows,
-// masked stores of the distance array; 64-byte aligned v/d/pred (no gain once the relax
-// epilogue was branch-free); a gather kernel for the cached ARR re-evaluation (15 % slower);
-// branch-free scalar cached re-evaluation (no gain).
-// For warm starts: ~32 % of the rows lose their previous
-// column's tie at the old prices (n = 1024, 1 % noise) although the optimum moves for only 1.6 %
-// of them (16 rows; 86 of 2048 at n = 2048): optimal duals sit on a vertex with about one extra
-// tight pair per row. Raising the previous column's price by the row's gap where a column slack
-// (folded into the warm pass) allowed it repaired only 67-86 of those 332 rows (column slacks are
-// as fragile as row gaps), freed rows 215 -> 157-169 but ARR steps stayed at ~2.8k and the pass
-// cost 20 % more (0.29 -> 0.36 ms). A branch-free unrolled re-evaluation of the W cached columns
-// in ARR was slower (warm n = 1024 float32 0.45 -> 0.49 ms: the branches predict well); reading
-// the assigned cost from the row cache in the float32 check, and pulling the helper-written row
-// caches into the caller's core after a split pass, changed nothing measurable.
-// Square finite problems take the full JV route; problems with forbidden (+inf) pairs start from
-// the column minima (square) or zero prices (rectangular, shortest paths only). No sentinel "big" value replaces +inf:
-// a shortest path of infinite length means the problem is infeasible.
-// float32 is solved in float32 and then verified in float64 (dual feasibility + complementary
-// slackness); when the check fails, the problem is re-solved in float64 from the float32 duals.
+// row reduction, then shortest augmenting paths with explicit duals (Crouse 2016) for the rows
+// still free. Every pass is a contiguous vectorised row kernel (lap_kernels.hpp), so a contiguous
+// problem is never copied; +inf marks a forbidden pair (no "big M"); float32 is solved in float32,
+// checked in float64. Why each choice, with its measurements: docs/dev/performance.md.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -139,12 +78,8 @@ struct Settled {
 };
 
 // Warm starts restart cold when the previous assignment's duality gap at the given prices exceeds
-// this many times the summed gaps between the rows' two smallest reduced costs. Measured on
-// uniform costs, n = 1024 and 2048 (gap ratio: warm vs cold speed-up, restart vs cold):
-// multiplicative noise 1-20 %: 0.02-0.6, warm 1.2-3.3x faster; additive 1 %: 1.3-2.2, warm 0.92x,
-// restart 0.83-0.91x; resampling 0.1-0.5 % of the entries: 3-7, warm 1.5-4.5x faster; 1 %: 13-16,
-// warm 0.8-1.07x, restart 0.86-0.92x; 2-20 %: 20-640, warm 0.39-0.85x, restart 0.8-0.97x (after a
-// whole pass; with the row sample below, 5-100 % resampled runs at 0.94-1.03x of a cold solve).
+// this many times the summed gaps between the rows' two smallest reduced costs: about where a warm
+// start stops paying on perturbed uniform costs (measurements in docs/dev/performance.md).
 constexpr double kColdRestartGapRatio = 12.0;
 
 // The warm pass looks at every kSampleStride-th row first and restarts cold at once when their gap
@@ -166,7 +101,7 @@ constexpr idx kChunkRows = 32;
 
 // The calling thread's spare row-cache buffer of element type X. The row caches are 128 KB and
 // up from n = 1024, sizes that glibc serves with fresh pages (mmap, or a heap trimmed after the
-// previous solve): 8 page faults and a zero fill per warm n = 1024 solve (0.39 -> 0.46 ms). A
+// previous solve): page faults and a zero fill on every solve, a visible cost on warm ones. A
 // solver takes the spare and hands its buffer back when done; a second solver alive on the
 // same thread (cold restart, float64 re-solve) finds none and allocates its own.
 template <class X>
@@ -486,17 +421,11 @@ class Solver {
 
   // Whether a failed cache is refilled two deep (2W columns) rather than one (W): it pays where a
   // full rescan (m / W vectors) is long against re-examining 2W cached columns, from about
-  // m = 8 W^2. Measured, cold uniform solves, depth 1 -> depth 2 refills (ms): AVX-512 float32
-  // (W = 16) n = 1024 1.70 -> 1.88, 2048 7.3 -> 7.5, 4096 62 -> 49; AVX-512 float64 (W = 8)
-  // n = 256 0.21 -> 0.19, 512 0.74 -> 0.55, 1024 3.5 -> 2.6; AVX2 float32 (W = 8) n = 512
-  // 1.31 -> 0.93; AVX2 float64 (W = 4) n = 128 0.079 -> 0.049, 1024 9.4 -> 4.4.
+  // m = 8 W^2 (measured per instruction set: docs/dev/performance.md).
   bool deep_refill() const { return m_ >= 8 * idx{k().lanes} * k().lanes; }
   // Size (in lane widths) of the certificate the warm pass leaves: 2W columns from two lane sets
-  // (min2_wide_body(), as cheap as one) where refills are deep and 2W is at most 16 columns.
-  // Warm uniform re-solves, AVX-512 (W = 8 float64, 16 float32), one solve after another:
-  // float64 n = 1024 0.44 -> 0.42 ms, n = 2048 2.10 -> 1.93 ms (ARR full-row rescans 213 -> 122
-  // and 504 -> 286); float32 n = 2048 1.29 -> 1.53 ms (32 columns per re-examination cost more
-  // than the rescans they save), so not there.
+  // (min2_wide_body(), as cheap as one) where refills are deep and 2W is at most 16 columns:
+  // beyond that, re-examining the cached columns costs more than the rescans it saves.
   char pass_cache_depth() const { return deep_refill() && k().lanes <= 8 ? 2 : 1; }
   void enable_row_caches() {
     if (m_ < k().lanes) return;
@@ -951,10 +880,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
       if (!forbidden && m >= 2) {
         // ARR keeps what the rectangular route needs: prices only decrease, a column once taken
         // stays taken, so every free column keeps the highest price (0), and every assigned row
-        // stays tight. It settles most rows for far less than their shortest paths. Measured
-        // (cold, float32, total over the set; shortest paths only -> ARR budget 4n -> 32n per
-        // pass): digits gradient costs, 10 x 512^2 with 17-18 zero rows: 23.9 -> 20.9 -> 13.2 ms;
-        // uniform 1000 x 1024: 5.5 -> 2.4 -> 2.3 ms; integer 0-9 costs 300 x 400: 10.3 -> 0.4 ms.
+        // stays tight. It settles most rows for far less than their shortest paths.
         s.enable_row_caches();
         s.augmenting_row_reduction(4, 32);
       }
@@ -1046,9 +972,8 @@ std::vector<idx> constant_rows(const T* c, idx n, idx m, idx stride) {
     while (j < m && r[j] == a) ++j;
     if (j == m) rows.push_back(i);
   }
-  // Measured on the digits gradient costs (512 x 512, 29 zero rows, 50 zero columns): 12.5 ms
-  // -> 6.4 ms dropping the rows, 4.8 ms dropping the columns with the row order below. A single
-  // such row in a large matrix is not worth the copy, nor are tiny problems.
+  // Dead units make such rows (setting them aside pays on gradient costs). A single such row in
+  // a large matrix is not worth the copy, nor are tiny problems.
   if (n < 16 || static_cast<idx>(rows.size()) * 64 < n) rows.clear();
   return rows;
 }
@@ -1101,8 +1026,7 @@ Status solve_without_constant_rows(const T* cost, idx n, idx m, idx stride, bool
     keep.push_back(i);
   }
   // Row order does not change the optimum, only the work: rows with the largest entries first
-  // settle the contested columns early, and later shortest paths get shorter (digits gradient
-  // costs: 4.7 -> 3.7 ms and 4.5 -> 3.6 ms for the solve of the remaining rows).
+  // settle the contested columns early, and later shortest paths get shorter.
   std::vector<T> score(static_cast<std::size_t>(n), T(0));
   if (!transposed) {
     for (idx i = 0; i < n; ++i) score[static_cast<std::size_t>(i)] = max_abs(cost + i * stride, m);
@@ -1120,8 +1044,7 @@ Status solve_without_constant_rows(const T* cost, idx n, idx m, idx stride, bool
     return score[static_cast<std::size_t>(a)] > score[static_cast<std::size_t>(b)];
   });
   // Not transposed: the solver reads the kept rows in place through `keep` instead of a copy
-  // (allocated, zero-filled, written: digits gradient costs, 10 x 512^2 float32 with 17-18 zero
-  // rows, cold total 13.7 -> 12.9 ms).
+  // (which would be allocated, zero-filled and written on every solve).
   std::vector<T> sub(static_cast<std::size_t>(transposed ? n2 * m : 0));
   if (transposed) {
     constexpr idx B = 32;  // blocked gather: column-wise reads of a whole matrix thrash the cache
@@ -1178,8 +1101,7 @@ Status solve(const T* cost, idx n, idx m, idx row_stride, bool maximize, const S
     const std::vector<idx> rows = constant_rows(cost, n, m, row_stride);
     if (n == m) {
       // A square problem is the same problem transposed (the assignment inverted, the duals
-      // swapped): drop whichever of rows or columns has more constant ones. Digits gradient
-      // costs (29 zero rows, 50 zero columns): 5.9 ms by rows, 4.0 ms by columns.
+      // swapped): drop whichever of rows or columns has more constant ones (fewer rows left).
       const std::vector<idx> cols = constant_cols(cost, n, m, row_stride);
       if (cols.size() > rows.size()) {
         std::vector<idx> row_of_col(static_cast<std::size_t>(n));

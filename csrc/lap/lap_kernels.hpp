@@ -107,11 +107,7 @@ TT_ALWAYS_INLINE X signed_load(X x) {
 // Software prefetch of a row stream: the cache lines `kPrefetchBytes` ahead of the `Bytes` a
 // loop iteration reads (one line at least). Every row kernel below streams a row from L3 or
 // memory, and the hardware prefetchers of the machine measured (a virtualised AVX-512 Xeon)
-// held a one-thread row scan at ~20 GB/s. 2 KiB ahead, every line: the float64 n = 1024 warm pass
-// over two lane sets 0.50 -> 0.31 ms on one thread (512 bytes ahead, every other line: 0.35 ms);
-// standalone solver, uniform n = 1024 / 2048, ms, cold: float32 1.90 / 9.6 -> 1.85 / 8.3,
-// float64 2.45 / 13.5 -> 2.2 / 10.8; warm (with the two-set pass): float64 0.45 / 1.66 ->
-// 0.39 / 1.66, float32 0.33 / 1.32 -> 0.31 / 1.23.
+// held a one-thread row scan at ~20 GB/s; 2 KiB ahead, every line, was the best distance tried.
 constexpr int kPrefetchBytes = 2048;
 template <std::size_t Bytes>
 TT_ALWAYS_INLINE void prefetch_ahead(const void* p) {
@@ -238,8 +234,7 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
     // The lanes' answer without branches (shuffle trees, see lanes_min()): the smallest m1, from
     // the first lane holding it; the second smallest is the smallest of the other lanes' m1 and
     // of every lane's m2. Same result as pushing the lanes in order through branches, which
-    // mispredict: min2_cache 85 -> 72 ns per 512-column float32 row (AVX-512); warm re-solves of
-    // the digits gradient costs (steps 1-9) 4.2 -> 3.5 ms.
+    // mispredict.
     const auto seq = std::make_index_sequence<W>{};
     const typename V::v a = lanes_min<typename V::v, typename V::iv, W / 2>(m1, seq);
     bound = lanes_min<typename V::v, typename V::iv, W / 2>(Depth == 2 ? m3 : m2, seq)[0];
@@ -321,7 +316,7 @@ TT_ALWAYS_INLINE Min2<T> min2_wide_body(const T* r, const T* v, idx m, EntryFlag
 #if defined(__x86_64__) || defined(__i386__)
     // Keep the loaded vectors in registers: GCC otherwise re-reads each one from memory for the
     // sum and for the cached-cost blend (three loads per vector instead of one), which costs 8 %
-    // of a warm float64 n = 1024 re-solve once the rows are prefetched (0.41 -> 0.38 ms). ("v" is
+    // of a warm float64 n = 1024 re-solve once the rows are prefetched. ("v" is
     // an x86 register class; other targets keep the compiler's choice.)
     __asm__("" : "+v"(xa), "+v"(xb));
 #endif
@@ -411,8 +406,7 @@ TT_ALWAYS_INLINE Min2<T> min2_wide_body(const T* r, const T* v, idx m, EntryFlag
 
 // Smallest value over the W lanes and, among the lanes holding it, the smallest index; {+inf, -1}
 // when every lane is +inf. Two shuffle trees instead of a scalar loop over the lanes with
-// branches, which was about a third of a 512-column relax pass: 80 -> 67 ns per float32 pass
-// (AVX-512; cold digits gradient costs 27 -> 23 ms in total before ARR took their paths over).
+// branches, which was about a third of a 512-column relax pass.
 // Tried and dropped: two running argmins per pass (the loop is not latency-bound; no gain).
 template <class T, int W>
 TT_ALWAYS_INLINE ArgMin<T> lane_argmin(typename Vec<T, W>::v best, typename Vec<T, W>::iv besti) {

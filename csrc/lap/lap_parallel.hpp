@@ -2,8 +2,7 @@
 // lap_batch.cpp only).
 //
 // Why: a pass over a 1024 x 1024 or larger matrix is memory-bound on one core, and a second core
-// adds bandwidth (min-reduction over 32 MB here: 9.4 GB/s on one thread, 36 GB/s on two with the
-// machine quiet, 10.7 -> 15.6 GB/s with the other core partly busy). Only the passes whose rows
+// adds bandwidth (measured: docs/dev/performance.md). Only the passes whose rows
 // are independent are split (the warm start's row scan, the cold start's column minima and
 // reduction transfer, the float32 check): ARR and the shortest paths stay sequential. The split
 // never changes a result: per-row work is done in parallel, every decision that depends on row
@@ -138,13 +137,9 @@ class HelperThread {
   // After each job the helper polls for kSpin before it sleeps: the passes of one solve come
   // in quick succession (row sample, rest of the rows; column minima, transfer; the float32
   // check after ARR), and so do the solves of a loop, while a futex wake-up costs ~10-50 us here
-  // (this virtual machine), a sixth of a warm n = 1024 pass. It polls with yield(): a busy spin
-  // of 200 us made the first ~80 ms of cold n = 1024 solves in a process 30 % slower (2.6-3.3
-  // instead of 2.0-2.3 ms: the helper spun on the caller's core until the scheduler separated
-  // them); polling with yield() showed no such phase. 1 ms covers the sequential ARR of a warm
-  // n = 1024 re-solve (0.17-0.3 ms), after which the float32 check found the helper asleep: warm
-  // n = 1024 re-solves, 50 us -> 300 us -> 1 ms, float32 0.42-0.45 -> 0.36-0.38 -> 0.36-0.38 ms,
-  // float64 0.63-0.66 -> 0.62-0.68 -> 0.57-0.60 ms (C++ driver, a solve every 150 us).
+  // (this virtual machine), a sixth of a warm n = 1024 pass. It polls with yield() (a busy spin
+  // competed with the caller for its core); 1 ms covers the sequential ARR of a warm n = 1024
+  // re-solve. Measurements: docs/dev/performance.md.
   static constexpr std::chrono::microseconds kSpin{1000};
 
   void loop() {
