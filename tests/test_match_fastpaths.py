@@ -75,7 +75,7 @@ def test_identity_string_rejects_other_strings():
     m = GradientMatcher(mlp_spec(1))
     t, s = _pairs(np.random.default_rng(2), 1)[0]
     m.add(t, s)
-    with pytest.raises(ValueError, match="'identity' or None"):
+    with pytest.raises(ValueError, match="one of \\('identity', 'greedy'\\) or None"):
         m.solve("previous")
 
 

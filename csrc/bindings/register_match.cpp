@@ -119,7 +119,7 @@ class PyMatcher {
   }
 
   py::dict solve(const py::object& init, bool use_previous, bool warm_duals, int max_sweeps,
-                 double tol, std::uint64_t seed, bool exact_objective) {
+                 double tol, std::uint64_t seed, bool exact_objective, bool greedy_start) {
     const std::size_t G = static_cast<std::size_t>(impl_->num_groups());
     std::vector<py::array_t<std::int64_t>> keep;
     std::vector<const std::int64_t*> ip;
@@ -147,6 +147,7 @@ class PyMatcher {
     opts.seed = seed;
     opts.warm_duals = warm_duals;
     opts.exact_objective = exact_objective;
+    opts.greedy_start = greedy_start;
     match::SolveResult res;
     Error e;
     {
@@ -230,7 +231,7 @@ void register_match(py::module_& m) {
       .def("add", &PyMatcher::add, py::arg("targets"), py::arg("sources"), py::arg("weight"))
       .def("solve", &PyMatcher::solve, py::arg("init"), py::arg("use_previous"),
            py::arg("warm_duals"), py::arg("max_sweeps"), py::arg("tol"), py::arg("seed"),
-           py::arg("exact_objective") = true)
+           py::arg("exact_objective") = true, py::arg("greedy_start") = false)
       .def("objective", &PyMatcher::objective, py::arg("perms"))
       .def("reserve", &PyMatcher::reserve, py::arg("pairs"))
       .def("clear_pairs", &PyMatcher::clear_pairs,

@@ -570,7 +570,8 @@ void Matcher::delta_build(Member& mb, SolveResult& stats) {
                       static_cast<double>(rows_total);
 }
 
-const float* Matcher::build_cost(Group& g, std::vector<float>& cost, SolveResult& stats) {
+const float* Matcher::build_cost(Group& g, std::vector<float>& cost, SolveResult& stats,
+                                const std::vector<char>* assigned) {
   // A group whose terms are all static (every group of a one-hidden-layer MLP) has its cost
   // ready in static_cost: the LAP reads it in place (saves a 1 MB copy per FGMT step on digits).
   if (g.all_static) return g.static_cost.data();
@@ -579,6 +580,13 @@ const float* Matcher::build_cost(Group& g, std::vector<float>& cost, SolveResult
   for (int mi : g.members) {
     Member& mb = members_[static_cast<std::size_t>(mi)];
     if (mb.is_static) continue;
+    bool ready = true;  // the greedy pass leaves out terms that need an unassigned group
+    for (const OtherAxis& ax : mb.others) {
+      if (assigned && ax.group >= 0 && !(*assigned)[static_cast<std::size_t>(ax.group)]) {
+        ready = false;
+      }
+    }
+    if (!ready) continue;
     if (perm_changed_since(mb)) refresh_member(mb, stats);
     const float* c = mb.contrib.data();
     float* dst = cost.data();
@@ -587,6 +595,54 @@ const float* Matcher::build_cost(Group& g, std::vector<float>& cost, SolveResult
   }
   stats.time_gemm += seconds_since(t0);
   return cost.data();
+}
+
+bool Matcher::solve_group(std::size_t gi, const float* cp, std::vector<std::int64_t>& cols,
+                          std::vector<float>& new_duals, SolveResult& out) {
+  Group& gr = groups_[gi];
+  cols.resize(static_cast<std::size_t>(gr.n));
+  new_duals.resize(static_cast<std::size_t>(gr.n));
+  const auto t_lap = Clock::now();
+  lap::WarmStart<float> warm;
+  if (gr.has_duals) {
+    // The previous LAP's own (duals, assignment) pair: an optimal pair for the old costs,
+    // so its duality gap measures only how far the costs moved. (gr.perm may be a fresh
+    // init, e.g. GMT/FGMT's identity starts, whose gap would look like a heavy perturbation
+    // and make the solver restart cold.)
+    warm.col_duals = gr.duals.data();
+    warm.col_of_row = gr.lap_cols.data();
+  }
+  const lap::Solution<float> sol{cols.data(), nullptr, new_duals.data()};
+  const lap::Status st = lap::solve<float>(cp, gr.n, gr.n, gr.n, true, sol, warm);
+  out.time_lap += seconds_since(t_lap);
+  ++out.lap_solves;
+  if (st != lap::Status::ok) return false;
+  gr.duals.swap(new_duals);
+  gr.lap_cols = cols;
+  gr.has_duals = true;
+  return true;
+}
+
+Error Matcher::greedy_pass(SolveResult& out) {
+  // Spec order runs input to output for chains: each group then sees the terms it shares with
+  // the groups before it, already assigned, and none that would pin it to an identity guess.
+  const std::size_t G = groups_.size();
+  std::vector<char> assigned(G, 0);
+  std::vector<float> cost, new_duals;
+  std::vector<std::int64_t> cols;
+  for (std::size_t g = 0; g < G; ++g) {
+    Group& gr = groups_[g];
+    const float* cp = build_cost(gr, cost, out, &assigned);
+    if (!solve_group(g, cp, cols, new_duals, out)) {
+      return {Status::lap_failed, static_cast<std::int64_t>(g), -1};
+    }
+    if (cols != gr.perm) {
+      gr.perm = cols;
+      ++gr.version;
+    }
+    assigned[g] = 1;
+  }
+  return {};
 }
 
 double Matcher::objective(const std::vector<std::vector<std::int64_t>>& perms) {
@@ -820,9 +876,13 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
     }
     if (!opts.warm_duals) gr.has_duals = false;
   }
+  out = SolveResult{};
+  if (opts.greedy_start) {
+    const Error e = greedy_pass(out);
+    if (!e.ok()) return e;
+  }
   for (std::size_t g = 0; g < G; ++g) perms_view_[g] = groups_[g].perm;
 
-  out = SolveResult{};
   out.time_static_gemm = static_gemm_time_;
   out.static_gemm_flops = static_gemm_flops_;
   static_gemm_time_ = 0.0;
@@ -845,26 +905,9 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
       if (!dirty[static_cast<std::size_t>(gi)]) continue;
       const float* cp = build_cost(gr, cost, out);
       const std::int64_t n = gr.n;
-      cols.resize(static_cast<std::size_t>(n));
-      new_duals.resize(static_cast<std::size_t>(n));
-      const auto t_lap = Clock::now();
-      lap::WarmStart<float> warm;
-      if (gr.has_duals) {
-        // The previous LAP's own (duals, assignment) pair: an optimal pair for the old costs,
-        // so its duality gap measures only how far the costs moved. (gr.perm may be a fresh
-        // init, e.g. GMT/FGMT's identity starts, whose gap would look like a heavy perturbation
-        // and make the solver restart cold.)
-        warm.col_duals = gr.duals.data();
-        warm.col_of_row = gr.lap_cols.data();
+      if (!solve_group(static_cast<std::size_t>(gi), cp, cols, new_duals, out)) {
+        return {Status::lap_failed, gi, -1};
       }
-      const lap::Solution<float> sol{cols.data(), nullptr, new_duals.data()};
-      const lap::Status st = lap::solve<float>(cp, n, n, n, true, sol, warm);
-      out.time_lap += seconds_since(t_lap);
-      ++out.lap_solves;
-      if (st != lap::Status::ok) return {Status::lap_failed, gi, -1};
-      gr.duals.swap(new_duals);
-      gr.lap_cols = cols;
-      gr.has_duals = true;
       dirty[static_cast<std::size_t>(gi)] = 0;
       double before = 0.0, after = 0.0;
       for (std::int64_t i = 0; i < n; ++i) {

@@ -45,6 +45,9 @@ struct SolveOptions {
   bool warm_duals = true;   ///< reuse each group's LAP column duals from its previous solve
   bool exact_objective = true;  ///< false: `objective` is the tracked value (history's last
                                 ///< entry) instead of a float64 pass over the stored pairs
+  bool greedy_start = false;    ///< start from one greedy pass over the groups in spec order
+                                ///< (each solved on the terms whose other groups are already
+                                ///< assigned) instead of `init` / the previous / the identity
 };
 
 struct SolveResult {
@@ -173,7 +176,14 @@ class Matcher {
                      const std::vector<std::int64_t>* only) const;
   /// The group's cost matrix at the current permutations: static_cost itself when every term
   /// is static, else built into `cost`.
-  const float* build_cost(Group& g, std::vector<float>& cost, SolveResult& stats);
+  /// With `assigned`, the dynamic terms that involve a group not yet assigned are left out.
+  const float* build_cost(Group& g, std::vector<float>& cost, SolveResult& stats,
+                          const std::vector<char>* assigned = nullptr);
+  /// Solve group `gi` on `cp` (maximise, warm from its duals); returns false if the LAP failed.
+  bool solve_group(std::size_t gi, const float* cp, std::vector<std::int64_t>& cols,
+                   std::vector<float>& new_duals, SolveResult& out);
+  /// One greedy pass in spec order: each group's permutation from its partial cost.
+  Error greedy_pass(SolveResult& out);
   void refresh_member(Member& mb, SolveResult& stats);
   void refresh_rows(Member& mb, SolveResult& stats);
   void full_build(Member& mb, SolveResult& stats);

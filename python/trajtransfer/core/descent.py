@@ -4,7 +4,8 @@ The semantics are those of the native matcher (``csrc/match/matcher.cpp``), and 
 two to the same permutations and objective on tie-free problems:
 
 * start: ``init``, else the previous solve's permutations (``use_previous``), else the identity;
-  ``history[0]`` is the exact objective there;
+  or the greedy pass: the groups in spec order, each solved on the cost terms whose other groups
+  are already assigned; ``history[0]`` is the exact objective at the start;
 * each sweep visits the groups in the order ``random.Random(seed).shuffle`` gives (one generator
   per solve);
 * a visited group gets the maximising assignment of its cost matrix, warm-started from its
@@ -36,6 +37,7 @@ class DescentOptions:
     tol: float = 1e-9
     seed: int = 0
     exact_objective: bool = True
+    greedy_start: bool = False
 
 
 @dataclass
@@ -68,15 +70,17 @@ def coordinate_descent(pairs: Any, lap: Any, perms: list, opts: DescentOptions,
     num_groups = len(pairs.sizes)
     counters = {"lap_solves": 0, "lap_unchanged": 0, "member_builds": 0, "delta_builds": 0}
     flops0 = pairs.gemm_flops
+    # With the LAP on the host, decisions are taken there, on host copies of the permutations.
+    host_perms = [p.cpu().numpy() for p in perms] if lap.synchronous else None
+    time_gemm = time_lap = 0.0
+    if opts.greedy_start:
+        time_gemm, time_lap = _greedy_pass(pairs, lap, perms, host_perms, counters)
+        at_identity = False
     start = pairs.identity_objective() if at_identity else pairs.objective(perms)
     obj = float(start)  # one host read at the start
     history = [obj]
     dirty = [True] * num_groups
-    # With the LAP on the host, decisions are taken there, on host copies of the permutations.
-    host_perms = [p.cpu().numpy() for p in perms] if lap.synchronous else None
     rng = random.Random(opts.seed)
-    order = list(range(num_groups))
-    time_gemm = time_lap = 0.0
     sweeps, converged = 0, False
     for sweep in range(opts.max_sweeps):
         order = list(range(num_groups))
@@ -118,6 +122,40 @@ def coordinate_descent(pairs: Any, lap: Any, perms: list, opts: DescentOptions,
     objective = float(pairs.objective(perms)) if opts.exact_objective else obj
     counters["gemm_flops"] = pairs.gemm_flops - flops0
     return DescentResult(perms, objective, history, sweeps, converged, time_gemm, time_lap, counters)
+
+
+def _greedy_pass(pairs: Any, lap: Any, perms: list, host_perms: Any, counters: dict) -> tuple:
+    """Set every group in spec order from the terms it shares with the groups set before it."""
+    import torch
+
+    assigned = [False] * len(pairs.sizes)
+    time_gemm = time_lap = 0.0
+    status = []
+    for g in range(len(pairs.sizes)):
+        t0 = time.perf_counter()
+        cost, (full, delta) = pairs.cost(g, perms, host_perms, assigned)
+        counters["member_builds"] += full
+        counters["delta_builds"] += delta
+        t1 = time.perf_counter()
+        counters["lap_solves"] += 1
+        if lap.synchronous:
+            try:
+                cols = lap.solve(g, lap.to_host(cost))
+            except ValueError:  # non-finite cost entries (the solver's own check)
+                raise LapFailed(g) from None
+            host_perms[g] = cols
+            perms[g] = torch.from_numpy(cols).to(perms[g].device)
+        else:
+            perms[g], st = lap.solve(g, cost)
+            status.append(st[0])
+        assigned[g] = True
+        time_gemm += t1 - t0
+        time_lap += time.perf_counter() - t1
+    if status:  # one host read for the pass
+        failed = torch.stack(status).ne(0)
+        if bool(failed.any()):
+            raise LapFailed(int(failed.int().argmax()))
+    return time_gemm, time_lap
 
 
 def _visit_on_host(lap: Any, g: int, cost: Any, perms: list, host_perms: list,

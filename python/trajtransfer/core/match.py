@@ -229,6 +229,7 @@ class _CompiledSpec:
 
 
 _BACKENDS = ("auto", "native", "torch")
+_STARTS = ("identity", "greedy")
 
 
 def _placement(x: Any) -> Any:
@@ -273,14 +274,15 @@ class _NativePath:
     def clear_pairs(self) -> None:
         self.native.clear_pairs()
 
-    def solve(self, init: Any, identity_start: bool, use_previous: bool, warm_start: bool,
-              max_sweeps: int, tol: float, seed: int, exact_objective: bool) -> dict:
+    def solve(self, init: Any, use_previous: bool, warm_start: bool, max_sweeps: int, tol: float,
+              seed: int, exact_objective: bool) -> dict:
         # The native solve checks that each init is a permutation before it changes anything;
         # only then is the check redone here, to name the group in the error.
-        init_list = None if init is None or identity_start else self.compiled.init_list(init, check_perm=False)
+        named = isinstance(init, str)
+        init_list = None if init is None or named else self.compiled.init_list(init, check_perm=False)
         try:
             r = self.native.solve(init_list, use_previous, warm_start, max_sweeps, tol, seed,
-                                  exact_objective)
+                                  exact_objective, init == "greedy")
         except ValueError as exc:
             if init_list is not None and "not a permutation" in str(exc):
                 self.compiled.init_list(init)
@@ -357,13 +359,13 @@ class _TorchPath:
     def clear_pairs(self) -> None:
         self.pairs.clear()
 
-    def solve(self, init: Any, identity_start: bool, use_previous: bool, warm_start: bool,
-              max_sweeps: int, tol: float, seed: int, exact_objective: bool) -> dict:
+    def solve(self, init: Any, use_previous: bool, warm_start: bool, max_sweeps: int, tol: float,
+              seed: int, exact_objective: bool) -> dict:
         from .descent import DescentOptions, LapFailed
 
         torch = self.torch
         sizes = [self.compiled.sizes[g] for g in self.compiled.groups]
-        if init is not None and not identity_start:
+        if init is not None and not isinstance(init, str):
             perms = [torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(init)]
         elif use_previous:
             perms = list(self.perms)
@@ -372,8 +374,9 @@ class _TorchPath:
         if not warm_start:
             for g in range(len(sizes)):
                 self.lap.forget(g)
-        at_identity = init is None and not use_previous or identity_start
-        opts = DescentOptions(max_sweeps=max_sweeps, tol=tol, seed=seed, exact_objective=exact_objective)
+        at_identity = init == "identity" or (init is None and not use_previous)
+        opts = DescentOptions(max_sweeps=max_sweeps, tol=tol, seed=seed,
+                              exact_objective=exact_objective, greedy_start=init == "greedy")
         try:
             res = self._descent(self.pairs, self.lap, perms, opts, at_identity=at_identity)
         except LapFailed as exc:
@@ -595,12 +598,15 @@ class GradientMatcher:
 
         Parameters
         ----------
-        init : Mapping[str, (n_p,) int array or tensor], "identity" or None
+        init : Mapping[str, (n_p,) int array or tensor], "identity", "greedy" or None
             Starting permutations (copied; a missing or None entry is the identity). None: the
             identity, or with ``warm_start`` and an earlier solve, that solve's permutations.
             ``"identity"``: the identity for every group, whatever ``warm_start`` (which then
             only decides whether the LAPs reuse the previous duals); the same as passing
             identity permutations, without building and checking them (FGMT's per-step start).
+            ``"greedy"``: one pass over the groups in spec order (input to output for chains),
+            each solved exactly on the cost terms whose other groups are already assigned (terms
+            touching a later group are left out); the descent starts from there.
         max_sweeps : int
             At most this many sweeps over the groups.
         tol : float
@@ -627,9 +633,9 @@ class GradientMatcher:
         ValueError
             No pairs added, invalid ``init``, ``max_sweeps < 0`` or ``tol < 0``.
         """
-        identity_start = isinstance(init, str)
-        if identity_start and init != "identity":
-            raise ValueError(f"init must be a mapping, 'identity' or None, got {init!r}")
+        named_start = isinstance(init, str)
+        if named_start and init not in _STARTS:
+            raise ValueError(f"init must be a mapping, one of {_STARTS} or None, got {init!r}")
         with self._lock:
             if self._path is None or self._path.num_pairs == 0:
                 raise ValueError("solve: no pairs added yet (call add() first)")
@@ -639,13 +645,13 @@ class GradientMatcher:
                 raise ValueError(f"max_sweeps must be >= 0, got {max_sweeps}")
             if not tol >= 0:
                 raise ValueError(f"tol must be >= 0, got {tol}")
-            if init is not None and not identity_start and not isinstance(init, Mapping):
+            if init is not None and not named_start and not isinstance(init, Mapping):
                 self._path.compiled.init_list(init)  # raises the TypeError
             # No init and no previous permutations to use: the solve starts from the identity.
-            use_previous = bool(warm_start) and self._solved and not identity_start
+            use_previous = bool(warm_start) and self._solved and not named_start
             t0 = time.perf_counter()
-            r = self._path.solve(init, identity_start, use_previous, bool(warm_start), max_sweeps,
-                                 tol, self._seed, bool(exact_objective))
+            r = self._path.solve(init, use_previous, bool(warm_start), max_sweeps, tol, self._seed,
+                                 bool(exact_objective))
             solve_s = time.perf_counter() - t0
             add_s, self._add_seconds = self._add_seconds, 0.0
             self._solved = True

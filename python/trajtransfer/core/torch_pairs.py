@@ -135,14 +135,18 @@ class TorchPairs:
         out += torch.tensordot(tgt, src, dims=(dims, dims))
         self.gemm_flops += 2.0 * tgt.numel() * self.sizes[self.axis_groups[mb.tensor][mb.axis]]
 
-    def cost(self, g: int, perms: Sequence[Any], host_perms: Optional[Sequence[Any]] = None) -> tuple:
+    def cost(self, g: int, perms: Sequence[Any], host_perms: Optional[Sequence[Any]] = None,
+             assigned: Optional[Sequence[bool]] = None) -> tuple:
         """Group ``g``'s (n, n) float32 cost matrix at ``perms``.
 
         ``host_perms``: the same permutations as numpy arrays, which lets the dynamic terms be
         cached and corrected; without them every dynamic term is rebuilt (no host reads).
-        Returns the matrix and (full rebuilds, corrections) of dynamic terms.
+        ``assigned``: per group, whether its permutation is set yet; the dynamic terms that
+        involve an unset group are left out (the greedy start). Returns the matrix and
+        (full rebuilds, corrections) of dynamic terms.
         """
-        dynamic = [mb for mb in self.members[g] if not mb.is_static]
+        dynamic = [mb for mb in self.members[g] if not mb.is_static
+                   and (assigned is None or all(assigned[h] for _, h in mb.others))]
         if not dynamic:
             return self._static[g], (0, 0)
         out = self._static[g].clone()
