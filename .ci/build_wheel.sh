@@ -48,9 +48,19 @@ auditwheel show "$wheel"
 echo "== auditwheel repair --plat $plat =="
 fixed=build/wheel-repaired
 rm -rf "$fixed"
-auditwheel repair --plat "$plat" --exclude libscipy_openblas.so -w "$fixed" "$wheel"
+# --only-plat: the tag asked for and no other (auditwheel would also add every older tag the
+# symbol versions happen to allow, which no toolchain of ours is meant to promise).
+auditwheel repair --plat "$plat" --only-plat --exclude libscipy_openblas.so -w "$fixed" "$wheel"
 repaired=$(ls "$fixed"/trajtransfer-*.whl)
 echo "== auditwheel show (repaired) =="
+# show has no --exclude, so its overall verdict stays linux_* for the one external library it is
+# told nothing about (libscipy_openblas.so); the symbol versions decide the manylinux tag.
 auditwheel show "$repaired"
+auditwheel show --json "$repaired" | "$py" -c '
+import json, sys
+d = json.load(sys.stdin)
+print("symbol versions allow %s; external libraries: %s" % (d["sym_tag"], sorted(d["external_libs"])))
+if sorted(d["external_libs"]) != ["libscipy_openblas.so"]:
+    sys.exit("unexpected external libraries: only libscipy_openblas.so may stay outside the wheel")'
 cp "$repaired" "$out"/
 echo "$out/$(basename "$repaired")"
