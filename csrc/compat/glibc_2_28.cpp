@@ -22,11 +22,15 @@
 
 #define TT_HIDDEN __attribute__((visibility("hidden")))
 
-// tt_old_NAME is an undefined reference bound to NAME@GLIBC_2.2.5; __wrap_NAME forwards to it.
-#define TT_OLD_PTHREAD(ret, name, params, args)                                  \
-  __asm__(".symver tt_old_" #name ", " #name "@GLIBC_2.2.5");                    \
-  extern "C" ret tt_old_##name params;                                           \
-  extern "C" TT_HIDDEN ret __wrap_##name params { return tt_old_##name args; }
+// In this file, NAME means NAME@GLIBC_2.2.5 (.symver on an undefined symbol), and the linker does
+// not --wrap a versioned reference, so __wrap_NAME reaches the old version node.
+#define TT_OLD_PTHREAD(ret, name, params, args)                      \
+  __asm__(".symver " #name ", " #name "@GLIBC_2.2.5");               \
+  extern "C" TT_HIDDEN ret __wrap_##name params { return name args; }
+
+// libstdc++ takes this internal alias's address to see whether threads are linked in; no header
+// declares it.
+extern "C" int __pthread_key_create(pthread_key_t* key, void (*dtor)(void*));
 
 TT_OLD_PTHREAD(int, pthread_create,
                (pthread_t * t, const pthread_attr_t* attr, void* (*fn)(void*), void* arg),
