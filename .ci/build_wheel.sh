@@ -10,7 +10,9 @@
 # symbol versions newer than manylinux_2_28 allows (GLIBCXX_3.4.29/30 from GCC 12's headers,
 # __libc_single_threaded@GLIBC_2.32, pthread_*@GLIBC_2.34 since glibc moved them into libc).
 # TRAJTRANSFER_GLIBC_2_28=ON links libstdc++ statically and routes the remaining post-2.28 glibc
-# symbols to their older versions (CMakeLists.txt, csrc/compat/glibc_2_28.cpp).
+# symbols to their older versions (CMakeLists.txt, csrc/compat/glibc_2_28.cpp). To see the host
+# toolchain's own result, run with TRAJTRANSFER_GLIBC_2_28=OFF: auditwheel show then reports the
+# newer tag (manylinux_2_35 on Debian 12) and the manylinux_2_28 repair fails.
 # Why not zig (`zig c++ -target x86_64-linux-gnu.2.28`): clang rejects the GCC register
 # constraint in the LAP row kernels' inline asm (csrc/lap/lap_kernels.hpp, "+v" on vector types).
 #
