@@ -1,4 +1,4 @@
-"""The shipped stubs (python/trajtransfer/_core/*.pyi) name exactly what the extension exports."""
+"""The shipped stubs (trajtransfer/_core/*.pyi) name exactly what the extension exports."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+import trajtransfer
 from trajtransfer._native import _core
 
-STUBS = Path(__file__).resolve().parents[1] / "python" / "trajtransfer" / "_core"
+# The stubs next to the package under test: the source tree's, or the ones a wheel installed.
+STUBS = Path(trajtransfer.__file__).resolve().parent / "_core"
 
 
 def _stub_names(path: Path) -> set[str]:

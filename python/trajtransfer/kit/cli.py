@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ._extras import MissingExtraError
+
 __all__ = ["main", "run_experiment", "build_parser"]
 
 _MODELS = ("mlp", "conv8", "resnet18")
@@ -85,6 +87,9 @@ def run_experiment(args: argparse.Namespace) -> dict:
 
     Returns the JSON-serializable results dict (also written to ``<out>/results.json``).
     """
+    from .plot import require_matplotlib
+
+    require_matplotlib()  # the run ends in plots: fail before any training, not after it
     import torch
 
     from .data import load_dataset
@@ -318,7 +323,10 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="trajtransfer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     # The demo's tiny model runs fastest on one thread (and does not fight other processes).
     # 2 source epochs: early in training, where adding the source's displacement unpermuted
@@ -353,8 +361,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.grad_batches = min(args.grad_batches, 2)
     try:
         run_experiment(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        # Bad input (a missing data path, an unknown preset, ...): one line, not a traceback.
+    except (ValueError, FileNotFoundError, NotADirectoryError, MissingExtraError) as exc:
+        # Bad input (a missing data path or optional dependency, an unknown preset, ...): one
+        # line, not a traceback.
         print(f"trajtransfer: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -28,6 +28,8 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from ._extras import require
+
 __all__ = [
     "ArrayDataset",
     "DatasetSplits",
@@ -282,9 +284,9 @@ def load_digits_data(seed: int = 0, val_fraction: float = 0.1, test_fraction: fl
     The 1,797 images are split at random (``seed``) into test (``test_fraction``), validation
     (``val_fraction``) and train (the rest: 1,437 / 180 / 180 by default). No network access.
     """
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
+    datasets = require("sklearn.datasets", distribution="scikit-learn", extra="demo",
+                       purpose="the digits dataset")
+    d = datasets.load_digits()
     x = d.data.astype(np.float32) / 16.0
     y = d.target.astype(np.int64)
     if not 0.0 < test_fraction < 1.0:
@@ -305,18 +307,22 @@ def _find(root: Path, stem: str) -> Path:
 
 
 def _load_idx_splits(root: Optional[PathLike], default: Optional[str], name: str, mean: float, std: float,
-                     val_fraction: float, seed: int, normalize: bool) -> DatasetSplits:
+                     val_fraction: float, seed: int, normalize: bool, hint: str = "") -> DatasetSplits:
     if root is None:
         if default is None:
             raise ValueError(f"{name}: give the folder holding the idx files (nothing is downloaded)")
         root = default
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{name}: folder {os.fspath(root)!r} does not exist (nothing is downloaded)")
-    xtr = read_idx(_find(root, "train-images-idx3-ubyte"))
-    ytr = read_idx(_find(root, "train-labels-idx1-ubyte"))
-    xte = read_idx(_find(root, "t10k-images-idx3-ubyte"))
-    yte = read_idx(_find(root, "t10k-labels-idx1-ubyte"))
+        raise FileNotFoundError(f"{name}: folder {os.fspath(root)!r} does not exist (nothing is downloaded)"
+                                + hint)
+    try:
+        xtr = read_idx(_find(root, "train-images-idx3-ubyte"))
+        ytr = read_idx(_find(root, "train-labels-idx1-ubyte"))
+        xte = read_idx(_find(root, "t10k-images-idx3-ubyte"))
+        yte = read_idx(_find(root, "t10k-labels-idx1-ubyte"))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{name}: {exc}{hint}") from None
 
     def prep(x: np.ndarray) -> np.ndarray:
         x = x.astype(np.float32)[:, None] / 255.0  # (N, 1, 28, 28)
@@ -339,7 +345,11 @@ def load_fashion_mnist(root: Optional[PathLike] = None, *, val_fraction: float =
         If the folder or one of the four idx files is missing.
     """
     return _load_idx_splits(root, FASHION_MNIST_DIR, "fashion-mnist", 0.2860, 0.3530, val_fraction, seed,
-                            normalize)
+                            normalize, hint=_FASHION_MNIST_HINT)
+
+
+_FASHION_MNIST_HINT = ("; install Debian's copy with `apt-get install dataset-fashion-mnist`, or pass the "
+                       "folder holding the four idx files with --data-root (root= in Python)")
 
 
 def load_mnist(root: PathLike, *, val_fraction: float = 0.1, seed: int = 777,

@@ -5,13 +5,22 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional, Sequence, Union
 
-__all__ = ["plot_transfer_curves", "plot_finetune_curves"]
+from ._extras import require
+
+__all__ = ["plot_transfer_curves", "plot_finetune_curves", "require_matplotlib"]
 
 _COLORS = {"oracle": "tab:green", "naive": "tab:gray", "gmt": "tab:blue", "fgmt": "tab:red",
            "target": "black", "source": "tab:purple", "scratch": "black"}
 
 
+def require_matplotlib() -> None:
+    """Raise :class:`~trajtransfer.kit._extras.MissingExtraError` (an ImportError) naming
+    ``pip install "trajtransfer[plot]"`` when matplotlib is missing: callers check before long work."""
+    require("matplotlib", distribution="matplotlib", extra="plot", purpose="plotting")
+
+
 def _figure(figsize=(6.4, 4.2)):
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
