@@ -47,6 +47,8 @@ REFERENCE = {
     "mlp1": (lambda: MLP(in_features=12, hidden=(16,), num_classes=5), (6, 12)),
     "mlp3": (lambda: MLP(in_features=12, hidden=(16, 9, 7), num_classes=5, bias=False), (6, 3, 4)),
     "conv8": (lambda: Conv8(num_classes=7, width=0.125), (3, 3, 32, 32)),
+    "conv8_gray_28": (lambda: Conv8(num_classes=7, width=0.125, in_channels=1, input_size=28),
+                      (3, 1, 28, 28)),
     "resnet18_cifar": (lambda: ResNet18(num_classes=6, width=8), (4, 3, 16, 16)),
     "resnet18_imagenet": (lambda: ResNet18(num_classes=6, width=8, stem="imagenet"),
                           (4, 3, 32, 32)),

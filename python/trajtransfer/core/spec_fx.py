@@ -104,6 +104,10 @@ _POOL_MODULES = {
     nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
     nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
 }
+# Padding acts on the last k (spatial) axes, channel by channel, like pooling.
+_POOL_MODULES.update({getattr(nn, f"{kind}Pad{k}d"): k
+                      for kind in ("Zero", "Constant", "Reflection", "Replication", "Circular")
+                      for k in (1, 2, 3) if hasattr(nn, f"{kind}Pad{k}d")})
 _UNARY_FUNCTIONS = {
     torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu,
     F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, torch.sigmoid, F.sigmoid,
