@@ -261,12 +261,15 @@ class Solver {
   void reduce_square(std::vector<double>* lb) {
     enable_row_caches();
     std::vector<int> matches(static_cast<std::size_t>(n_), 0);
+    // A row holding several column minima keeps the lowest-priced one, on ties the lowest
+    // column: with ARR's tie rule (lowest free column) a constant matrix gets the identity,
+    // as SciPy returns it (its test for scipy issue #11602).
     for (idx j = m_ - 1; j >= 0; --j) {
       const idx i = pred_[j];
       if (++matches[i] == 1) {
         x_[i] = j;
         y_[j] = i;
-      } else if (v_[j] < v_[x_[i]]) {
+      } else if (v_[j] <= v_[x_[i]]) {
         const idx j1 = x_[i];
         x_[i] = j;
         y_[j] = i;

@@ -3,7 +3,8 @@
 Solved in C++ (Jonker-Volgenant reductions + shortest augmenting paths, SIMD row kernels chosen
 at run time) with the GIL released. float64 inputs are solved in float64; float32 inputs are
 solved in float32, verified in float64 (dual feasibility and complementary slackness) and
-re-solved in float64 when the check fails; integers and booleans are solved as float64.
+re-solved in float64 when the check fails; integers and booleans are solved as float64. Inputs
+are accepted and refused exactly as SciPy's (see :func:`linear_sum_assignment`).
 
 Threads: on matrices of 2^19 entries or more (about 725 x 725) a single solve splits its
 row-independent passes (column minima, reduction transfer, a warm start's row scan, the float64
@@ -23,7 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import _cuda
-from .._arrays import as_float_cost, to_numpy
+from .._arrays import as_float_cost, cost_to_numpy, to_numpy
 from .._native import _core
 
 __all__ = ["linear_sum_assignment", "linear_sum_assignment_batch", "lap_solve", "LapSolution"]
@@ -48,9 +49,11 @@ def _cost_array(cost_matrix: Any) -> tuple[np.ndarray, Callable[[np.ndarray], An
     if (type(cost_matrix) is np.ndarray and cost_matrix.ndim == 2
             and cost_matrix.dtype in _CORE_DTYPES and cost_matrix.flags.c_contiguous):
         return cost_matrix, _same  # the common case, without the generic conversions below
-    arr, back = to_numpy(cost_matrix, "cost_matrix")
-    _check_ndim(arr, 2, "cost_matrix", "(n, m)")
-    return as_float_cost(arr, "cost_matrix"), back
+    arr, back = cost_to_numpy(cost_matrix, "cost_matrix")
+    arr = as_float_cost(arr)  # SciPy converts (TypeError) before it checks the shape
+    if arr.ndim != 2:
+        raise ValueError(f"expected a matrix (2-D array), got a {arr.ndim} array")
+    return arr, back
 
 
 def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any, Any]:
@@ -73,7 +76,11 @@ def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any
     ------
     ValueError
         For a non-2-d input, invalid entries (NaN, or -inf when minimising / +inf when
-        maximising) or an infeasible problem.
+        maximising) or an infeasible problem, with SciPy's messages.
+    TypeError
+        For an array whose dtype SciPy refuses (numpy's "safe" cast to float64 fails: complex,
+        long double, strings, bytes, datetimes, objects), with SciPy's message. Other inputs
+        (lists, array-likes) are converted to float64 as SciPy converts them.
 
     Examples
     --------
@@ -222,9 +229,9 @@ def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
     """
     if _cuda.is_cuda_tensor(costs):  # solved on its device (CUDA build); num_threads is unused
         return _cuda.linear_sum_assignment_batch(costs, maximize)
-    arr, back = to_numpy(costs, "costs")
+    arr, back = cost_to_numpy(costs, "costs")
+    arr = as_float_cost(arr)
     _check_ndim(arr, 3, "costs", "(B, n, m)")
-    arr = as_float_cost(arr, "costs")
     b, n, m = arr.shape
     if num_threads is None:
         num_threads = 0
