@@ -185,6 +185,17 @@ void register_lap(py::module_& m) {
       "the duals of the minimisation actually solved (costs negated when maximize). The warm "
       "start's assignment is init_col_ind (a column per row, -1 for none) or, with init_row_ind, "
       "the pairs (init_row_ind[t], init_col_ind[t]) of an earlier solve.");
+  m.def(
+      "last_solve_stats",
+      [] {
+        const lap::SolveStats st = lap::last_solve_stats();
+        py::dict d;
+        d["paths"] = st.paths;
+        d["path_scans"] = st.path_scans;
+        return d;
+      },
+      "Work counters of this thread's most recent single solve: {'paths': shortest augmenting "
+      "paths searched, 'path_scans': their O(m) row scans}. For tests and profiling.");
   m.def("simd_level", &lap::simd_level,
         "SIMD kernel set chosen at run time for this CPU: 'avx512', 'avx2' or 'base'.");
   m.def(

@@ -66,6 +66,15 @@ template <class T>
 Status solve(const T* cost, std::int64_t n, std::int64_t m, std::int64_t row_stride,
              bool maximize, const Solution<T>& out, const WarmStart<T>& warm = {});
 
+/// Work counters of the calling thread's most recent solve() (each solve() resets them; batch
+/// workers count their own). One increment per O(m) scan: cheap enough to keep in every build.
+/// Tests bound the work on adversarial inputs with them instead of timing.
+struct SolveStats {
+  std::int64_t paths = 0;       ///< shortest augmenting paths searched
+  std::int64_t path_scans = 0;  ///< row scans (O(m) each) of those searches
+};
+SolveStats last_solve_stats();
+
 /// Name of the SIMD kernel set the solver uses on this CPU: "avx512", "avx2" or "base" (SSE2 or
 /// the compiler's generic vectors). Chosen once at run time; the environment variable
 /// TRAJTRANSFER_LAP_ISA=avx2|base caps it (used by the tests to cover every kernel set).
