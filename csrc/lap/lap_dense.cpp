@@ -722,8 +722,8 @@ class Solver {
   // Exact mode's check of a float32 solve (see lap.hpp). Float32 prices are exact in float64, so a
   // row whose own reduced cost equals its float64 bound lb_i is tight, and when every row is,
   // (lb, v) certifies the assignment for the float64 values of the entries. The other rows (where
-  // float32 rounding hid a cheaper column, typically by an ulp: ~20 % of the rows of a uniform
-  // problem, in nearly every problem) are freed and re-augmented by shortest paths computed in
+  // float32 rounding hid a cheaper column, typically by an ulp: about a quarter of the rows of a
+  // uniform problem, in every problem) are freed and re-augmented by shortest paths computed in
   // float64 over the float32 entries, from the float64 duals of the tight rows (u_i = S*c_ix - v_x,
   // feasible since lb_i <= min_j): a few short paths instead of a float64 copy and a new solve.
   // Returns false where the caller must re-solve in float64: a path of infinite length, or a
