@@ -30,7 +30,11 @@ def _run(**slower: float) -> dict:
              _bench("batch-64x256-f64", "ours-1thread", 1.9, False),
              _bench("batch-64x256-f64", "lapx-lapjvh_batch-2threads", 1.5, False),
              _bench("warm-1pct-uniform-f64-n1024", "ours-warm", 1.0, True),
-             _bench("warm-1pct-uniform-f64-n1024", "ours-cold", 5.5, False)]
+             _bench("warm-1pct-uniform-f64-n1024", "ours-cold", 5.5, False),
+             _bench("adversarial-zero-inf-n500", "ours", 1.0, True),
+             _bench("adversarial-zero-inf-n500", "scipy", 0.6, False),
+             _bench("adversarial-rank-1-n500", "ours", 1.0, True),
+             _bench("adversarial-rank-1-n500", "scipy", 3.0, False)]
     for r in rows:
         r["stats"]["median"] *= slower.get(f"{r['group']}/{r['extra_info']['solver']}", 1.0)
     return {"benchmarks": rows}
@@ -44,7 +48,7 @@ def _targets(tmp_path: Path, run: dict) -> list[tuple[bool, str]]:
 
 def test_every_target_met(tmp_path) -> None:
     results = _targets(tmp_path, _run())
-    assert len(results) == 6 and all(met for met, _ in results), results
+    assert len(results) == 7 and all(met for met, _ in results), results
 
 
 @pytest.mark.parametrize("key, factor, broken", [
@@ -55,6 +59,7 @@ def test_every_target_met(tmp_path) -> None:
     ("batch-64x256-f64/ours-1thread", 0.8, "batch, 1 thread / 2 threads"),
     ("batch-64x256-f64/lapx-lapjvh_batch-2threads", 0.5, "best of lapjv/lapx / ours, every"),
     ("warm-1pct-uniform-f64-n1024/ours-cold", 0.85, "warm re-solve"),
+    ("adversarial-zero-inf-n500/ours", 1.3, "SciPy / ours, every adversarial family"),
 ])
 def test_each_target_can_fail(tmp_path, key, factor, broken) -> None:
     results = _targets(tmp_path, _run(**{key: factor}))
@@ -83,3 +88,18 @@ def test_missing_peers_are_left_out_not_fatal(tmp_path) -> None:
     assert results["SciPy / ours, uniform n >= 1024 >= 8x"]
     assert not results["best of lapjv/lapx / ours, every case >= 1x"]
     assert any("no measurement" in text for _, text in _targets(tmp_path, run))
+
+
+def test_targets_read_the_dense_and_adversarial_runs_together(tmp_path, capsys) -> None:
+    """The adversarial families are a separate run (JSON): --targets merges the files given."""
+    run = _run()
+    adversarial = [b for b in run["benchmarks"] if b["group"].startswith("adversarial")]
+    dense = [b for b in run["benchmarks"] if not b["group"].startswith("adversarial")]
+    paths = []
+    for name, rows in (("dense.json", dense), ("adv.json", adversarial)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps({"benchmarks": rows}))
+    assert ratio_table.main(["--targets", str(paths[0]), str(paths[1])]) == 0
+    assert ratio_table.main(["--targets", str(paths[0])]) == 1  # adversarial not measured
+    assert "FAIL SciPy / ours, every adversarial family >= 0.5x: no measurement" in (
+        capsys.readouterr().out)

@@ -50,7 +50,8 @@ def test_empty_shapes(shape) -> None:
 
 @pytest.mark.parametrize("bad", [np.zeros(3), np.zeros((2, 2, 2)), np.float64(1.0)])
 def test_wrong_ndim_is_a_clear_value_error(bad) -> None:
-    with pytest.raises(ValueError, match=r"cost_matrix of shape \(n, m\), got a \d-d array"):
+    msg = rf"^expected a matrix \(2-D array\), got a {np.ndim(bad)} array$"  # SciPy's words
+    with pytest.raises(ValueError, match=msg):
         linear_sum_assignment(bad)
     with pytest.raises(ValueError, match=r"costs of shape \(B, n, m\)"):
         linear_sum_assignment_batch(np.zeros((2, 2)))
@@ -73,7 +74,7 @@ def test_integer_bool_and_half_inputs_are_accepted(rng, dtype) -> None:
 def test_complex_and_object_inputs_raise_type_error() -> None:
     with pytest.raises(TypeError, match="complex"):
         linear_sum_assignment(np.ones((2, 2), dtype=np.complex128))
-    with pytest.raises(TypeError, match="numeric"):
+    with pytest.raises(TypeError, match=r"Cannot cast array data from dtype\('O'\)"):
         linear_sum_assignment(np.array([["a", "b"], ["c", "d"]], dtype=object))
 
 

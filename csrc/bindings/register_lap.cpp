@@ -87,7 +87,7 @@ std::vector<std::int64_t> assignment_from_pairs(const py::object& rows_obj,
 
 template <class T>
 py::tuple solve_typed(const py::array& cost_obj, bool maximize, const py::object& col_duals_obj,
-                      const py::object& init_obj, const py::object& init_rows_obj) {
+                      const py::object& init_obj, const py::object& init_rows_obj, bool exact) {
   auto cost = require_array<T>(cost_obj, "cost", 2);
   const std::int64_t n = cost.shape(0), m = cost.shape(1);
   const std::int64_t k = std::min(n, m);
@@ -128,7 +128,7 @@ py::tuple solve_typed(const py::array& cost_obj, bool maximize, const py::object
   {
     // Safe: every Python object has been converted to raw pointers that the arrays above own.
     py::gil_scoped_release release;
-    st = lap::solve<T>(cost.data(), n, m, m, maximize, out, warm);
+    st = lap::solve<T>(cost.data(), n, m, m, maximize, out, warm, exact);
   }
   if (st != Status::ok) throw py::value_error(status_message(st));
   py::tuple rc = rows_cols(cols, n, m);
@@ -137,7 +137,7 @@ py::tuple solve_typed(const py::array& cost_obj, bool maximize, const py::object
 
 template <class T>
 py::array_t<std::int64_t> solve_batch_typed(const py::array& costs_obj, bool maximize,
-                                            int num_threads) {
+                                            int num_threads, bool exact) {
   auto costs = require_array<T>(costs_obj, "costs", 3);
   const std::int64_t b = costs.shape(0), n = costs.shape(1), m = costs.shape(2);
   py::array_t<std::int64_t> cols({b, std::min(n, m)});
@@ -146,7 +146,7 @@ py::array_t<std::int64_t> solve_batch_typed(const py::array& costs_obj, bool max
     // Safe: only raw pointers into arrays held above cross into the worker threads.
     py::gil_scoped_release release;
     lap::solve_batch<T>(costs.data(), b, n, m, maximize, cols.mutable_data(), status.data(),
-                        num_threads);
+                        num_threads, exact);
   }
   for (std::int64_t i = 0; i < b; ++i) {
     if (status[i] != Status::ok) {
@@ -171,31 +171,47 @@ void register_lap(py::module_& m) {
   m.def(
       "solve",
       [](const py::array& cost, bool maximize, const py::object& col_duals,
-         const py::object& init_col_ind, const py::object& init_row_ind) {
+         const py::object& init_col_ind, const py::object& init_row_ind, bool exact) {
         const auto solve_as = [&](auto zero) {
           using T = decltype(zero);
-          return solve_typed<T>(cost, maximize, col_duals, init_col_ind, init_row_ind);
+          return solve_typed<T>(cost, maximize, col_duals, init_col_ind, init_row_ind, exact);
         };
         return by_dtype(
             cost, [&] { return solve_as(0.0f); }, [&] { return solve_as(0.0); });
       },
       py::arg("cost"), py::arg("maximize") = false, py::arg("col_duals") = py::none(),
       py::arg("init_col_ind") = py::none(), py::arg("init_row_ind") = py::none(),
+      py::arg("exact") = true,
       "Solve one dense LAP. Returns (row_ind, col_ind, u, v) as scipy's linear_sum_assignment plus "
       "the duals of the minimisation actually solved (costs negated when maximize). The warm "
       "start's assignment is init_col_ind (a column per row, -1 for none) or, with init_row_ind, "
-      "the pairs (init_row_ind[t], init_col_ind[t]) of an earlier solve.");
+      "the pairs (init_row_ind[t], init_col_ind[t]) of an earlier solve. exact (float32 only): "
+      "the assignment is optimal for the float64 values of the entries; else within about one "
+      "float32 rounding per row.");
+  m.def(
+      "last_solve_stats",
+      [] {
+        const lap::SolveStats st = lap::last_solve_stats();
+        py::dict d;
+        d["paths"] = st.paths;
+        d["path_scans"] = st.path_scans;
+        return d;
+      },
+      "Work counters of this thread's most recent single solve: {'paths': shortest augmenting "
+      "paths searched, 'path_scans': their O(m) row scans}. For tests and profiling.");
   m.def("simd_level", &lap::simd_level,
         "SIMD kernel set chosen at run time for this CPU: 'avx512', 'avx2' or 'base'.");
   m.def(
       "solve_batch",
-      [](const py::array& costs, bool maximize, int num_threads) {
+      [](const py::array& costs, bool maximize, int num_threads, bool exact) {
         return by_dtype(
-            costs, [&] { return solve_batch_typed<float>(costs, maximize, num_threads); },
-            [&] { return solve_batch_typed<double>(costs, maximize, num_threads); });
+            costs, [&] { return solve_batch_typed<float>(costs, maximize, num_threads, exact); },
+            [&] { return solve_batch_typed<double>(costs, maximize, num_threads, exact); });
       },
       py::arg("costs"), py::arg("maximize") = false, py::arg("num_threads") = 0,
-      "Solve B dense LAPs of equal shape on a thread pool. Returns (B, min(n, m)) indices.");
+      py::arg("exact") = true,
+      "Solve B dense LAPs of equal shape on a thread pool. Returns (B, min(n, m)) indices. exact "
+      "as in solve().");
 }
 
 }  // namespace trajtransfer::bindings

@@ -41,9 +41,15 @@ struct Solution {
 
 /// Solve min (or max) sum_i C[i, col(i)] for a dense (n, m) matrix.
 ///
-/// Exact: float64 is solved in float64; float32 is solved in float32, then the assignment is
-/// verified in float64 (dual feasibility and complementary slackness, within about one float32
-/// rounding per row) and re-solved in float64 from the float32 duals when the check fails.
+/// Exact: float64 is solved in float64. float32 is solved in float32 and then checked in float64.
+/// With `exact` the check is exact: every row must be tight in float64 (its column attains the
+/// float64 minimum of its reduced costs at the float32 prices); rows that are not are re-augmented
+/// by float64 shortest paths over the float32 entries (re-solved in float64 where that cannot
+/// certify the result), so the assignment is optimal for the float64 values of the entries, as
+/// SciPy's float64 solve of the same matrix. Without `exact` the check tolerates a duality gap of
+/// 2 FLT_EPSILON sum_i (|c_i,x(i)| + |v_x(i)|) (about one float32 rounding per row) and re-solves
+/// in float64 from the float32 duals beyond it: faster, and what the matcher uses on the float32
+/// costs it builds itself. float64 problems ignore `exact`.
 /// Problems with n <= m are read in place, maximising included (no copy); n > m solves a
 /// transposed copy. Problems of at least 2^19 entries split their streaming passes (those whose
 /// rows are independent) over the calling thread and one helper thread, with the same result as
@@ -61,10 +67,21 @@ struct Solution {
 ///                    column of row i. With n > m, out.col_of_row[j] is the row of column j
 ///                    (that is, rows are implicit in the shorter dimension).
 /// @param warm        optional warm start (square problems only)
+/// @param exact       float32 only: certify (or repair) in float64 exactly (see above)
 /// @return Status::ok, or the reason no assignment is returned.
 template <class T>
 Status solve(const T* cost, std::int64_t n, std::int64_t m, std::int64_t row_stride,
-             bool maximize, const Solution<T>& out, const WarmStart<T>& warm = {});
+             bool maximize, const Solution<T>& out, const WarmStart<T>& warm = {},
+             bool exact = false);
+
+/// Work counters of the calling thread's most recent solve() (each solve() resets them; batch
+/// workers count their own). One increment per O(m) scan: cheap enough to keep in every build.
+/// Tests bound the work on adversarial inputs with them instead of timing.
+struct SolveStats {
+  std::int64_t paths = 0;       ///< shortest augmenting paths searched
+  std::int64_t path_scans = 0;  ///< row scans (O(m) each) of those searches
+};
+SolveStats last_solve_stats();
 
 /// Name of the SIMD kernel set the solver uses on this CPU: "avx512", "avx2" or "base" (SSE2 or
 /// the compiler's generic vectors). Chosen once at run time; the environment variable
@@ -77,8 +94,9 @@ const char* simd_level();
 /// @param col_of_row   (B, min(n, m)) output, same convention as solve()
 /// @param status       (B,) per-problem status
 /// @param num_threads  0 = hardware concurrency
+/// @param exact        as solve()
 template <class T>
 void solve_batch(const T* costs, std::int64_t batch, std::int64_t n, std::int64_t m, bool maximize,
-                 std::int64_t* col_of_row, Status* status, int num_threads);
+                 std::int64_t* col_of_row, Status* status, int num_threads, bool exact = false);
 
 }  // namespace trajtransfer::lap

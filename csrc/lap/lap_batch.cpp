@@ -13,7 +13,7 @@ namespace trajtransfer::lap {
 
 template <class T>
 void solve_batch(const T* costs, std::int64_t batch, std::int64_t n, std::int64_t m, bool maximize,
-                 std::int64_t* col_of_row, Status* status, int num_threads) {
+                 std::int64_t* col_of_row, Status* status, int num_threads, bool exact) {
   const std::int64_t k = std::min(n, m);
   std::atomic<std::int64_t> next{0};
   auto worker = [&]() {
@@ -23,7 +23,7 @@ void solve_batch(const T* costs, std::int64_t batch, std::int64_t n, std::int64_
     for (std::int64_t b = next.fetch_add(1); b < batch; b = next.fetch_add(1)) {
       Solution<T> out;
       out.col_of_row = col_of_row + b * k;
-      status[b] = solve(costs + b * n * m, n, m, m, maximize, out);
+      status[b] = solve(costs + b * n * m, n, m, m, maximize, out, WarmStart<T>{}, exact);
     }
   };
   int threads =
@@ -42,8 +42,8 @@ void solve_batch(const T* costs, std::int64_t batch, std::int64_t n, std::int64_
 }
 
 template void solve_batch<float>(const float*, std::int64_t, std::int64_t, std::int64_t, bool,
-                                 std::int64_t*, Status*, int);
+                                 std::int64_t*, Status*, int, bool);
 template void solve_batch<double>(const double*, std::int64_t, std::int64_t, std::int64_t, bool,
-                                  std::int64_t*, Status*, int);
+                                  std::int64_t*, Status*, int, bool);
 
 }  // namespace trajtransfer::lap

@@ -2,7 +2,9 @@
 // row reduction, then shortest augmenting paths with explicit duals (Crouse 2016) for the rows
 // still free. Every pass is a contiguous vectorised row kernel (lap_kernels.hpp), so a contiguous
 // problem is never copied; +inf marks a forbidden pair (no "big M"); float32 is solved in float32,
-// checked in float64. Why each choice, with its measurements: docs/dev/performance.md.
+// checked in float64. Exact mode (the Python default) re-augments the rows not tight in float64 by
+// float64 shortest paths over the float32 entries, so the assignment is optimal for the float64
+// values, as SciPy's. Why each choice, with its measurements: docs/dev/performance.md.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -69,6 +71,8 @@ using detail::idx;
 using detail::kInf;
 using detail::Kernels;
 using detail::Min2;
+
+thread_local SolveStats t_stats;  // see last_solve_stats()
 
 template <class T>
 struct Settled {
@@ -196,12 +200,15 @@ class Solver {
   void reduce_square(std::vector<double>* lb) {
     enable_row_caches();
     std::vector<int> matches(static_cast<std::size_t>(n_), 0);
+    // A row holding several column minima keeps the lowest-priced one, on ties the lowest
+    // column: with ARR's tie rule (lowest free column) a constant matrix gets the identity,
+    // as SciPy returns it (its test for scipy issue #11602).
     for (idx j = m_ - 1; j >= 0; --j) {
       const idx i = pred_[j];
       if (++matches[i] == 1) {
         x_[i] = j;
         y_[j] = i;
-      } else if (v_[j] < v_[x_[i]]) {
+      } else if (v_[j] <= v_[x_[i]]) {
         const idx j1 = x_[i];
         x_[i] = j;
         y_[j] = i;
@@ -529,14 +536,25 @@ class Solver {
     ArgMin<T> am = k().relax_first(row(i), v_.data(), d_.data(), pred_.data(), m_, -u_[i],
                                   static_cast<I>(i));
     idx sink = -1;
+    idx ties = 0;
+    ++t_stats.paths;
+    ++t_stats.path_scans;
     while (true) {
       if (am.arg < 0 || !(am.val < kInf<T>)) {
         for (const auto& s : settled_) v_[s.col] = s.price;
         return false;
       }
       idx j = am.arg;
+      // A step that does not lengthen the path (a tie, e.g. 0/inf costs) may have left free
+      // columns at the same distance: without a check the scan (lowest index first) settled
+      // every tied assigned column first, O(n) scans per path (0/inf n = 2000: 2.3 s). Checked
+      // at the 1st, 2nd, 4th, ... tie of a path: at most twice the steps a check at every tie
+      // would take, and a few free-column reads per path where ties are common but harmless
+      // (rank-1 costs, n = 1000: 10-20 % slower when checked at every tie).
+      if (!settled_.empty() && am.val == min_val) ++ties;
+      const bool check_tie = ties > 0 && (ties & (ties - 1)) == 0 && am.val == min_val;
       min_val = am.val;
-      if (y_[j] >= 0 && use_free_cols_) {
+      if (y_[j] >= 0 && (use_free_cols_ || check_tie)) {
         // Among columns at the same distance prefer a free one: the path ends at once.
         for (idx f : free_cols_) {
           if (d_[f] == min_val) {
@@ -555,6 +573,7 @@ class Solver {
       i = y_[j];
       am = k().relax(row(i), v_.data(), d_.data(), pred_.data(), m_, min_val - u_[i],
                     static_cast<I>(i));
+      ++t_stats.path_scans;
     }
     // Dual update keeps u_i + v_j <= S*c_ij with equality on the new matching.
     u_[start] += min_val;
@@ -567,12 +586,10 @@ class Solver {
       v_[s.col] = s.price - delta;
     }
     v_[sink] = settled_.back().price;
-    if (use_free_cols_) {
-      auto it = std::find(free_cols_.begin(), free_cols_.end(), sink);
-      if (it != free_cols_.end()) {
-        *it = free_cols_.back();
-        free_cols_.pop_back();
-      }
+    auto it = std::find(free_cols_.begin(), free_cols_.end(), sink);
+    if (it != free_cols_.end()) {
+      *it = free_cols_.back();
+      free_cols_.pop_back();
     }
     // Flip the alternating path.
     idx j = sink;
@@ -592,7 +609,8 @@ class Solver {
     for (idx j = 0; j < m_; ++j) {
       if (y_[j] < 0) free_cols_.push_back(j);
     }
-    // Only worth checking when few columns are free (square problems after the reductions).
+    // Checked at every step only when few columns are free (square problems after the
+    // reductions); otherwise on ties only (see augment()).
     use_free_cols_ = free_cols_.size() <= 64;
     for (idx i : free_) {
       if (x_[i] >= 0) continue;
@@ -612,14 +630,147 @@ class Solver {
   void set_prices(const T* v) { std::copy(v, v + m_, v_.begin()); }
   void track_cleanliness() { clean_.assign(static_cast<std::size_t>(n_), 0); }
 
-  // float64 verification of a float32 solve: with lb_i = min_j (S*c_ij - v_j) evaluated in
-  // float64, (lb, v) is dual feasible, so sum_i (S*c_i,x(i) - v_x(i) - lb_i) bounds how far the
-  // assignment can be from optimal. Rows untouched since reduce_square() keep their bound
-  // (prices only decrease, so the bound only grows).
-  // The rows are independent (split over two threads when large); the sums are taken afterwards
-  // in row order, so the outcome does not depend on the split.
+  // float64 verification of a float32 solve (tolerant mode, see lap.hpp): with lb_i the float64
+  // row bounds (refresh_bounds()), (lb, v) is dual feasible, so sum_i (S*c_i,x(i) - v_x(i) - lb_i)
+  // bounds how far the assignment can be from optimal; accepted within ~1 float32 ulp per row.
+  // The sums are taken in row order, so the outcome does not depend on the split.
   bool verified(std::vector<double>& lb) const {
-    std::vector<double> term(static_cast<std::size_t>(n_)), mag(static_cast<std::size_t>(n_));
+    refresh_bounds(lb);
+    double gap = 0, scale = 0;
+    for (idx i = 0; i < n_; ++i) {
+      gap += own64(i) - lb[i];
+      scale += std::fabs(static_cast<double>(sc(i, x_[i]))) +
+               std::fabs(static_cast<double>(v_[x_[i]]));
+    }
+    const double tol = 2.0 * std::numeric_limits<float>::epsilon() * scale;  // ~1 ulp per row
+    return std::isfinite(gap) && gap <= tol;
+  }
+
+  // Exact mode's check of a float32 solve (see lap.hpp). Float32 prices are exact in float64, so a
+  // row whose own reduced cost equals its float64 bound lb_i is tight, and when every row is,
+  // (lb, v) certifies the assignment for the float64 values of the entries. The other rows (where
+  // float32 rounding hid a cheaper column, typically by an ulp: about a quarter of the rows of a
+  // uniform problem, in every problem) are freed and re-augmented by shortest paths computed in
+  // float64 over the float32 entries, from the float64 duals of the tight rows (u_i = S*c_ix - v_x,
+  // feasible since lb_i <= min_j): a few short paths instead of a float64 copy and a new solve.
+  // Returns false where the caller must re-solve in float64: a path of infinite length, or a
+  // rectangular result whose certificate fails (see the end).
+  bool exact_or_repaired(std::vector<double>& lb) {
+    refresh_bounds(lb);
+    std::vector<idx> loose;
+    for (idx i = 0; i < n_; ++i) {
+      if (!(own64(i) <= lb[i])) loose.push_back(i);
+    }
+    if (loose.empty()) return true;
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    std::vector<double> vd(v_.begin(), v_.end()), d(static_cast<std::size_t>(m_));
+    std::vector<std::int64_t> pred(static_cast<std::size_t>(m_));
+    std::vector<Settled<double>> path;
+    // Free columns: those of the freed rows. In a rectangular problem the columns left unassigned
+    // by the float32 solve are instead held by m - n implicit dummy rows of zero cost (the square
+    // extension): they keep a common, highest price `top` (the rectangular route leaves them at
+    // their start price, 0, and prices only fall), so a path may pass through them but ends at a
+    // freed column only, and the result is certified for the rectangular problem.
+    std::vector<char> free_col(static_cast<std::size_t>(m_), 0);
+    for (idx i : loose) {
+      free_col[x_[i]] = 1;
+      y_[x_[i]] = -1;
+      x_[i] = -1;
+    }
+    double top = *std::max_element(vd.begin(), vd.end());
+    for (idx j = 0; j < m_; ++j) {
+      if (y_[j] < 0 && !free_col[j] && vd[j] != top) return false;  // not a rectangular route
+    }
+    for (idx r : loose) {
+      // Dijkstra over the columns, as augment() (settled columns masked by a price of -inf), in
+      // float64; row i is entered at distance `dist` through its own column, whose reduced
+      // cost it makes zero (u_i = S*c_ix - v_x).
+      std::fill(d.begin(), d.end(), inf);
+      path.clear();
+      ++t_stats.paths;
+      ++t_stats.path_scans;
+      ArgMin<double> am = k().relax64(row(r), vd.data(), d.data(), pred.data(), m_, 0.0, r);
+      double dist = 0;
+      while (true) {
+        if (am.arg < 0 || !(am.val < inf)) {
+          for (const auto& st : path) vd[st.col] = st.price;
+          return false;  // the caller re-solves in float64
+        }
+        const idx j = am.arg;
+        dist = am.val;
+        path.push_back({j, dist, vd[j]});
+        if (free_col[j]) break;
+        vd[j] = -inf;
+        d[j] = inf;
+        if (y_[j] >= 0) {
+          const idx i = y_[j];
+          const double ui = static_cast<double>(sc(i, j)) - path.back().price;
+          ++t_stats.path_scans;
+          am = k().relax64(row(i), vd.data(), d.data(), pred.data(), m_, dist - ui, i);
+          continue;
+        }
+        // A dummy-held column: every dummy-held column is at distance `dist` (equal prices, one
+        // dummy row's reduced costs are top - v_k), so all settle now and one dummy scan does.
+        am = ArgMin<double>{inf, -1};
+        for (idx c = 0; c < m_; ++c) {
+          if (y_[c] < 0 && !free_col[c] && vd[c] != -inf) {
+            path.push_back({c, dist, vd[c]});
+            vd[c] = -inf;
+            d[c] = inf;
+          }
+        }
+        for (idx c = 0; c < m_; ++c) {
+          const double h = dist + (top - vd[c]);
+          if (h < d[c]) {
+            d[c] = h;
+            pred[c] = -2 - j;  // reached from the dummy row holding column j
+          }
+          if (d[c] < am.val) am = ArgMin<double>{d[c], c};
+        }
+      }
+      // Settled columns: prices fall by D - d_j (the sink keeps its own); the dummy-held ones
+      // all by the same amount, which keeps them at a common highest price.
+      for (const auto& st : path) vd[st.col] = st.price - (dist - st.dist);
+      top = -inf;
+      const idx sink = path.back().col;
+      free_col[sink] = 0;
+      for (idx j = sink;;) {  // flip the alternating path
+        if (pred[j] < 0) {  // a dummy row moves from column -2 - pred[j] to j
+          y_[j] = -1;
+          top = vd[j];
+          j = static_cast<idx>(-2 - pred[j]);
+          continue;
+        }
+        const idx pi = static_cast<idx>(pred[j]), prev = x_[pi];
+        y_[j] = pi;
+        x_[pi] = j;
+        if (pi == r) break;
+        j = prev;
+      }
+      if (top == -inf) {
+        for (idx j = 0; j < m_; ++j) {
+          if (y_[j] < 0 && !free_col[j]) top = vd[j];
+        }
+      }
+    }
+    if (n_ < m_) {
+      // The rectangular certificate: every unassigned column at the highest price.
+      const double hi = *std::max_element(vd.begin(), vd.end());
+      for (idx j = 0; j < m_; ++j) {
+        if (y_[j] < 0 && vd[j] != hi) return false;
+      }
+    }
+    for (idx j = 0; j < m_; ++j) v_[j] = static_cast<T>(vd[j]);  // the duals reported
+    for (idx i = 0; i < n_; ++i) {
+      u_[i] = static_cast<T>(static_cast<double>(sc(i, x_[i])) - vd[x_[i]]);
+    }
+    return true;
+  }
+
+  // lb_i = min_j (S*c_ij - v_j) in float64 for every row touched since reduce_square() (rows
+  // untouched keep theirs: prices only decrease, so a bound only grows). Split over two threads
+  // when large.
+  void refresh_bounds(std::vector<double>& lb) const {
     detail::for_row_chunks(n_, kChunkRows, split_, [&](idx b, idx e, int) {
       for (idx i = b; i < e; ++i) {
         if (clean_.empty() || !clean_[i]) {
@@ -629,20 +780,13 @@ class Solver {
           if (std::isnan(lbc)) ++tt_prof::ev[9];
 #endif
         }
-        const idx j = x_[i];
-        const double cij = static_cast<double>(sc(i, j));
-        const double vj = static_cast<double>(v_[j]);
-        term[i] = (cij - vj) - lb[i];
-        mag[i] = std::fabs(cij) + std::fabs(vj);
       }
     });
-    double gap = 0, scale = 0;
-    for (idx i = 0; i < n_; ++i) {
-      gap += term[i];
-      scale += mag[i];
-    }
-    const double tol = 2.0 * std::numeric_limits<float>::epsilon() * scale;  // ~1 ulp per row
-    return std::isfinite(gap) && gap <= tol;
+  }
+
+  // S*c_ix - v_x in float64: row i's reduced cost at its own column.
+  double own64(idx i) const {
+    return static_cast<double>(sc(i, x_[i])) - static_cast<double>(v_[x_[i]]);
   }
 
   // min_j (S*c_ij - v_j) in float64 from row i's cache, or NaN when the cache cannot prove it.
@@ -735,10 +879,11 @@ Status finish(Solver<T, S>& s, idx n, bool forbidden) {
 }
 
 // Minimise S*C over an (n, m) matrix with n <= m. A non-null `lb` (float32 only) requests the
-// float64 verification and holds its row bounds.
+// float64 check and holds its row bounds: exact (exact_or_repaired()) or tolerant (verified()).
 template <class T, int S>
 Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
-                 const WarmStart<T>& warm, std::vector<double>* lb, const idx* rows = nullptr);
+                 const WarmStart<T>& warm, std::vector<double>* lb, bool exact,
+                 const idx* rows = nullptr);
 
 // Re-solve a float32 problem in float64, warm-started from the float32 prices and assignment.
 template <int S>
@@ -758,7 +903,7 @@ Status resolve_in_double(const float* c, idx n, idx m, idx stride, const Solver<
     v64.assign(s32->v().begin(), s32->v().end());
     w = WarmStart<double>{v64.data(), s32->x().data()};
   }
-  const Status st = solve_min<double, S>(c64.data(), n, m, m, o64, w, nullptr);
+  const Status st = solve_min<double, S>(c64.data(), n, m, m, o64, w, nullptr, true);
   if (st != Status::ok) return st;
   std::copy(x.begin(), x.end(), out.col_of_row);
   if (out.row_duals != nullptr) {
@@ -814,7 +959,7 @@ bool duals_certify(const std::vector<idx>& x, const std::vector<T>& u, const std
 
 template <class T, int S>
 Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
-                 const WarmStart<T>& warm, std::vector<double>* lb, const idx* rows) {
+                 const WarmStart<T>& warm, std::vector<double>* lb, bool exact, const idx* rows) {
   // The first split pass comes right after the set-up below: wake the helper now.
   const bool split = Solver<T, S>::splits(n, m);
   if (split) detail::prewake_helper();
@@ -899,7 +1044,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     // Not trusted from warm prices (see duals_certify()): solve cold, which also confirms an
     // "infeasible" found from them.
     s.return_cache_buffers();
-    return solve_min<T, S>(c, n, m, stride, out, WarmStart<T>{}, lb, rows);
+    return solve_min<T, S>(c, n, m, stride, out, WarmStart<T>{}, lb, exact, rows);
   }
   if constexpr (std::is_same_v<T, float>) {
     // A float32 "infeasible" may be an overflow of reduced costs near FLT_MAX: confirm in float64.
@@ -909,7 +1054,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     bool good = true;
     if (st == Status::ok && lb != nullptr) {
       TT_PROF(6);
-      good = s.verified(*lb);
+      good = exact ? s.exact_or_repaired(*lb) : s.verified(*lb);
     }
     if (!good) {
       TT_PROF(7);
@@ -923,7 +1068,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
 
 template <class T>
 Status dispatch_sign(const T* c, idx n, idx m, idx stride, bool maximize, const Solution<T>& out,
-                     const WarmStart<T>& warm, const idx* rows = nullptr) {
+                     const WarmStart<T>& warm, bool exact, const idx* rows = nullptr) {
   if constexpr (std::is_same_v<T, float>) {
     // The float32 kernels carry column indices in int32 lanes.
     if (m >= (idx{1} << 30)) {
@@ -933,8 +1078,8 @@ Status dispatch_sign(const T* c, idx n, idx m, idx stride, bool maximize, const 
   }
   std::vector<double> lb;
   std::vector<double>* lbp = std::is_same_v<T, float> ? &lb : nullptr;
-  return maximize ? solve_min<T, -1>(c, n, m, stride, out, warm, lbp, rows)
-                  : solve_min<T, +1>(c, n, m, stride, out, warm, lbp, rows);
+  return maximize ? solve_min<T, -1>(c, n, m, stride, out, warm, lbp, exact, rows)
+                  : solve_min<T, +1>(c, n, m, stride, out, warm, lbp, exact, rows);
 }
 
 // max_j |r[j]| (NaN entries are caught by the solve itself). W independent lanes so that the
@@ -1013,7 +1158,7 @@ std::vector<idx> constant_cols(const T* c, idx n, idx m, idx stride) {
 template <class T>
 Status solve_without_constant_rows(const T* cost, idx n, idx m, idx stride, bool maximize,
                                    const Solution<T>& out, const std::vector<idx>& rows,
-                                   bool transposed = false) {
+                                   bool exact, bool transposed = false) {
   const idx r = static_cast<idx>(rows.size());
   const idx n2 = n - r;
   std::vector<idx> keep;
@@ -1064,9 +1209,10 @@ Status solve_without_constant_rows(const T* cost, idx n, idx m, idx stride, bool
   if (n2 > 0) {
     const Solution<T> o2{x2.data(), u2.data(), v.data()};
     const Status st = transposed
-                          ? dispatch_sign<T>(sub.data(), n2, m, m, maximize, o2, WarmStart<T>{})
+                          ? dispatch_sign<T>(sub.data(), n2, m, m, maximize, o2, WarmStart<T>{},
+                                             exact)
                           : dispatch_sign<T>(cost, n2, m, stride, maximize, o2, WarmStart<T>{},
-                                             keep.data());
+                                             exact, keep.data());
     if (st != Status::ok) return st;
   }
   std::vector<char> used(static_cast<std::size_t>(m), 0);
@@ -1094,7 +1240,8 @@ Status solve_without_constant_rows(const T* cost, idx n, idx m, idx stride, bool
 
 template <class T>
 Status solve(const T* cost, idx n, idx m, idx row_stride, bool maximize, const Solution<T>& out,
-             const WarmStart<T>& warm) {
+             const WarmStart<T>& warm, bool exact) {
+  t_stats = SolveStats{};
   if (n == 0 || m == 0) return Status::ok;
   if (n <= m && !(n == m && warm.col_duals != nullptr)) {
     // Cold solves only: a warm square solve keeps its (cheaper) warm route.
@@ -1107,17 +1254,17 @@ Status solve(const T* cost, idx n, idx m, idx row_stride, bool maximize, const S
         std::vector<idx> row_of_col(static_cast<std::size_t>(n));
         const Status st = solve_without_constant_rows(
             cost, n, n, row_stride, maximize,
-            Solution<T>{row_of_col.data(), out.col_duals, out.row_duals}, cols, true);
+            Solution<T>{row_of_col.data(), out.col_duals, out.row_duals}, cols, exact, true);
         if (st != Status::ok) return st;
         for (idx j = 0; j < n; ++j) out.col_of_row[row_of_col[static_cast<std::size_t>(j)]] = j;
         return Status::ok;
       }
     }
     if (!rows.empty()) {
-      return solve_without_constant_rows(cost, n, m, row_stride, maximize, out, rows);
+      return solve_without_constant_rows(cost, n, m, row_stride, maximize, out, rows, exact);
     }
   }
-  if (n <= m) return dispatch_sign<T>(cost, n, m, row_stride, maximize, out, warm);
+  if (n <= m) return dispatch_sign<T>(cost, n, m, row_stride, maximize, out, warm, exact);
   // Tall problem: solve the transpose (columns become rows); its row duals are our column duals.
   std::vector<T> buf(static_cast<std::size_t>(n * m));
   for (idx i = 0; i < n; ++i) {
@@ -1126,14 +1273,16 @@ Status solve(const T* cost, idx n, idx m, idx row_stride, bool maximize, const S
   }
   Solution<T> inner = out;
   std::swap(inner.row_duals, inner.col_duals);
-  return dispatch_sign<T>(buf.data(), m, n, n, maximize, inner, WarmStart<T>{});
+  return dispatch_sign<T>(buf.data(), m, n, n, maximize, inner, WarmStart<T>{}, exact);
 }
 
 const char* simd_level() { return detail::kernels<double, 1>().isa; }
 
+SolveStats last_solve_stats() { return t_stats; }
+
 template Status solve<float>(const float*, idx, idx, idx, bool, const Solution<float>&,
-                             const WarmStart<float>&);
+                             const WarmStart<float>&, bool);
 template Status solve<double>(const double*, idx, idx, idx, bool, const Solution<double>&,
-                              const WarmStart<double>&);
+                              const WarmStart<double>&, bool);
 
 }  // namespace trajtransfer::lap

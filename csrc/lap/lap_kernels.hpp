@@ -428,8 +428,10 @@ TT_ALWAYS_INLINE ArgMin<T> lane_argmin(typename Vec<T, W>::v best, typename Vec<
 // updated d. Columns already settled carry v = -inf and d = +inf, so they are never relaxed nor
 // chosen: the pass needs no index list and no mask array. First = true overwrites d and pred,
 // which removes the per-path O(m) re-initialisation.
-template <class T, int S, int W, bool First>
-TT_ALWAYS_INLINE ArgMin<T> relax_body(const T* r, const T* v, T* d, pidx<T>* pred, idx m, T base,
+// R: the row's element type, converted exactly to T (float32 rows in the float64 repair of
+// float32 solves, Solver::exact_or_repaired()).
+template <class T, int S, int W, bool First, class R = T>
+TT_ALWAYS_INLINE ArgMin<T> relax_body(const R* r, const T* v, T* d, pidx<T>* pred, idx m, T base,
                                       pidx<T> row) {
   using V = Vec<T, W>;
   using I = pidx<T>;
@@ -439,8 +441,16 @@ TT_ALWAYS_INLINE ArgMin<T> relax_body(const T* r, const T* v, T* d, pidx<T>* pre
   const typename V::v bv = V::splat(base);
   idx j = 0;
   for (; j + W <= m; j += W) {
-    prefetch_ahead<W * sizeof(T)>(r + j);
-    const typename V::v rc = (signed_load<S>(V::load(r + j)) - V::load(v + j)) + bv;
+    prefetch_ahead<W * sizeof(R)>(r + j);
+    typename V::v x;
+    if constexpr (std::is_same_v<R, T>) {
+      x = V::load(r + j);
+    } else {
+      typename Wide<R, W>::v a;
+      std::memcpy(&a, r + j, sizeof(a));
+      x = __builtin_convertvector(a, typename V::v);
+    }
+    const typename V::v rc = (signed_load<S>(x) - V::load(v + j)) + bv;
     typename V::v dv;
     if constexpr (First) {
       dv = rc;
@@ -459,7 +469,7 @@ TT_ALWAYS_INLINE ArgMin<T> relax_body(const T* r, const T* v, T* d, pidx<T>* pre
   }
   ArgMin<T> out = lane_argmin<T, W>(best, besti);
   for (; j < m; ++j) {
-    const T rc = (signed_load<S>(r[j]) - v[j]) + base;
+    const T rc = (signed_load<S>(static_cast<T>(r[j])) - v[j]) + base;
     T dj;
     if constexpr (First) {
       dj = rc;
@@ -519,6 +529,8 @@ struct Kernels {
   ArgMin<T> (*relax_first)(const T*, const T*, T*, I*, idx, T, I);
   ArgMin<T> (*relax)(const T*, const T*, T*, I*, idx, T, I);
   double (*lb64)(const T*, const T*, idx);
+  ArgMin<double> (*relax64)(const T*, const double*, double*, std::int64_t*, idx, double,
+                            std::int64_t);
   const char* isa;
   int lanes;  // SIMD lanes of T: columns per row in a depth-1 certificate (2 * lanes at depth 2)
 };
@@ -569,13 +581,19 @@ struct Kernels {
     return lb64_body<T, S, (BYTES) / 8>(r, v, m); /* lanes of double width */             \
   }                                                                                             \
   template <class T, int S>                                                                     \
+  TARGET ArgMin<double> NAME##_relax64(const T* r, const double* v, double* d,                  \
+                                       std::int64_t* p, idx m, double base, std::int64_t row) { \
+    return relax_body<double, S, (BYTES) / 8, false, T>(r, v, d, p, m, base, row);              \
+  }                                                                                             \
+  template <class T, int S>                                                                     \
   constexpr Kernels<T> NAME##_kernels() {                                                       \
     return Kernels<T>{&NAME##_colmin<T, S>,      &NAME##_min2<T, S>,                          \
                       &NAME##_min2_check<T, S>,  &NAME##_min2_cache<T, S>,                    \
                       &NAME##_min2_check_cache<T, S>, &NAME##_min2_cache2<T, S>,              \
                       &NAME##_min2_check_cache_wide<T, S>,                                    \
                       &NAME##_relax_first<T, S>, &NAME##_relax<T, S>,                         \
-                      &NAME##_lb64<T, S>,        #NAME,                                       \
+                      &NAME##_lb64<T, S>,        &NAME##_relax64<T, S>,                       \
+                      #NAME,                                                                  \
                       (BYTES) / int(sizeof(T))};                                              \
   }
 

@@ -62,23 +62,31 @@ def float32_view(x: Any) -> Optional[np.ndarray]:
     return arr if arr.dtype == np.float32 and arr.flags.c_contiguous else None
 
 
-def as_float_cost(arr: np.ndarray, name: str) -> np.ndarray:
-    """SciPy's dtype policy, except that float32 stays float32 (it is solved in float32).
+def cost_to_numpy(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    """:func:`to_numpy` for cost matrices, converting as SciPy's ``linear_sum_assignment`` does.
 
-    Integers and booleans become float64 (as in SciPy); float16 becomes float32.
+    SciPy asks numpy for a float64 array of anything that is not already an ndarray, so nested
+    lists of numeric strings are parsed and ``None`` becomes NaN (then rejected as an invalid
+    entry); ndarrays (and tensors, through their ndarray) go through :func:`as_float_cost`.
     """
-    kind = arr.dtype.kind
-    if kind == "f":
-        if arr.dtype == np.float32 or arr.dtype == np.float64:
-            return np.ascontiguousarray(arr)
-        if arr.dtype.itemsize < 4:
-            return np.ascontiguousarray(arr, dtype=np.float32)
-        return np.ascontiguousarray(arr, dtype=np.float64)
-    if kind in "biu":
-        return np.ascontiguousarray(arr, dtype=np.float64)
-    if kind == "c":
-        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
-    try:
-        return np.ascontiguousarray(arr, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}") from exc
+    if isinstance(x, np.ndarray) or is_torch_tensor(x):
+        return to_numpy(x, name)
+    return np.asarray(x, dtype=np.float64), lambda a: a
+
+
+def as_float_cost(arr: np.ndarray) -> np.ndarray:
+    """SciPy's dtype policy for an ndarray, except that float32 stays float32.
+
+    SciPy casts to float64 under numpy's "safe" rule: integers, booleans and float16 are
+    accepted (float16 becomes float32 here, exactly), everything else (complex, long double,
+    strings, bytes, datetimes, objects, structured) raises SciPy's (numpy's) TypeError.
+    """
+    dt = arr.dtype
+    if dt == np.float32 or dt == np.float64:
+        return np.asarray(arr, order="C")  # (ascontiguousarray makes 0-d 1-d)
+    if dt == np.float16:
+        return np.asarray(arr, dtype=np.float32, order="C")
+    if not np.can_cast(dt, np.float64, casting="safe"):
+        raise TypeError(f"Cannot cast array data from {dt!r} to dtype('float64') according to "
+                        "the rule 'safe'")
+    return np.asarray(arr, dtype=np.float64, order="C")

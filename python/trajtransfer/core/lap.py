@@ -1,9 +1,14 @@
 """Exact dense linear assignment: a drop-in for ``scipy.optimize.linear_sum_assignment``.
 
 Solved in C++ (Jonker-Volgenant reductions + shortest augmenting paths, SIMD row kernels chosen
-at run time) with the GIL released. float64 inputs are solved in float64; float32 inputs are
-solved in float32, verified in float64 (dual feasibility and complementary slackness) and
-re-solved in float64 when the check fails; integers and booleans are solved as float64.
+at run time) with the GIL released. float64 inputs are solved in float64; integers and booleans
+are solved as float64. float32 inputs are solved in float32 and checked in float64: by default
+(``exact=True``) the result is optimal for the float64 values of the entries, as SciPy's (which
+converts to float64): rows that float32 rounding left on a column that is not their float64
+minimum are re-augmented in float64. ``exact=False`` accepts a float32 solve whose float64
+duality gap is within ``2 * FLT_EPSILON * sum_i (|c[i, col[i]]| + |v[col[i]]|)`` (about one
+float32 rounding per row; ``v`` the column duals), which is faster on uniform-like costs. Inputs
+are accepted and refused exactly as SciPy's (see :func:`linear_sum_assignment`).
 
 Threads: on matrices of 2^19 entries or more (about 725 x 725) a single solve splits its
 row-independent passes (column minima, reduction transfer, a warm start's row scan, the float64
@@ -23,7 +28,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import _cuda
-from .._arrays import as_float_cost, to_numpy
+from .._arrays import as_float_cost, cost_to_numpy, to_numpy
 from .._native import _core
 
 __all__ = ["linear_sum_assignment", "linear_sum_assignment_batch", "lap_solve", "LapSolution"]
@@ -48,12 +53,15 @@ def _cost_array(cost_matrix: Any) -> tuple[np.ndarray, Callable[[np.ndarray], An
     if (type(cost_matrix) is np.ndarray and cost_matrix.ndim == 2
             and cost_matrix.dtype in _CORE_DTYPES and cost_matrix.flags.c_contiguous):
         return cost_matrix, _same  # the common case, without the generic conversions below
-    arr, back = to_numpy(cost_matrix, "cost_matrix")
-    _check_ndim(arr, 2, "cost_matrix", "(n, m)")
-    return as_float_cost(arr, "cost_matrix"), back
+    arr, back = cost_to_numpy(cost_matrix, "cost_matrix")
+    arr = as_float_cost(arr)  # SciPy converts (TypeError) before it checks the shape
+    if arr.ndim != 2:
+        raise ValueError(f"expected a matrix (2-D array), got a {arr.ndim} array")
+    return arr, back
 
 
-def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any, Any]:
+def linear_sum_assignment(cost_matrix: Any, maximize: bool = False, *,
+                          exact: bool = True) -> tuple[Any, Any]:
     """Solve the linear sum assignment problem, exactly as ``scipy.optimize`` does, faster.
 
     Parameters
@@ -63,6 +71,10 @@ def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any
         ``maximize``); NaN is invalid.
     maximize : bool
         Maximise the total instead of minimising it.
+    exact : bool
+        float32 inputs (CPU): the assignment is optimal for the float64 values of the entries, as
+        SciPy's. ``False``: optimal within about one float32 rounding per row (see the module
+        documentation), faster. Other dtypes are solved exactly either way.
 
     Returns
     -------
@@ -73,7 +85,11 @@ def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any
     ------
     ValueError
         For a non-2-d input, invalid entries (NaN, or -inf when minimising / +inf when
-        maximising) or an infeasible problem.
+        maximising) or an infeasible problem, with SciPy's messages.
+    TypeError
+        For an array whose dtype SciPy refuses (numpy's "safe" cast to float64 fails: complex,
+        long double, strings, bytes, datetimes, objects), with SciPy's message. Other inputs
+        (lists, array-likes) are converted to float64 as SciPy converts them.
 
     Examples
     --------
@@ -90,7 +106,7 @@ def linear_sum_assignment(cost_matrix: Any, maximize: bool = False) -> tuple[Any
     if n == 0 or m == 0:
         empty = np.empty(0, dtype=np.int64)
         return back(empty), back(empty.copy())
-    rows, cols, _, _ = _core.lap.solve(arr, bool(maximize))
+    rows, cols, _, _ = _core.lap.solve(arr, bool(maximize), exact=bool(exact))
     return back(rows), back(cols)
 
 
@@ -116,7 +132,7 @@ class LapSolution:
 
 
 def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[LapSolution] = None,
-              col_duals: Any = None, init_col_ind: Any = None) -> LapSolution:
+              col_duals: Any = None, init_col_ind: Any = None, exact: bool = True) -> LapSolution:
     """Solve a LAP and return its duals; optionally warm-start from an earlier solution.
 
     Parameters
@@ -130,6 +146,9 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
         Column duals to start from (instead of ``warm_start``).
     init_col_ind : (n,) int array_like, optional
         A previous assignment (column of each row) to keep where it is still optimal.
+    exact : bool
+        As :func:`linear_sum_assignment` (float32 inputs; their duals stay float32, rounded from
+        the float64 ones where rows were re-augmented in float64).
 
     Warm starts apply to square problems; rectangular ones are solved cold. A warm start only
     changes the speed, never the optimum: rows whose previous column is no longer their cheapest
@@ -194,12 +213,12 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
                            bool(maximize))
     if n != m:
         v, init_arr, init_rows = None, None, None
-    rows, cols, u, vv = _core.lap.solve(arr, bool(maximize), v, init_arr, init_rows)
+    rows, cols, u, vv = _core.lap.solve(arr, bool(maximize), v, init_arr, init_rows, bool(exact))
     return LapSolution(rows, cols, u, vv, bool(maximize))
 
 
 def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
-                                num_threads: Optional[int] = None) -> Any:
+                                num_threads: Optional[int] = None, *, exact: bool = True) -> Any:
     """Solve a stack of equally-shaped assignment problems on a native thread pool.
 
     Parameters
@@ -208,6 +227,8 @@ def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
     maximize : bool
     num_threads : int, optional
         Worker threads (default: all cores). The GIL is released while solving.
+    exact : bool
+        As :func:`linear_sum_assignment`.
 
     Returns
     -------
@@ -222,9 +243,9 @@ def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
     """
     if _cuda.solves_on_device(costs):  # solved on its device (CUDA build); num_threads is unused
         return _cuda.linear_sum_assignment_batch(costs, maximize)
-    arr, back = to_numpy(costs, "costs")
+    arr, back = cost_to_numpy(costs, "costs")
+    arr = as_float_cost(arr)
     _check_ndim(arr, 3, "costs", "(B, n, m)")
-    arr = as_float_cost(arr, "costs")
     b, n, m = arr.shape
     if num_threads is None:
         num_threads = 0
@@ -232,4 +253,4 @@ def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
         raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
     if b == 0 or n == 0 or m == 0:
         return back(np.empty((b, min(n, m)), dtype=np.int64))
-    return back(_core.lap.solve_batch(arr, bool(maximize), int(num_threads)))
+    return back(_core.lap.solve_batch(arr, bool(maximize), int(num_threads), bool(exact)))
