@@ -71,7 +71,9 @@ class HostLap:
 
     def solve(self, g: int, cost: np.ndarray) -> np.ndarray:
         """Maximising assignment of ``cost`` (column of each row), warm from group g's duals."""
-        _, cols, _, v = _core.lap.solve(cost, True, self.duals[g], self.cols[g])
+        # exact=False: the native matcher's own solve (its float32 costs are sums already rounded).
+        _, cols, _, v = _core.lap.solve(cost, True, col_duals=self.duals[g],
+                                        init_col_ind=self.cols[g], exact=False)
         self.duals[g], self.cols[g] = v, cols
         return cols
 
