@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bindings/array_helpers.hpp"
+#include "bindings/gil.hpp"
 #include "bindings/register.hpp"
 #include "match/matcher.hpp"
 
@@ -112,7 +113,7 @@ class PyMatcher {
     Error e;
     {
       // Safe: only raw pointers into arrays kept alive by `keep` cross the release.
-      py::gil_scoped_release release;
+      ReleaseGil release;
       e = impl_->add(tp.data(), sp.data(), weight);
     }
     if (!e.ok()) raise(e, "add");
@@ -151,7 +152,7 @@ class PyMatcher {
     Error e;
     {
       // Safe: the solve reads only the matcher's own buffers and the init arrays held in `keep`.
-      py::gil_scoped_release release;
+      ReleaseGil release;
       e = impl_->solve(ip.empty() ? nullptr : ip.data(), use_previous, opts, res);
     }
     if (!e.ok()) raise(e, "solve");
@@ -198,17 +199,17 @@ class PyMatcher {
       }
     }
     if (impl_->num_pairs() == 0) return 0.0;
-    py::gil_scoped_release release;  // Safe: reads the matcher's own buffers and `p` only.
+    ReleaseGil release;  // Safe: reads the matcher's own buffers and `p` only.
     return impl_->objective(p);
   }
 
   void reserve(std::int64_t pairs) {
-    py::gil_scoped_release release;  // Safe: touches only the matcher's own buffers.
+    ReleaseGil release;  // Safe: touches only the matcher's own buffers.
     impl_->reserve(pairs);
   }
 
   void clear_pairs() {
-    py::gil_scoped_release release;  // Safe: touches only the matcher's own buffers.
+    ReleaseGil release;  // Safe: touches only the matcher's own buffers.
     impl_->clear_pairs();
   }
 
