@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,7 @@ class PyMatcher {
   }
 
   void add(const py::list& targets, const py::list& sources, double weight) {
+    check_usable();
     const std::size_t T = shapes_.size();
     if (targets.size() != T || sources.size() != T) {
       throw py::value_error("add: expected " + std::to_string(T) + " target and source arrays");
@@ -121,6 +123,7 @@ class PyMatcher {
 
   py::dict solve(const py::object& init, bool use_previous, bool warm_duals, int max_sweeps,
                  double tol, std::uint64_t seed, bool exact_objective) {
+    check_usable();
     const std::size_t G = static_cast<std::size_t>(impl_->num_groups());
     std::vector<py::array_t<std::int64_t>> keep;
     std::vector<const std::int64_t*> ip;
@@ -182,6 +185,7 @@ class PyMatcher {
   }
 
   double objective(const py::list& perms) {
+    check_usable();
     const std::size_t G = static_cast<std::size_t>(impl_->num_groups());
     if (perms.size() != G) throw py::value_error("objective: one permutation per group expected");
     std::vector<std::vector<std::int64_t>> p(G);
@@ -204,11 +208,13 @@ class PyMatcher {
   }
 
   void reserve(std::int64_t pairs) {
+    check_usable();
     ReleaseGil release;  // Safe: touches only the matcher's own buffers.
     impl_->reserve(pairs);
   }
 
   void clear_pairs() {
+    check_usable();
     ReleaseGil release;  // Safe: touches only the matcher's own buffers.
     impl_->clear_pairs();
   }
@@ -216,6 +222,14 @@ class PyMatcher {
   std::int64_t num_pairs() const { return impl_->num_pairs(); }
 
  private:
+  void check_usable() const {
+    if (impl_->forked_mid_call()) {
+      throw std::runtime_error(
+          "this matcher was in use by another thread when the process forked, so its copy in "
+          "this child holds a half-done update; create a new matcher in the child");
+    }
+  }
+
   std::unique_ptr<match::Matcher> impl_;
   std::vector<std::vector<std::int64_t>> shapes_;
 };
