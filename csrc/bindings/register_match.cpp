@@ -3,6 +3,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -207,10 +209,13 @@ class PyMatcher {
     return impl_->objective(p);
   }
 
-  void reserve(std::int64_t pairs) {
+  void reserve(const BigInt& pairs) {
     check_usable();
+    const long long k =
+        pairs.in_range("reserve: num_pairs", 0, std::numeric_limits<std::int64_t>::max(),
+                       ">= 0 and < 2**63");
     ReleaseGil release;  // Safe: touches only the matcher's own buffers.
-    impl_->reserve(pairs);
+    impl_->reserve(static_cast<std::int64_t>(k));
   }
 
   void clear_pairs() {
@@ -251,7 +256,15 @@ void register_match(py::module_& m) {
       .def("clear_pairs", &PyMatcher::clear_pairs,
            "Drop all pairs; keep the store's memory, the permutations and the LAP duals.")
       .def_property_readonly("num_pairs", &PyMatcher::num_pairs);
-  m.def("set_num_threads", &match::set_blas_threads, py::arg("num_threads"),
+  m.def(
+      "set_num_threads",
+      [](const BigInt& num_threads) {
+        const long long n = num_threads.in_range(
+            "num_threads", std::numeric_limits<long long>::min(), std::numeric_limits<int>::max(),
+            "at most " + std::to_string(std::numeric_limits<int>::max()) + " (<= 0 queries)");
+        return match::set_blas_threads(static_cast<int>(std::max(n, 0LL)));
+      },
+      py::arg("num_threads"),
         "Set the threads of trajtransfer's OpenBLAS pool (<= 0: unchanged); returns the count.");
   m.def("python_shuffle_orders", &match::python_shuffle_orders, py::arg("seed"), py::arg("n"),
         py::arg("sweeps"), "Orders random.Random(seed).shuffle gives list(range(n)), per sweep.");
