@@ -5,16 +5,9 @@
 
 #include <pybind11/pybind11.h>
 
-#include <chrono>
-#include <thread>
+#include "parallel.hpp"
 
 namespace trajtransfer::bindings {
-
-/// Blocks the calling thread until the process exits: what CPython 3.14+ itself does to a thread
-/// that asks for the GIL after finalisation has begun (PyThread_hang_thread).
-[[noreturn]] inline void park_until_exit() noexcept {
-  for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
-}
 
 /// Releases the GIL for its scope, like py::gil_scoped_release, except at interpreter exit.
 ///
@@ -22,8 +15,9 @@ namespace trajtransfer::bindings {
 /// PyThread_exit_thread, i.e. pthread_exit, which on glibc unwinds the stack with a forced-unwind
 /// exception. Through gil_scoped_release's (noexcept) destructor that is std::terminate (rc 134);
 /// let through, it would run our frames' destructors, which Py_DECREF arrays without the GIL.
-/// So the unwind is caught right here and the thread parks instead: it never touches Python
-/// again and holds no lock of ours (every release scope wraps the native call only).
+/// So the unwind is caught right here and the thread parks instead, as CPython 3.14+ itself does
+/// (PyThread_hang_thread): it never touches Python again and holds no lock of ours (every
+/// release scope wraps the native call only).
 class ReleaseGil {
  public:
   ReleaseGil() {
@@ -35,7 +29,7 @@ class ReleaseGil {
     try {
       PyEval_RestoreThread(tstate_);
     } catch (...) {  // only glibc's forced unwind from pthread_exit can arrive here
-      park_until_exit();
+      parallel::park_until_exit();
     }
   }
   ReleaseGil(const ReleaseGil&) = delete;
