@@ -54,6 +54,7 @@ BAD = [
     (["--hidden", "a,b"], "--hidden"),
     (["--hidden", "16,0"], "--hidden"),
     (["--dataset", "imagenet"], "--dataset"),
+    (["--activation", "swish"], "--activation"),
     (["--model", "conv8"], "--model conv8"),
     (["--model", "resnet18", "--dataset", "fashion-mnist"], "--model resnet18"),
     (["--trajectory", "actual", "--epochs", "3", "--steps", "4"], "--steps 4"),

@@ -253,3 +253,11 @@ def test_map_location_reaches_torch_load(tmp_path):
     assert rec[1]["w"].device.type == "meta"
     assert Trajectory([d / "epoch_-1.pt", d / "epoch_0.pt"],
                       map_location="meta").checkpoint(0)["w"].is_meta
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_map_location_loads_onto_the_gpu(tmp_path):
+    d = _write(tmp_path, ["epoch_-1.pt", "epoch_0.pt"])
+    traj = Trajectory.from_dir(d, num_splits=2, map_location="cuda")
+    assert all(v.is_cuda for v in traj[1].values())
+    torch.testing.assert_close(traj[2]["w"].cpu(), torch.load(d / "epoch_0.pt")["w"])

@@ -350,8 +350,12 @@ def _check_args(args: argparse.Namespace) -> Optional[str]:
         return (f"--model {args.model} needs {'x'.join(map(str, _CONV_INPUT))} (CxHxW) images, but "
                 f"--dataset {args.dataset} has {'x'.join(map(str, shape))} inputs; use --model mlp, "
                 f"or --dataset cifar10 with {args.model}")
+    from .models import _ACTIVATIONS
     from ..method.transfer import METHODS
 
+    if args.activation != "none" and args.activation not in _ACTIVATIONS:
+        return (f"--activation must be one of {', '.join(sorted(_ACTIVATIONS))} or none, "
+                f"got {args.activation!r}")
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     if not methods:
         return f"--methods names no method; choose from {','.join(METHODS)}"
