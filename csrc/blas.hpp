@@ -3,9 +3,17 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <cstdlib>
+#include <thread>
 
 #include "parallel.hpp"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 extern "C" {
 /// Fortran SGEMM: C = alpha * op(A) * op(B) + beta * C, all column-major.
@@ -34,6 +42,45 @@ inline void single_threaded_openblas() {
   (void)once;
 }
 
+namespace detail {
+
+inline std::atomic<int> g_gemms_in_flight{0};
+inline std::atomic<bool> g_exiting{false};
+
+inline void drain_gemms_at_exit() {
+  g_exiting.store(true);
+  while (g_gemms_in_flight.load() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+inline int register_exit_handlers() {
+#if defined(__unix__) || defined(__APPLE__)
+  // A forked child has none of the threads whose GEMMs the copied count holds.
+  pthread_atfork(nullptr, nullptr, [] { g_gemms_in_flight.store(0); });
+#endif
+  return std::atexit(drain_gemms_at_exit);
+}
+
+}  // namespace detail
+
+/// Fortran SGEMM, safe at process exit. exit() runs OpenBLAS's library destructor, which frees
+/// its GEMM buffers, after the atexit handlers; a thread still inside sgemm then (a daemon Python
+/// thread, which nothing stops) faults. So an atexit handler waits for the GEMMs in flight, and a
+/// GEMM that would start later parks its thread instead (a seq_cst counter-then-flag handshake:
+/// either the handler sees the GEMM counted, or the GEMM sees the flag).
+inline void sgemm(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                  const float* alpha, const float* a, const int* lda, const float* b,
+                  const int* ldb, const float* beta, float* c, const int* ldc) {
+  static const int registered = detail::register_exit_handlers();
+  (void)registered;
+  detail::g_gemms_in_flight.fetch_add(1);
+  if (detail::g_exiting.load()) {
+    detail::g_gemms_in_flight.fetch_sub(1);
+    parallel::park_until_exit();
+  }
+  scipy_sgemm_(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  detail::g_gemms_in_flight.fetch_sub(1);
+}
+
 /// Run f(i0, i1) over [0, n) split into contiguous parts of at least 16, one per thread (caller
 /// included), when the job has at least kParallelFlops floating-point operations.
 template <class F>
@@ -53,7 +100,7 @@ inline void sgemm_rows_nt_cols(int n, int w, int j0, int j1, float alpha, const 
   const char na = 'N', tr = 'T';
   const int cols = j1 - j0;
   // Column-major: the (cols x n) block at c + j0 (ld n) is C^T's rows j0..j1 = S_part * T^T.
-  scipy_sgemm_(&tr, &na, &cols, &n, &w, &alpha, s_part, &w, t, &w, &beta, c + j0, &n);
+  sgemm(&tr, &na, &cols, &n, &w, &alpha, s_part, &w, t, &w, &beta, c + j0, &n);
 }
 
 /// One thread's share of sgemm_tn_rows: columns [j0, j1) of C from S's columns j0..j1 only,
@@ -63,7 +110,7 @@ inline void sgemm_tn_rows_cols(int n, int rows, int j0, int j1, float alpha, con
                                const float* s_part, int ld_s, float beta, float* c) {
   const char na = 'N', tr = 'T';
   const int cols = j1 - j0;
-  scipy_sgemm_(&na, &tr, &cols, &n, &rows, &alpha, s_part, &ld_s, t, &n, &beta, c + j0, &n);
+  sgemm(&na, &tr, &cols, &n, &rows, &alpha, s_part, &ld_s, t, &n, &beta, c + j0, &n);
 }
 
 /// C (n x n, row-major) = alpha * T^T S + beta * C for T, S stored as L rows of n floats

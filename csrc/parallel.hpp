@@ -5,11 +5,18 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <thread>
 #include <vector>
 
 namespace trajtransfer::parallel {
+
+/// Blocks the calling thread until the process exits (for threads that must not go on while the
+/// process shuts down: see bindings/gil.hpp and blas::sgemm).
+[[noreturn]] inline void park_until_exit() noexcept {
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
+}
 
 /// Threads a split may use (set_blas_threads / match.set_num_threads; 0 = hardware concurrency).
 inline std::atomic<int>& threads_setting() {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -157,3 +158,106 @@ def test_files_load_lazily(tmp_path):
 def test_recorder_rejects_bad_epoch(tmp_path):
     with pytest.raises(ValueError, match="epoch"):
         TrajectoryRecorder(tmp_path).save(_ckpt(1), -2)
+
+
+def _write(directory, names, seed=1):
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        torch.save(_ckpt(seed + i), directory / name)
+    return directory
+
+
+def test_from_dir_needs_two_distinct_epochs(tmp_path):
+    d = _write(tmp_path, ["epoch_-1.pt"])
+    with pytest.raises(ValueError, match="at least 2 distinct epochs"):
+        Trajectory.from_dir(d)
+    _write(tmp_path, ["epoch_3.pt"])
+    with pytest.raises(ValueError, match=r"\[3\] requested more than once"):
+        Trajectory.from_dir(d, epochs=[-1, 3, 3])
+    with pytest.raises(ValueError, match="at least 2 distinct epochs"):
+        Trajectory.from_dir(d, epochs=[3])
+
+
+def test_from_dir_reads_zero_padded_epoch_names(tmp_path):
+    d = _write(tmp_path, ["epoch_-1.pt", "epoch_01.pt"])
+    traj = Trajectory.from_dir(d, epochs="all")
+    assert traj.labels == [-1, 1]
+    assert torch.equal(traj[1]["w"], torch.load(d / "epoch_01.pt")["w"])
+
+
+def test_from_dir_rejects_two_files_for_one_epoch(tmp_path):
+    d = _write(tmp_path, ["epoch_-1.pt", "epoch_1.pt", "epoch_001.pt"])
+    for call in (lambda: Trajectory.from_dir(d, epochs="all"),
+                 lambda: TrajectoryRecorder.saved_epochs(d)):
+        with pytest.raises(ValueError, match=r"epoch_001\.pt.*epoch_1\.pt.*epoch 1"):
+            call()
+
+
+class _Opaque:
+    pass
+
+
+def _bad_checkpoint(path, kind):
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "junk":
+        path.write_bytes(b"not a checkpoint")
+    elif kind == "truncated":
+        torch.save(_ckpt(9), path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "legacy-truncated":
+        torch.save(_ckpt(9), path, _use_new_zipfile_serialization=False)
+        path.write_bytes(path.read_bytes()[:100])
+    elif kind == "pickled object":  # refused by weights_only loading
+        torch.save({"w": _Opaque()}, path)
+    elif kind == "non-tensor entry":
+        torch.save({"w": torch.zeros(4, 3), "b": 1.0}, path)
+    elif kind == "list":
+        torch.save([torch.zeros(4, 3)], path)
+    elif kind == "other keys":
+        torch.save({"w": torch.zeros(4, 3)}, path)
+    elif kind == "other shape":
+        torch.save({"w": torch.zeros(4, 2), "b": torch.zeros(4), "count": torch.tensor(0)}, path)
+
+
+_BAD = {"empty": ValueError, "junk": ValueError, "truncated": ValueError,
+        "legacy-truncated": ValueError, "pickled object": ValueError,
+        "non-tensor entry": TypeError, "list": TypeError, "other keys": ValueError,
+        "other shape": ValueError}
+
+
+@pytest.mark.parametrize("kind", sorted(_BAD))
+def test_bad_checkpoint_fails_at_construction_naming_the_file(tmp_path, kind):
+    d = _write(tmp_path, ["epoch_-1.pt", "epoch_0.pt"])
+    _bad_checkpoint(d / "epoch_1.pt", kind)
+    name = str(d / "epoch_1.pt")
+    with pytest.raises(_BAD[kind], match=re.escape(repr(name))):
+        Trajectory.from_dir(d, epochs="all")
+    with pytest.raises(_BAD[kind], match=re.escape(repr(name))):
+        Trajectory([d / "epoch_-1.pt", d / "epoch_1.pt"])
+
+
+def test_map_location_reaches_torch_load(tmp_path):
+    d = _write(tmp_path, ["epoch_-1.pt", "epoch_0.pt"])
+    seen = []
+
+    def to_cpu(storage, location):
+        seen.append(location)
+        return storage
+
+    traj = Trajectory.from_dir(d, map_location=to_cpu)
+    seen.clear()  # the construction-time check maps to the CPU itself
+    traj[1]
+    assert seen and all(loc == "cpu" for loc in seen)
+    rec = TrajectoryRecorder(d).trajectory(map_location=torch.device("meta"))
+    assert rec[1]["w"].device.type == "meta"
+    assert Trajectory([d / "epoch_-1.pt", d / "epoch_0.pt"],
+                      map_location="meta").checkpoint(0)["w"].is_meta
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_map_location_loads_onto_the_gpu(tmp_path):
+    d = _write(tmp_path, ["epoch_-1.pt", "epoch_0.pt"])
+    traj = Trajectory.from_dir(d, num_splits=2, map_location="cuda")
+    assert all(v.is_cuda for v in traj[1].values())
+    torch.testing.assert_close(traj[2]["w"].cpu(), torch.load(d / "epoch_0.pt")["w"])

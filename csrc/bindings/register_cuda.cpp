@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "bindings/gil.hpp"
 #include "bindings/register.hpp"
 #include "cuda/lap_cuda.hpp"
 
@@ -41,7 +42,7 @@ void lap_batch_typed(std::uintptr_t cost, std::int64_t batch, std::int64_t rows,
   prm.shared_state = shared_state;
   prm.row_reduction_passes = arr_passes;
   // Safe: no Python object is touched; the launch only enqueues work on `stream`.
-  py::gil_scoped_release release;
+  ReleaseGil release;
   cuda::lap_batch<T>(prm, reinterpret_cast<cudaStream_t>(stream));  // NOLINT: stream handle
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "bindings/array_helpers.hpp"
+#include "bindings/gil.hpp"
 #include "bindings/register.hpp"
 #include "cuda/lap_emulation.hpp"
 
@@ -53,7 +54,7 @@ py::tuple emulate_typed(const py::array& costs_obj, bool maximize, int block_thr
   prm.row_reduction_passes = arr_passes;
   {
     // Safe: only raw pointers into the arrays held above cross into the emulated threads.
-    py::gil_scoped_release release;
+    ReleaseGil release;
     cuda::emulate_lap_batch<T>(prm);
   }
   return py::make_tuple(assignment, status, u, v);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bindings/array_helpers.hpp"
+#include "bindings/gil.hpp"
 #include "bindings/register.hpp"
 #include "lap/lap.hpp"
 
@@ -127,7 +128,7 @@ py::tuple solve_typed(const py::array& cost_obj, bool maximize, const py::object
   Status st;
   {
     // Safe: every Python object has been converted to raw pointers that the arrays above own.
-    py::gil_scoped_release release;
+    ReleaseGil release;
     st = lap::solve<T>(cost.data(), n, m, m, maximize, out, warm, exact);
   }
   if (st != Status::ok) throw py::value_error(status_message(st));
@@ -144,7 +145,7 @@ py::array_t<std::int64_t> solve_batch_typed(const py::array& costs_obj, bool max
   std::vector<Status> status(static_cast<std::size_t>(b), Status::ok);
   {
     // Safe: only raw pointers into arrays held above cross into the worker threads.
-    py::gil_scoped_release release;
+    ReleaseGil release;
     lap::solve_batch<T>(costs.data(), b, n, m, maximize, cols.mutable_data(), status.data(),
                         num_threads, exact);
   }

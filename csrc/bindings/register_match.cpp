@@ -3,11 +3,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <limits>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "bindings/array_helpers.hpp"
+#include "bindings/gil.hpp"
 #include "bindings/register.hpp"
 #include "match/matcher.hpp"
 
@@ -79,6 +83,7 @@ class PyMatcher {
   }
 
   void add(const py::list& targets, const py::list& sources, double weight) {
+    check_usable();
     const std::size_t T = shapes_.size();
     if (targets.size() != T || sources.size() != T) {
       throw py::value_error("add: expected " + std::to_string(T) + " target and source arrays");
@@ -112,7 +117,7 @@ class PyMatcher {
     Error e;
     {
       // Safe: only raw pointers into arrays kept alive by `keep` cross the release.
-      py::gil_scoped_release release;
+      ReleaseGil release;
       e = impl_->add(tp.data(), sp.data(), weight);
     }
     if (!e.ok()) raise(e, "add");
@@ -120,6 +125,7 @@ class PyMatcher {
 
   py::dict solve(const py::object& init, bool use_previous, bool warm_duals, int max_sweeps,
                  double tol, std::uint64_t seed, bool exact_objective, bool greedy_start) {
+    check_usable();
     const std::size_t G = static_cast<std::size_t>(impl_->num_groups());
     std::vector<py::array_t<std::int64_t>> keep;
     std::vector<const std::int64_t*> ip;
@@ -152,7 +158,7 @@ class PyMatcher {
     Error e;
     {
       // Safe: the solve reads only the matcher's own buffers and the init arrays held in `keep`.
-      py::gil_scoped_release release;
+      ReleaseGil release;
       e = impl_->solve(ip.empty() ? nullptr : ip.data(), use_previous, opts, res);
     }
     if (!e.ok()) raise(e, "solve");
@@ -182,6 +188,7 @@ class PyMatcher {
   }
 
   double objective(const py::list& perms) {
+    check_usable();
     const std::size_t G = static_cast<std::size_t>(impl_->num_groups());
     if (perms.size() != G) throw py::value_error("objective: one permutation per group expected");
     std::vector<std::vector<std::int64_t>> p(G);
@@ -199,23 +206,36 @@ class PyMatcher {
       }
     }
     if (impl_->num_pairs() == 0) return 0.0;
-    py::gil_scoped_release release;  // Safe: reads the matcher's own buffers and `p` only.
+    ReleaseGil release;  // Safe: reads the matcher's own buffers and `p` only.
     return impl_->objective(p);
   }
 
-  void reserve(std::int64_t pairs) {
-    py::gil_scoped_release release;  // Safe: touches only the matcher's own buffers.
-    impl_->reserve(pairs);
+  void reserve(const BigInt& pairs) {
+    check_usable();
+    const long long k =
+        pairs.in_range("reserve: num_pairs", 0, std::numeric_limits<std::int64_t>::max(),
+                       ">= 0 and < 2**63");
+    ReleaseGil release;  // Safe: touches only the matcher's own buffers.
+    impl_->reserve(static_cast<std::int64_t>(k));
   }
 
   void clear_pairs() {
-    py::gil_scoped_release release;  // Safe: touches only the matcher's own buffers.
+    check_usable();
+    ReleaseGil release;  // Safe: touches only the matcher's own buffers.
     impl_->clear_pairs();
   }
 
   std::int64_t num_pairs() const { return impl_->num_pairs(); }
 
  private:
+  void check_usable() const {
+    if (impl_->forked_mid_call()) {
+      throw std::runtime_error(
+          "this matcher was in use by another thread when the process forked, so its copy in "
+          "this child holds a half-done update; create a new matcher in the child");
+    }
+  }
+
   std::unique_ptr<match::Matcher> impl_;
   std::vector<std::vector<std::int64_t>> shapes_;
 };
@@ -237,7 +257,15 @@ void register_match(py::module_& m) {
       .def("clear_pairs", &PyMatcher::clear_pairs,
            "Drop all pairs; keep the store's memory, the permutations and the LAP duals.")
       .def_property_readonly("num_pairs", &PyMatcher::num_pairs);
-  m.def("set_num_threads", &match::set_blas_threads, py::arg("num_threads"),
+  m.def(
+      "set_num_threads",
+      [](const BigInt& num_threads) {
+        const long long n = num_threads.in_range(
+            "num_threads", std::numeric_limits<long long>::min(), std::numeric_limits<int>::max(),
+            "at most " + std::to_string(std::numeric_limits<int>::max()) + " (<= 0 queries)");
+        return match::set_blas_threads(static_cast<int>(std::max(n, 0LL)));
+      },
+      py::arg("num_threads"),
         "Set the threads of trajtransfer's OpenBLAS pool (<= 0: unchanged); returns the count.");
   m.def("python_shuffle_orders", &match::python_shuffle_orders, py::arg("seed"), py::arg("n"),
         py::arg("sweeps"), "Orders random.Random(seed).shuffle gives list(range(n)), per sweep.");

@@ -5,10 +5,17 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <mutex>
+#include <new>
 #include <numeric>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define TT_MATCH_HAVE_ATFORK 1
 #endif
 
 #include "blas.hpp"
@@ -101,7 +108,63 @@ bool collect_changed(const std::vector<std::int64_t>& now, const std::vector<std
 // keeping the inner dimension long enough for BLAS efficiency.
 constexpr std::int64_t kChunkFloats = std::int64_t{1} << 22;
 
+/// Every live matcher, for the fork handlers. Never destroyed: a matcher owned by a Python
+/// object can outlive static destruction at exit.
+struct Registry {
+  std::mutex mu;
+  std::vector<Matcher*> live;
+  std::vector<Matcher*> held;  ///< idle at fork(): locked by the forking thread across it
+};
+
+Registry& registry() {
+  static Registry* r = new Registry();
+  return *r;
+}
+
 }  // namespace
+
+// fork() copies a matcher's mutex as it is: one locked by another thread's call would never be
+// unlocked in the child. So the forking thread takes the locks of the idle matchers (they then
+// stay consistent through the fork) and only notes the busy ones, without waiting for them: in
+// the child those get a fresh mutex and are marked forked_mid_call().
+Matcher::Matcher() {
+#ifdef TT_MATCH_HAVE_ATFORK
+  static const int registered = pthread_atfork([] { before_fork(); }, [] { after_fork(false); },
+                                               [] { after_fork(true); });
+  (void)registered;
+#endif
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lk(r.mu);
+  r.live.push_back(this);
+}
+
+Matcher::~Matcher() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lk(r.mu);
+  r.live.erase(std::find(r.live.begin(), r.live.end(), this));
+}
+
+void Matcher::before_fork() {
+  Registry& r = registry();
+  r.mu.lock();
+  for (Matcher* m : r.live) {
+    if (m->mutex_.try_lock()) r.held.push_back(m);
+  }
+}
+
+void Matcher::after_fork(bool child) {
+  Registry& r = registry();
+  for (Matcher* m : r.live) {
+    if (std::find(r.held.begin(), r.held.end(), m) != r.held.end()) {
+      m->mutex_.unlock();
+    } else if (child) {
+      new (&m->mutex_) std::mutex();  // the copy is locked by a thread that does not exist here
+      m->forked_mid_call_ = true;
+    }
+  }
+  r.held.clear();
+  r.mu.unlock();
+}
 
 Error Matcher::create(std::vector<std::int64_t> group_sizes, std::vector<TensorSpec> tensors,
                       std::unique_ptr<Matcher>& out) {

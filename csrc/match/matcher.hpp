@@ -96,6 +96,15 @@ class Matcher {
   void clear_pairs();
 
   std::int64_t num_pairs() const { return num_pairs_; }
+
+  /// True in a child forked while another thread of the parent was inside a call on this
+  /// matcher: the copy holds a half-done update, so callers must not use it (the bindings raise).
+  /// Matchers idle at the fork are held locked across it and stay fully usable in the child.
+  bool forked_mid_call() const { return forked_mid_call_; }
+
+  ~Matcher();
+  Matcher(const Matcher&) = delete;
+  Matcher& operator=(const Matcher&) = delete;
   std::int64_t num_groups() const { return static_cast<std::int64_t>(groups_.size()); }
   std::int64_t group_size(std::int64_t g) const { return groups_[static_cast<std::size_t>(g)].n; }
 
@@ -161,7 +170,9 @@ class Matcher {
     bool valid = false;
   };
 
-  Matcher() = default;
+  Matcher();  // registers the matcher with the fork handlers (~Matcher unregisters it)
+  static void before_fork();
+  static void after_fork(bool child);
   double objective_locked(const std::vector<std::vector<std::int64_t>>& perms);
   double objective_cached(const std::vector<std::vector<std::int64_t>>& perms);
   double sum_terms(const std::vector<std::vector<double>>& acc) const;
@@ -211,6 +222,7 @@ class Matcher {
   std::vector<int> primary_of_;   ///< per tensor: its primary member (-1: unpermuted tensor)
   std::vector<double> add_dots_;  ///< add(): per tensor float64 dot at the identity
   std::mutex mutex_;
+  bool forked_mid_call_ = false;
 };
 
 /// Threads used by our OpenBLAS pool (0 or less: leave as is). Returns the count in effect.

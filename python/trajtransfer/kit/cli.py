@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -278,7 +280,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--dataset", default=dataset, help="digits | fashion-mnist | mnist | cifar10")
     p.add_argument("--data-root", default=None, help="folder with the dataset files (no downloads)")
     p.add_argument("--model", default="mlp", choices=_MODELS)
-    p.add_argument("--hidden", default=hidden, help="MLP hidden widths, comma-separated")
+    p.add_argument("--hidden", default=hidden, action=_StoreGiven,
+                   help="MLP hidden widths, comma-separated")
     p.add_argument("--activation", default="relu", help="MLP activation (relu, tanh, gelu, none)")
     p.add_argument("--width", type=float, default=1.0,
                    help="conv models: channel multiplier (Conv8's channels, ResNet-18's base 64)")
@@ -322,6 +325,99 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--quiet", action="store_true")
 
 
+class _StoreGiven(argparse.Action):
+    """Store the value and note the option as given (``args.given``), for --quick."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = set(getattr(namespace, "given", set())) | {self.dest}
+
+
+# Inputs of each dataset (channels, height, width) and the models that accept them: the conv
+# nets start with a 3-channel 3x3 convolution and Conv8 pools 32x32 down to 1x1.
+_DATASET_INPUTS = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "fmnist": (1, 28, 28),
+                   "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar-10": (3, 32, 32)}
+_CONV_INPUT = (3, 32, 32)
+
+# Least accepted value of each integer option.
+_INT_MIN = {"epochs": 1, "steps": 1, "batch_size": 1, "grad_batches": 1, "grad_batch_size": 0,
+            "eval_every": 1, "finetune_epochs": 0, "train_subset": 0, "threads": 0}
+
+
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _check_out(out: str) -> Optional[str]:
+    """None when ``out`` is (or can be made) a writable folder; it is created here."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        return f"--out {out!r} is an existing file, not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"--out {out!r} is not a writable folder ({exc.strerror or exc})"
+    return None
+
+
+def _check_args(args: argparse.Namespace) -> Optional[str]:
+    """The first problem with the parsed arguments as a one-line message, else None.
+
+    Also normalises ``args.hidden`` to a list of ints and applies ``--quick``. Everything here is
+    checked before any data is loaded or any model trained.
+    """
+    try:
+        args.hidden = [int(h) for h in str(args.hidden).split(",") if h.strip()]
+    except ValueError:
+        return f"--hidden must be comma-separated integers, got {args.hidden!r}"
+    if any(h < 1 for h in args.hidden):
+        return f"--hidden widths must be >= 1, got {args.hidden}"
+    if args.command == "demo" and args.quick:
+        if "hidden" not in getattr(args, "given", ()):
+            args.hidden = [64]
+        args.epochs, args.steps = min(args.epochs, 2), min(args.steps, 3)
+        args.finetune_epochs = min(args.finetune_epochs, 1)
+        args.grad_batches = min(args.grad_batches, 2)
+    for dest, least in _INT_MIN.items():
+        value = getattr(args, dest)
+        if value < least:
+            return f"{_option(dest)} must be >= {least}, got {value}"
+    for dest in ("lr", "finetune_lr"):
+        value = getattr(args, dest)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            return f"{_option(dest)} must be a finite number > 0, got {value}"
+    for dest in ("momentum", "weight_decay"):
+        value = getattr(args, dest)
+        if not (math.isfinite(value) and value >= 0):
+            return f"{_option(dest)} must be a finite number >= 0, got {value}"
+    dataset = args.dataset.lower().replace("_", "-")
+    if dataset not in _DATASET_INPUTS:
+        return f"--dataset must be digits, fashion-mnist, mnist or cifar10, got {args.dataset!r}"
+    shape = _DATASET_INPUTS[dataset]
+    if args.model != "mlp" and shape != _CONV_INPUT:
+        return (f"--model {args.model} needs {'x'.join(map(str, _CONV_INPUT))} (CxHxW) images, but "
+                f"--dataset {args.dataset} has {'x'.join(map(str, shape))} inputs; use --model mlp, "
+                f"or --dataset cifar10 with {args.model}")
+    from .models import _ACTIVATIONS
+    from ..method.transfer import METHODS
+
+    if args.activation != "none" and args.activation not in _ACTIVATIONS:
+        return (f"--activation must be one of {', '.join(sorted(_ACTIVATIONS))} or none, "
+                f"got {args.activation!r}")
+    methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        return f"--methods names no method; choose from {','.join(METHODS)}"
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        return f"--methods: unknown {bad}; choose from {','.join(METHODS)}"
+    if args.trajectory == "actual" and args.steps % args.epochs:
+        return (f"--trajectory actual: --steps {args.steps} must be a multiple of "
+                f"--epochs {args.epochs}")
+    return _check_out(args.out)  # last: it creates the folder
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -338,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo, dataset="digits", hidden="512", epochs=2, steps=10, lr=0.01, batch=32,
                 methods="naive,gmt,fgmt,oracle", finetune=1, out="trajtransfer-demo", threads=1,
                 grad_batches=10, grad_batch_size=128)
-    demo.add_argument("--quick", action="store_true", help="a few-second smoke run (tests, CI)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a few-second smoke run (tests, CI): caps epochs, steps and gradient "
+                           "batches, and uses --hidden 64 unless --hidden is given")
     tr = sub.add_parser("transfer", help="a configured experiment; writes results.json + PNGs")
     _add_common(tr, dataset="fashion-mnist", hidden="512", epochs=3, steps=10, lr=0.01, batch=128,
                 methods="naive,gmt,fgmt,oracle", finetune=1, out="trajtransfer-run", threads=0)
@@ -350,15 +448,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    try:
-        args.hidden = [int(h) for h in str(args.hidden).split(",") if h.strip()]
-    except ValueError:
-        raise SystemExit(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
-    if args.command == "demo" and args.quick:
-        args.hidden = [64]
-        args.epochs, args.steps = min(args.epochs, 2), min(args.steps, 3)
-        args.finetune_epochs = min(args.finetune_epochs, 1)
-        args.grad_batches = min(args.grad_batches, 2)
+    problem = _check_args(args)
+    if problem is not None:
+        # Like argparse's own errors: one line, exit code 2, before anything is trained.
+        print(f"trajtransfer: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         run_experiment(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, MissingExtraError) as exc:

@@ -7,12 +7,16 @@ K = m·n steps and K + 1 points:
 
     point (i-1)·n + idx = θ(c_{i-1}) + λ_idx · (θ(c_i) − θ(c_{i-1})),   idx = 1…n,   point 0 = θ(c₀).
 
-Files are loaded lazily (``torch.load(weights_only=True)``) and cached, so a linear trajectory only
-ever holds its two end points in memory.
+Files are checked when the trajectory is built (each one opened memory-mapped: readable, a state
+dict of tensors with the keys and shapes of the first), then loaded lazily
+(``torch.load(weights_only=True, map_location=...)``) and cached, so a linear trajectory only ever
+holds its two end points in memory.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 import re
 from pathlib import Path
@@ -70,13 +74,61 @@ def lambda_schedule(num_splits: int, kind: str = "uniform") -> np.ndarray:
     return lam
 
 
-def _load_checkpoint(path: Union[str, "os.PathLike[str]"]) -> dict:
+def _torch_load(path: Union[str, "os.PathLike[str]"], map_location: Any, mmap: bool) -> Any:
     import torch
 
-    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    kwargs: dict = {"map_location": map_location}
+    params = inspect.signature(torch.load).parameters
+    if "weights_only" in params:  # torch >= 1.13: never unpickle arbitrary objects
+        kwargs["weights_only"] = True
+    if mmap and "mmap" in params:
+        kwargs["mmap"] = True
+    return torch.load(os.fspath(path), **kwargs)
+
+
+def _load_checkpoint(path: Union[str, "os.PathLike[str]"], map_location: Any = "cpu", *,
+                     mmap: bool = False) -> dict:
+    """The state dict in a checkpoint file; every failure names the file.
+
+    ``mmap=True`` maps the tensors instead of reading them (a cheap check of keys and shapes);
+    files in torch's legacy format cannot be mapped and are then read whole.
+    """
+    import torch
+
+    name = os.fspath(path)
+    try:
+        try:
+            obj = _torch_load(path, map_location, mmap)
+        except Exception:
+            if not mmap:
+                raise
+            obj = _torch_load(path, map_location, False)  # legacy format: read whole
+    except OSError:
+        raise  # names the file already (missing, unreadable)
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"checkpoint {name!r} is not a readable torch checkpoint "
+                         f"({type(exc).__name__}: {detail})") from exc
     if not isinstance(obj, Mapping):
-        raise TypeError(f"checkpoint {os.fspath(path)!r} holds a {type(obj).__name__}, not a state dict")
+        raise TypeError(f"checkpoint {name!r} holds a {type(obj).__name__}, not a state dict")
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"checkpoint {name!r}: entry {k!r} is a {type(v).__name__}, "
+                            f"not a tensor")
     return dict(obj)
+
+
+def _check_same_layout(ref: Mapping[str, Any], sd: Mapping[str, Any], name: str,
+                       ref_name: str) -> None:
+    """Raise unless ``sd`` has exactly the keys of ``ref`` with the same shapes."""
+    if set(ref) != set(sd):
+        missing, extra = sorted(set(ref) - set(sd)), sorted(set(sd) - set(ref))
+        raise ValueError(f"{name} keys differ from {ref_name}: missing {missing[:5]}, "
+                         f"unexpected {extra[:5]}")
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(ref[k].shape):
+            raise ValueError(f"{name}[{k!r}] has shape {tuple(v.shape)}, {ref_name} has "
+                             f"{tuple(ref[k].shape)}")
 
 
 def _as_state_dict(obj: Any, what: str) -> dict:
@@ -116,6 +168,17 @@ class Trajectory:
         A label per checkpoint (e.g. the epoch), kept for reports.
     cache_size : int, default 2
         How many loaded checkpoints to keep in memory (2 suffices for sequential access).
+    map_location : str, torch.device or callable, default "cpu"
+        Where checkpoint files are loaded (``torch.load``'s ``map_location``), e.g. ``"cuda"``
+        to interpolate on the GPU. In-memory state dicts stay where they are.
+
+    Raises
+    ------
+    ValueError
+        If a checkpoint file cannot be read, or a checkpoint's keys or shapes differ from the
+        first one's (the message names the checkpoint).
+    TypeError
+        If a checkpoint is not a state dict of tensors.
 
     Notes
     -----
@@ -139,6 +202,7 @@ class Trajectory:
         *,
         labels: Optional[Sequence[Any]] = None,
         cache_size: int = 2,
+        map_location: Any = "cpu",
     ) -> None:
         if isinstance(checkpoints, (str, os.PathLike, Mapping)):
             raise TypeError("checkpoints must be a sequence of state dicts or paths")
@@ -159,6 +223,30 @@ class Trajectory:
         self._cache: dict[int, dict] = {}
         self._cache_size = max(1, int(cache_size))
         self._origin: Optional[dict] = None
+        self._map_location = map_location
+        self._validate()
+
+    def _name(self, i: int) -> str:
+        c = self._ckpts[i]
+        if isinstance(c, (str, os.PathLike)):
+            return f"checkpoint {os.fspath(c)!r}"
+        return f"checkpoint {i}"
+
+    def _state(self, i: int, *, check_only: bool = False) -> dict:
+        c = self._ckpts[i]
+        if isinstance(c, (str, os.PathLike)):
+            if check_only:  # mapped, on the CPU: keys and shapes without reading the tensors
+                return _load_checkpoint(c, "cpu", mmap=True)
+            return _load_checkpoint(c, self._map_location)
+        if check_only and hasattr(c, "state_dict") and not isinstance(c, Mapping):
+            return dict(c.state_dict())
+        return _as_state_dict(c, self._name(i))
+
+    def _validate(self) -> None:
+        """Fail at construction, naming the checkpoint, rather than midway through a transfer."""
+        ref = self._state(0, check_only=True)
+        for i in range(1, len(self._ckpts)):
+            _check_same_layout(ref, self._state(i, check_only=True), self._name(i), self._name(0))
 
     # ----------------------------------------------------------------------------- structure
     @property
@@ -176,9 +264,11 @@ class Trajectory:
 
     def with_splits(self, num_splits: int, schedule: Optional[str] = None) -> "Trajectory":
         """The same checkpoints split into ``num_splits`` steps per segment (shares the cache)."""
-        t = Trajectory(self._ckpts, num_splits, schedule or self.schedule, labels=self.labels,
-                       cache_size=self._cache_size)
-        t._cache = self._cache
+        t = copy.copy(self)  # already validated: no second pass over the files
+        t.labels = list(self.labels)
+        t.num_splits = int(num_splits)
+        t.schedule = schedule or self.schedule
+        t.lambdas = lambda_schedule(t.num_splits, t.schedule)
         return t
 
     def checkpoint(self, i: int) -> dict:
@@ -186,17 +276,9 @@ class Trajectory:
         i = range(len(self._ckpts))[i]
         if i in self._cache:
             return self._cache[i]
-        c = self._ckpts[i]
-        sd = _load_checkpoint(c) if isinstance(c, (str, os.PathLike)) else _as_state_dict(c, "checkpoint")
-        if i != 0:
-            ref = self.checkpoint(0)
-            if set(ref) != set(sd):
-                raise ValueError(f"checkpoint {i} keys differ from checkpoint 0: "
-                                 f"{sorted(set(ref) ^ set(sd))[:5]}")
-            for k, v in sd.items():
-                if tuple(v.shape) != tuple(ref[k].shape):
-                    raise ValueError(f"checkpoint {i}[{k!r}] has shape {tuple(v.shape)}, "
-                                     f"checkpoint 0 has {tuple(ref[k].shape)}")
+        sd = self._state(i)
+        if i != 0:  # checked at construction; files or dicts may have changed since
+            _check_same_layout(self.checkpoint(0), sd, self._name(i), self._name(0))
         # Always keep checkpoint 0 (the origin of every displacement); evict the oldest other one.
         others = [j for j in self._cache if j != 0]
         if i != 0 and len(others) >= self._cache_size:
@@ -256,25 +338,35 @@ class Trajectory:
         epochs: Union[str, Sequence[int]] = "ends",
         num_splits: int = 1,
         schedule: str = "uniform",
+        *,
+        map_location: Any = "cpu",
     ) -> "Trajectory":
         """A trajectory from the checkpoints a :class:`TrajectoryRecorder` wrote.
 
         Parameters
         ----------
         directory : path
-            Folder holding ``epoch_<e>.pt`` files.
+            Folder holding ``epoch_<e>.pt`` files (one per epoch; ``epoch_01.pt`` is epoch 1).
         epochs : "ends", "all" or sequence of int
             ``"ends"``: the first and last saved epochs (a linear trajectory); ``"all"``: every saved
-            epoch in order; or an explicit list such as ``[-1, 9]``.
+            epoch in order; or an explicit list of distinct epochs such as ``[-1, 9]``.
+        map_location : default "cpu"
+            Where the checkpoints are loaded (``torch.load``'s ``map_location``), e.g. ``"cuda"``.
 
         Raises
         ------
         FileNotFoundError
             If the folder has no checkpoints or a requested epoch is missing.
+        ValueError
+            If fewer than two distinct epochs are chosen, an epoch is requested twice, two files
+            name the same epoch, or a checkpoint is unreadable or differs in keys or shapes from
+            the first (the message names the file).
         """
-        found = TrajectoryRecorder.saved_epochs(directory)
+        files = TrajectoryRecorder._epoch_files(directory)
+        found = sorted(files)
+        where = repr(os.fspath(directory))
         if not found:
-            raise FileNotFoundError(f"no epoch_<e>.pt checkpoints in {os.fspath(directory)!r}")
+            raise FileNotFoundError(f"no epoch_<e>.pt checkpoints in {where}")
         if epochs == "ends":
             chosen = [found[0], found[-1]]
         elif epochs == "all":
@@ -283,12 +375,18 @@ class Trajectory:
             raise ValueError(f"epochs must be 'ends', 'all' or a list of ints, got {epochs!r}")
         else:
             chosen = [int(e) for e in epochs]
-            missing = [e for e in chosen if e not in found]
+            missing = [e for e in chosen if e not in files]
             if missing:
-                raise FileNotFoundError(f"no checkpoint for epochs {missing} in {os.fspath(directory)!r}"
+                raise FileNotFoundError(f"no checkpoint for epochs {missing} in {where}"
                                         f" (saved: {found})")
-        paths = [TrajectoryRecorder.path_for(directory, e) for e in chosen]
-        return cls(paths, num_splits, schedule, labels=chosen)
+            repeated = sorted({e for e in chosen if chosen.count(e) > 1})
+            if repeated:
+                raise ValueError(f"epochs {repeated} requested more than once")
+        if len(set(chosen)) < 2:
+            raise ValueError(f"a trajectory needs checkpoints of at least 2 distinct epochs, got "
+                             f"{sorted(set(chosen))} from {where} (saved: {found})")
+        return cls([files[e] for e in chosen], num_splits, schedule, labels=chosen,
+                   map_location=map_location)
 
     def __repr__(self) -> str:
         return (f"Trajectory(checkpoints={self.labels}, num_splits={self.num_splits}, "
@@ -327,11 +425,30 @@ class TrajectoryRecorder:
         return Path(directory) / f"epoch_{int(epoch)}.pt"
 
     @staticmethod
-    def saved_epochs(directory: Union[str, "os.PathLike[str]"]) -> list[int]:
+    def _epoch_files(directory: Union[str, "os.PathLike[str]"]) -> dict[int, Path]:
+        """The checkpoint file of each saved epoch; ValueError if two files name one epoch."""
         d = Path(directory)
         if not d.is_dir():
-            return []
-        return sorted(int(m.group(1)) for f in d.iterdir() if (m := _EPOCH_FILE.match(f.name)))
+            return {}
+        files: dict[int, Path] = {}
+        for f in sorted(d.iterdir()):
+            m = _EPOCH_FILE.match(f.name)
+            if m is None:
+                continue
+            e = int(m.group(1))
+            if e in files:
+                raise ValueError(f"{os.fspath(files[e])!r} and {os.fspath(f)!r} are both "
+                                 f"checkpoints of epoch {e}; keep one")
+            files[e] = f
+        return files
+
+    @staticmethod
+    def saved_epochs(directory: Union[str, "os.PathLike[str]"]) -> list[int]:
+        """The epochs with a checkpoint in ``directory``, sorted.
+
+        Raises ValueError if two files name the same epoch (``epoch_1.pt``, ``epoch_001.pt``).
+        """
+        return sorted(TrajectoryRecorder._epoch_files(directory))
 
     def save(self, model: Any, epoch: int) -> Path:
         """Write the weights (``state_dict``: parameters and buffers, no optimizer state).
@@ -359,7 +476,10 @@ class TrajectoryRecorder:
         num_splits: int = 1,
         schedule: str = "uniform",
         epochs: Union[str, Sequence[int]] = "ends",
+        *,
+        map_location: Any = "cpu",
     ) -> Trajectory:
         """A :class:`Trajectory` over the saved checkpoints (see :meth:`Trajectory.from_dir`)."""
-        return Trajectory.from_dir(self.directory, epochs, num_splits, schedule)
+        return Trajectory.from_dir(self.directory, epochs, num_splits, schedule,
+                                   map_location=map_location)
 
