@@ -47,7 +47,10 @@ def test_bad_device_is_a_one_line_error(tmp_path, capsys, device):
 
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    rc = main(["demo", "--quick", "--quiet", "--out", str(tmp_path / "d"), "--device", device])
+    try:
+        rc = main(["demo", "--quick", "--quiet", "--out", str(tmp_path / "d"), "--device", device])
+    except SystemExit as exc:  # argument errors exit from the checks that follow parsing
+        rc = exc.code
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("trajtransfer: error: --device") and "\n" not in err
     assert not (tmp_path / "d").exists()  # failed before any work

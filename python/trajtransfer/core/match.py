@@ -33,12 +33,15 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence  # isinstance on typing's aliases is slower
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
@@ -393,6 +396,23 @@ class _TorchPath:
             [torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(perms)]))
 
 
+_LIVE_MATCHERS: "weakref.WeakSet[GradientMatcher]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork() stays held forever in the child: give every
+    # matcher a fresh one, and refuse the ones that were mid-call (their state is half-updated).
+    for m in list(_LIVE_MATCHERS):
+        m._lock = threading.RLock()
+        if m._busy:
+            m._forked_busy = True
+            m._busy = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class GradientMatcher:
     """Incremental matcher: add (target, source) pairs one at a time, solve whenever needed.
 
@@ -456,6 +476,22 @@ class GradientMatcher:
         # Serialises every call: the lazy set-up in the first add() and the native store are
         # shared state (concurrent first adds used to lose pairs).
         self._lock = threading.RLock()
+        self._busy = 0                  # calls in progress (for the fork handler)
+        self._forked_busy = False       # this is a child's copy of a matcher caught mid-call
+        _LIVE_MATCHERS.add(self)
+
+    @contextlib.contextmanager
+    def _serialised(self) -> Iterator[None]:
+        with self._lock:
+            if self._forked_busy:
+                raise RuntimeError(
+                    "this matcher was in use by another thread when the process forked, so its "
+                    "copy in this child may be half-updated; create a new matcher in the child")
+            self._busy += 1
+            try:
+                yield
+            finally:
+                self._busy -= 1
 
     @property
     def num_pairs(self) -> int:
@@ -534,7 +570,7 @@ class GradientMatcher:
         weight = float(weight)
         if not math.isfinite(weight):
             raise ValueError(f"weight must be finite, got {weight}")
-        with self._lock:
+        with self._serialised():
             t0 = time.perf_counter()
             device, torch_in = self._locate(target, source)
             path = self._path
@@ -561,7 +597,7 @@ class GradientMatcher:
         faults the reserved pages in at once (one call instead of a page fault per 4 KiB as
         later adds write them). Needs one pair added first (the shapes come from it).
         """
-        with self._lock:
+        with self._serialised():
             if self._path is None:
                 raise ValueError("reserve: add a first pair before reserving (it fixes the shapes)")
             self._path.reserve(int(num_pairs))
@@ -581,7 +617,7 @@ class GradientMatcher:
 
         Does nothing before the first :meth:`add`. The shapes stay those of the first pair.
         """
-        with self._lock:
+        with self._serialised():
             if self._path is not None:
                 self._path.clear_pairs()
 
@@ -636,7 +672,7 @@ class GradientMatcher:
         named_start = isinstance(init, str)
         if named_start and init not in _STARTS:
             raise ValueError(f"init must be a mapping, one of {_STARTS} or None, got {init!r}")
-        with self._lock:
+        with self._serialised():
             if self._path is None or self._path.num_pairs == 0:
                 raise ValueError("solve: no pairs added yet (call add() first)")
             max_sweeps = int(max_sweeps)
@@ -683,7 +719,7 @@ class GradientMatcher:
 
     def objective(self, perms: Mapping[str, Any]) -> float:
         """Exact float64 objective over the stored pairs at ``perms`` (missing groups: identity)."""
-        with self._lock:
+        with self._serialised():
             if self._path is None:
                 raise ValueError("objective: no pairs added yet")
             return self._path.objective(perms)

@@ -333,11 +333,10 @@ class _StoreGiven(argparse.Action):
         namespace.given = set(getattr(namespace, "given", set())) | {self.dest}
 
 
-# Inputs of each dataset (channels, height, width) and the models that accept them: the conv
-# nets start with a 3-channel 3x3 convolution and Conv8 pools 32x32 down to 1x1.
-_DATASET_INPUTS = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "fmnist": (1, 28, 28),
+# One sample's shape per dataset: the conv nets take images (channels, height, width) of any
+# channel count up to 32x32 (Conv8 pads smaller ones); digits comes as 64 flat features.
+_DATASET_INPUTS = {"digits": (64,), "fashion-mnist": (1, 28, 28), "fmnist": (1, 28, 28),
                    "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar-10": (3, 32, 32)}
-_CONV_INPUT = (3, 32, 32)
 
 # Least accepted value of each integer option.
 _INT_MIN = {"epochs": 1, "steps": 1, "batch_size": 1, "grad_batches": 1, "grad_batch_size": 0,
@@ -396,10 +395,10 @@ def _check_args(args: argparse.Namespace) -> Optional[str]:
     if dataset not in _DATASET_INPUTS:
         return f"--dataset must be digits, fashion-mnist, mnist or cifar10, got {args.dataset!r}"
     shape = _DATASET_INPUTS[dataset]
-    if args.model != "mlp" and shape != _CONV_INPUT:
-        return (f"--model {args.model} needs {'x'.join(map(str, _CONV_INPUT))} (CxHxW) images, but "
-                f"--dataset {args.dataset} has {'x'.join(map(str, shape))} inputs; use --model mlp, "
-                f"or --dataset cifar10 with {args.model}")
+    if args.model != "mlp" and len(shape) != 3:
+        return (f"--model {args.model} needs image inputs (channels x height x width), but "
+                f"--dataset {args.dataset} has flat samples of {shape[0]} features; use --model "
+                f"mlp, or an image dataset (fashion-mnist, mnist, cifar10) with {args.model}")
     from .models import _ACTIVATIONS
     from ..method.transfer import METHODS
 
@@ -415,6 +414,13 @@ def _check_args(args: argparse.Namespace) -> Optional[str]:
     if args.trajectory == "actual" and args.steps % args.epochs:
         return (f"--trajectory actual: --steps {args.steps} must be a multiple of "
                 f"--epochs {args.epochs}")
+    from .plot import require_matplotlib
+
+    try:
+        require_matplotlib()  # the run ends in plots: fail before any training, not after it
+        _device(args.device)
+    except (ValueError, MissingExtraError) as exc:
+        return str(exc)
     return _check_out(args.out)  # last: it creates the folder
 
 
