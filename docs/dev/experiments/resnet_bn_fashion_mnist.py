@@ -24,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=int, default=16, help="ResNet-18 base width (64 in the paper)")
     ap.add_argument("--train-subset", type=int, default=10000)
+    ap.add_argument("--val-subset", type=int, default=2000, help="validation images evaluated per step")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--steps", type=int, default=10)
@@ -34,6 +35,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_fashion_mnist()
     data.train = data.train.subset(slice(0, args.train_subset))
+    data.val = data.val.subset(slice(0, args.val_subset))
 
     def make():
         return ResNet18(num_classes=10, width=args.width, in_channels=1)
