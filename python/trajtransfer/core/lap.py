@@ -30,6 +30,9 @@ import numpy as np
 from .. import _cuda
 from .._arrays import as_float_cost, cost_to_numpy, to_numpy
 from .._native import _core
+from .isa import warn_about_override
+
+warn_about_override()
 
 __all__ = ["linear_sum_assignment", "linear_sum_assignment_batch", "lap_solve", "LapSolution"]
 
