@@ -5,7 +5,8 @@ algorithm-spec §1.4/§2.5), generalised to K weighted (target, source) pairs: p
 cost matrix built with one torch matmul per (pair, tensor) after an ``index_select`` of the
 source along its other permuted axes, then ``scipy.optimize.linear_sum_assignment(maximize=True)``.
 The GEMMs run on the tensors' device (a GPU when the pairs live there), each cost matrix is
-copied to the host for SciPy. Identity start; each sweep visits ``random.Random(seed).shuffle(list(groups))``; stop when no
+copied to the host for SciPy. Identity start; each sweep visits
+``random.Random(seed).shuffle(list(groups))``; stop when no
 group's assignment objective improves (``new > old + 1e-12``) or after ``max_sweeps``.
 
 Same conventions as :mod:`trajtransfer.core.match`: the permutation is applied to the source side with

@@ -103,3 +103,13 @@ def test_targets_read_the_dense_and_adversarial_runs_together(tmp_path, capsys) 
     assert ratio_table.main(["--targets", str(paths[0])]) == 1  # adversarial not measured
     assert "FAIL SciPy / ours, every adversarial family >= 0.5x: no measurement" in (
         capsys.readouterr().out)
+
+
+def test_readme_table_rows_carry_times_and_ratios(tmp_path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_run()))
+    ms = ratio_table.medians(str(path))
+    table = ratio_table.readme_table(ms, {("uniform-f64-n1024", "ours"): 1.5})
+    row = next(line for line in table.splitlines() if line.startswith("| uniform f64 n=1024 |"))
+    # ours 1.00 ms, 1 thread 1.50 ms, SciPy 20 ms = 20x, lapjv 10 ms = 10x, lapx 2 ms = 2x
+    assert row == "| uniform f64 n=1024 | 1.00 | 1.50 | 20.0 (20.0×) | 10.0 (10.0×) | 2.00 (2.0×) |"

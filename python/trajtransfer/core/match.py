@@ -77,8 +77,9 @@ class MatchResult:
         True if the last sweep gained ``<= tol * max(1, |objective|)`` (False: hit max_sweeps).
     timings : dict[str, float]
         Seconds: ``'gemm'`` (cost-matrix building, including the GEMMs that ``add`` ran since
-        the previous solve: static terms, and new pairs' shares of cached dynamic terms), ``'lap'`` (assignment solves), ``'add'`` (wall
-        time of the ``add`` calls since the previous solve), ``'solve'`` (wall time of the
+        the previous solve: static terms, and new pairs' shares of cached dynamic terms),
+        ``'lap'`` (assignment solves), ``'add'`` (wall time of the ``add`` calls since the
+        previous solve), ``'solve'`` (wall time of the
         solve) and ``'total'`` (``add + solve``).
     counters : dict[str, int | float]
         ``'lap_solves'`` (groups actually solved: groups whose coupled groups did not change are

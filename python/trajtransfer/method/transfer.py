@@ -86,8 +86,8 @@ class TransferResult:
     best_accuracy : float or None
         Accuracy (fraction) at ``best_step``.
     best_params, final_params : dict[str, Tensor]
-        Target-model state dicts, on the transfer's device, at the best step and at step K: parameters plus, for models with
-        BatchNorm, the recalibrated running statistics.
+        Target-model state dicts, on the transfer's device, at the best step and at step K:
+        parameters plus, for models with BatchNorm, the recalibrated running statistics.
     eval_steps, accuracy : list[int], list[float]
         Evaluated steps (0 = the target init, then every ``eval_every`` and K) and their accuracy.
     objective : list[float or None]
