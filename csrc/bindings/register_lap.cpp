@@ -12,6 +12,7 @@
 #include "bindings/array_helpers.hpp"
 #include "bindings/gil.hpp"
 #include "bindings/register.hpp"
+#include "bindings/interrupt.hpp"
 #include "lap/lap.hpp"
 
 namespace py = pybind11;
@@ -27,6 +28,8 @@ const char* status_message(Status s) {
       return "matrix contains invalid numeric entries";
     case Status::infeasible:
       return "cost matrix is infeasible";
+    case Status::interrupted:
+      return "interrupted";
     case Status::ok:
       break;
   }
@@ -127,10 +130,12 @@ py::tuple solve_typed(const py::array& cost_obj, bool maximize, const py::object
   }
   Status st;
   {
+    InterruptScope interruptible;
     // Safe: every Python object has been converted to raw pointers that the arrays above own.
     ReleaseGil release;
     st = lap::solve<T>(cost.data(), n, m, m, maximize, out, warm, exact);
   }
+  if (st == Status::interrupted) throw py::error_already_set();
   if (st != Status::ok) throw py::value_error(status_message(st));
   py::tuple rc = rows_cols(cols, n, m);
   return py::make_tuple(rc[0], rc[1], u, v);

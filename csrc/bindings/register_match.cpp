@@ -12,6 +12,7 @@
 
 #include "bindings/array_helpers.hpp"
 #include "bindings/gil.hpp"
+#include "bindings/interrupt.hpp"
 #include "bindings/register.hpp"
 #include "match/matcher.hpp"
 
@@ -46,6 +47,8 @@ using match::Status;
     case Status::bad_argument:
       throw py::value_error(std::string(what) + ": invalid argument (max_sweeps >= 0, tol >= 0, "
                             "finite weight required)");
+    case Status::interrupted:
+      throw py::error_already_set();  // the KeyboardInterrupt that InterruptScope's poll set
     case Status::ok:
       break;
   }
@@ -157,6 +160,7 @@ class PyMatcher {
     match::SolveResult res;
     Error e;
     {
+      InterruptScope interruptible;
       // Safe: the solve reads only the matcher's own buffers and the init arrays held in `keep`.
       ReleaseGil release;
       e = impl_->solve(ip.empty() ? nullptr : ip.data(), use_previous, opts, res);

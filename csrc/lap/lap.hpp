@@ -13,7 +13,19 @@ enum class Status : int {
   ok = 0,
   invalid_entries = 1,  ///< the cost matrix contains NaN or -inf (+inf when maximizing)
   infeasible = 2,       ///< +inf (forbidden) entries leave no complete assignment
+  interrupted = 3,      ///< the calling thread's interrupt poll asked to stop (no result)
 };
+
+/// Cooperative interruption of long solves. A poll installed for the calling thread is asked,
+/// at most every `kInterruptPollMs` milliseconds, between augmenting paths here and between
+/// group visits in the matcher; when it returns true the solve stops with Status::interrupted
+/// and writes nothing. Null (the default): never interrupted.
+using InterruptPoll = bool (*)();
+inline constexpr int kInterruptPollMs = 50;
+/// Install `poll` for this thread; returns the previous one (to restore it).
+InterruptPoll set_interrupt_poll(InterruptPoll poll);
+/// True when this thread's poll, asked if its interval has passed, requests a stop.
+bool interrupt_requested();
 
 /// Optional warm start for a solve. Only used for square problems; rectangular problems ignore it
 /// (a column dual that is not zero on an unassigned column would break optimality there).

@@ -73,6 +73,8 @@ using detail::Kernels;
 using detail::Min2;
 
 thread_local SolveStats t_stats;  // see last_solve_stats()
+thread_local InterruptPoll t_poll = nullptr;
+thread_local std::chrono::steady_clock::time_point t_next_poll{};
 
 template <class T>
 struct Settled {
@@ -604,7 +606,7 @@ class Solver {
     return true;
   }
 
-  bool augment_free_rows() {
+  Status augment_free_rows() {
     free_cols_.clear();
     for (idx j = 0; j < m_; ++j) {
       if (y_[j] < 0) free_cols_.push_back(j);
@@ -612,12 +614,15 @@ class Solver {
     // Checked at every step only when few columns are free (square problems after the
     // reductions); otherwise on ties only (see augment()).
     use_free_cols_ = free_cols_.size() <= 64;
+    idx done = 0;
     for (idx i : free_) {
       if (x_[i] >= 0) continue;
-      if (!augment(i)) return false;
+      if (!augment(i)) return Status::infeasible;
+      // Between paths the state is consistent; the clock is read once every 32 paths.
+      if ((++done & 31) == 0 && interrupt_requested()) return Status::interrupted;
     }
     free_.clear();
-    return true;
+    return Status::ok;
   }
 
   idx num_free() const { return static_cast<idx>(free_.size()); }
@@ -868,7 +873,8 @@ void write_out(const std::vector<idx>& x, const std::vector<T>& u, const std::ve
 // Augment every free row; with forbidden pairs also confirm that no +inf pair was used.
 template <class T, int S>
 Status finish(Solver<T, S>& s, idx n, bool forbidden) {
-  if (!s.augment_free_rows()) return Status::infeasible;
+  const Status st = s.augment_free_rows();
+  if (st != Status::ok) return st;
   if (forbidden) {
     const auto& x = s.x();
     for (idx i = 0; i < n; ++i) {
@@ -1279,6 +1285,21 @@ Status solve(const T* cost, idx n, idx m, idx row_stride, bool maximize, const S
 const char* simd_level() { return detail::kernels<double, 1>().isa; }
 
 SolveStats last_solve_stats() { return t_stats; }
+
+InterruptPoll set_interrupt_poll(InterruptPoll poll) {
+  const InterruptPoll previous = t_poll;
+  t_poll = poll;
+  t_next_poll = std::chrono::steady_clock::now() + std::chrono::milliseconds(kInterruptPollMs);
+  return previous;
+}
+
+bool interrupt_requested() {
+  if (t_poll == nullptr) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < t_next_poll) return false;
+  t_next_poll = now + std::chrono::milliseconds(kInterruptPollMs);
+  return t_poll();
+}
 
 template Status solve<float>(const float*, idx, idx, idx, bool, const Solution<float>&,
                              const WarmStart<float>&, bool);

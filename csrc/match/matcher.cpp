@@ -679,6 +679,7 @@ bool Matcher::solve_group(std::size_t gi, const float* cp, std::vector<std::int6
   const lap::Status st = lap::solve<float>(cp, gr.n, gr.n, gr.n, true, sol, warm);
   out.time_lap += seconds_since(t_lap);
   ++out.lap_solves;
+  last_lap_interrupted_ = st == lap::Status::interrupted;
   if (st != lap::Status::ok) return false;
   gr.duals.swap(new_duals);
   gr.lap_cols = cols;
@@ -697,7 +698,8 @@ Error Matcher::greedy_pass(SolveResult& out) {
     Group& gr = groups_[g];
     const float* cp = build_cost(gr, cost, out, &assigned);
     if (!solve_group(g, cp, cols, new_duals, out)) {
-      return {Status::lap_failed, static_cast<std::int64_t>(g), -1};
+      return {last_lap_interrupted_ ? Status::interrupted : Status::lap_failed,
+              static_cast<std::int64_t>(g), -1};
     }
     if (cols != gr.perm) {
       gr.perm = cols;
@@ -969,8 +971,10 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
       const float* cp = build_cost(gr, cost, out);
       const std::int64_t n = gr.n;
       if (!solve_group(static_cast<std::size_t>(gi), cp, cols, new_duals, out)) {
-        return {Status::lap_failed, gi, -1};
+        return {last_lap_interrupted_ ? Status::interrupted : Status::lap_failed, gi, -1};
       }
+      // Between visits every permutation is a valid one: a stop here leaves the matcher usable.
+      if (lap::interrupt_requested()) return {Status::interrupted, gi, -1};
       dirty[static_cast<std::size_t>(gi)] = 0;
       double before = 0.0, after = 0.0;
       for (std::int64_t i = 0; i < n; ++i) {

@@ -23,6 +23,7 @@ enum class Status : int {
   no_pairs = 5,        ///< solve() before any add()
   lap_failed = 6,      ///< the assignment solver rejected a cost matrix (index = group)
   bad_argument = 7,    ///< max_sweeps < 0, tol < 0 or NaN, non-finite weight
+  interrupted = 8,     ///< the thread's interrupt poll (lap::set_interrupt_poll) asked to stop
 };
 
 struct Error {
@@ -221,6 +222,7 @@ class Matcher {
   ObjectiveCache last_cache_;      ///< at the permutations of the last exact objective
   std::vector<int> primary_of_;   ///< per tensor: its primary member (-1: unpermuted tensor)
   std::vector<double> add_dots_;  ///< add(): per tensor float64 dot at the identity
+  bool last_lap_interrupted_ = false;  ///< solve_group()'s failure was an interrupt
   std::mutex mutex_;
   bool forked_mid_call_ = false;
 };
