@@ -43,6 +43,7 @@ TT_OLD_PTHREAD(int, __pthread_key_create, (pthread_key_t * key, void (*dtor)(voi
 TT_OLD_PTHREAD(int, pthread_key_delete, (pthread_key_t key), (key))
 TT_OLD_PTHREAD(void*, pthread_getspecific, (pthread_key_t key), (key))
 TT_OLD_PTHREAD(int, pthread_setspecific, (pthread_key_t key, const void* value), (key, value))
+TT_OLD_PTHREAD(int, pthread_mutex_trylock, (pthread_mutex_t * mutex), (mutex))
 
 // 0 = "the process may have several threads": libstdc++ then always takes its atomic paths, which
 // are correct in every case (the flag only lets a single-threaded process skip the atomics).
