@@ -48,8 +48,8 @@ class ChannelsLastLayerNorm(nn.Module):
         super().__init__()
         self.ln = nn.LayerNorm(c)
 
-    def forward(self, x):
-        return self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    def forward(self, x):  # (both spellings of permute, for spec_from_model)
+        return torch.permute(self.ln(x.permute(0, 2, 3, 1)), (0, 3, 1, 2))
 
 
 NORMS = ("channels_last", "groupnorm", "layernorm_chw")
