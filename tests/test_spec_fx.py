@@ -10,8 +10,11 @@ import torch
 from torch import nn
 
 from trajtransfer.kit.models import MLP, Conv8, ResNet18
+from trajtransfer.core.match import match_weights
 from trajtransfer.core.permute import apply_permutation, random_permutation
 from trajtransfer.core.spec_fx import spec_from_model
+
+from test_rebasin_specs import ChannelsLastLayerNorm  # Flax's LayerNorm(): permute, LN(C), back
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -130,13 +133,49 @@ class GlobalMeanNet(nn.Module):
         return self.fc(h.view(h.size(0), -1))
 
 
-def test_weight_sharing():
+def test_square_layer_applied_to_its_own_output():
+    # hid's input and output are one group: a (g, g) weight, which matching cannot solve.
     model = SharedSquare()
-    spec = spec_from_model(model, randn(4, 5))
+    with pytest.raises(ValueError, match=r"node 'hid' \(call_module hid\): Linear 'hid' maps a "
+                                         r"group onto itself: its tensor 'hid.weight'"):
+        spec_from_model(model, randn(4, 5))
+    spec = spec_from_model(model, randn(4, 5), on_self_map="unpermute")
+    assert spec.groups == []  # the only group was the shared one
+    assert spec.axes_to_perm["hid.weight"] == (None, None)
+    # keep: (g, g), a symmetry to permute with (the matchers refuse it)
+    spec = spec_from_model(model, randn(4, 5), on_self_map="keep")
     assert spec.axes_to_perm["hid.weight"][0] == spec.axes_to_perm["hid.weight"][1] is not None
     assert spec.axes_to_perm["inp.weight"][0] == spec.axes_to_perm["hid.weight"][0]
     assert len(spec.groups) == 1
     err, moved = invariance_error(model, spec, randn(4, 5, seed=2), train=False)
+    assert moved > 1e-3 and err < 1e-10
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="'hid.weight' carries group"):
+        match_weights(spec, sd, sd)
+    with pytest.raises(ValueError, match="on_self_map must be"):
+        spec_from_model(model, randn(4, 5), on_self_map="ignore")
+
+
+def test_weight_sharing_across_parallel_branches():
+    # One Linear applied to two different inputs ties their groups without a self-map.
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 6)
+            self.b = nn.Linear(3, 6)
+            self.shared = nn.Linear(6, 4)
+            self.out = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.shared(torch.relu(self.a(x))))
+                            * self.shared(torch.sigmoid(self.b(x))))
+
+    model = Shared()
+    spec = spec_from_model(model, randn(4, 3))
+    assert spec.axes_to_perm["a.weight"][0] == spec.axes_to_perm["b.weight"][0] == \
+        spec.axes_to_perm["shared.weight"][1]
+    assert len(spec.groups) == 2
+    err, moved = invariance_error(model, spec, randn(4, 3, seed=2), train=False)
     assert moved > 1e-3 and err < 1e-10
 
 
@@ -179,6 +218,104 @@ def test_residual_with_input_pins_group():
     spec = spec_from_model(Res(), randn(3, 4))
     assert spec.axes_to_perm["b.weight"] == (None, spec.axes_to_perm["a.weight"][0])
     assert spec.axes_to_perm["b.bias"] == (None,)
+
+
+class OneLayerBranch(nn.Module):
+    """stem -> x + relu(b(x)) -> [hidden layer mid] -> head: b maps the stream onto itself."""
+
+    def __init__(self, two_layer=False):
+        super().__init__()
+        self.stem = nn.Linear(4, 6)
+        self.b = nn.Linear(6, 5 if two_layer else 6)
+        self.b2 = nn.Linear(5, 6) if two_layer else None
+        self.mid = nn.Linear(6, 7)
+        self.head = nn.Linear(7, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        branch = torch.relu(self.b(x))
+        x = x + (self.b2(branch) if self.b2 is not None else branch)
+        return self.head(torch.tanh(self.mid(x)))
+
+
+def planted_recovery(spec, model, seed=5):
+    """match_weights(a, π(a)) finds π⁻¹ exactly: the permuted dict maps back onto a."""
+    a = {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
+    b = apply_permutation(spec, random_permutation(spec, a, seed), a)
+    res = match_weights(spec, a, b)
+    back = apply_permutation(spec, res.perms, b)
+    return max(float(abs(back[k] - a[k]).max()) for k in a)
+
+
+def test_one_layer_residual_branch_refused_naming_the_module():
+    model = OneLayerBranch()
+    with pytest.raises(ValueError, match=r"node 'b' \(call_module b\): Linear 'b' maps a group "
+                                         r"onto itself: its tensor 'b.weight' would be permuted "
+                                         r"by the same group on two axes.*residual branch of a "
+                                         r"single layer.*Put a hidden layer in the branch"):
+        spec_from_model(model, randn(3, 4))
+    # unpermute: the stream is left alone, the hidden group of mid is still matched
+    spec = spec_from_model(model, randn(3, 4), on_self_map="unpermute")
+    assert spec.groups == ["mid"]
+    assert spec.axes_to_perm["b.weight"] == (None, None)
+    assert spec.axes_to_perm["stem.weight"] == (None, None)
+    err, moved = invariance_error(model, spec, randn(3, 4, seed=2), train=False)
+    assert moved > 1e-3 and err < 1e-10
+    assert planted_recovery(spec, model) == 0.0
+
+
+def test_two_layer_residual_branch_is_a_matchable_symmetry():
+    model = OneLayerBranch(two_layer=True)
+    spec = spec_from_model(model, randn(3, 4))
+    stream, hidden = spec.axes_to_perm["stem.weight"][0], spec.axes_to_perm["b.weight"][0]
+    assert spec.axes_to_perm["b.weight"] == (hidden, stream)
+    assert spec.axes_to_perm["b2.weight"] == (stream, hidden)
+    assert spec.axes_to_perm["mid.weight"] == ("mid", stream)
+    assert len({stream, hidden, "mid"}) == 3 == len(spec.groups)
+    err, moved = invariance_error(model, spec, randn(3, 4, seed=2), train=False)
+    assert moved > 1e-3 and err < 1e-10
+    assert planted_recovery(spec, model) == 0.0
+
+
+NORMS = {
+    "layernorm_chw": lambda c, hw: nn.LayerNorm([c, hw, hw]),
+    "groupnorm_1": lambda c, hw: nn.GroupNorm(1, c),
+    "groupnorm_c": lambda c, hw: nn.GroupNorm(c, c),
+    "channels_last_layernorm": lambda c, hw: ChannelsLastLayerNorm(c),
+}
+
+
+class ConvNormNet(nn.Module):
+    def __init__(self, norm):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.n1 = NORMS[norm](6, 8)
+        self.c2 = nn.Conv2d(6, 5, 3, padding=1, stride=2)
+        self.n2 = NORMS[norm](5, 4)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.n1(self.c1(x)))
+        h = torch.relu(self.n2(self.c2(h)))
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("norm", sorted(NORMS))
+def test_norms_over_channels_and_space_are_symmetries(norm):
+    model = ConvNormNet(norm)
+    for p in model.parameters():  # non-trivial affine weights, so a wrong axis would show
+        nn.init.normal_(p)
+    x = randn(3, 3, 8, 8)
+    spec = spec_from_model(model, x)
+    g1, g2 = spec.axes_to_perm["c1.weight"][0], spec.axes_to_perm["c2.weight"][0]
+    assert g1 and g2 and g1 != g2 and len(spec.groups) == 2
+    w1 = "n1.ln.weight" if norm == "channels_last_layernorm" else "n1.weight"
+    # LayerNorm([C, H, W]): the weight is (C, H, W), permuted along C only
+    assert spec.axes_to_perm[w1] == ((g1, None, None) if norm == "layernorm_chw" else (g1,))
+    assert spec.axes_to_perm[w1.replace("weight", "bias")] == spec.axes_to_perm[w1]
+    for train in (True, False):
+        err, moved = invariance_error(model, spec, x, train=train)
+        assert moved > 1e-3 and err < 1e-10
 
 
 # -------------------------------------------------------------------------------- refusals
@@ -247,6 +384,16 @@ class Grouped(nn.Module):
         return self.b(self.a(x)).mean((1, 2, 3))
 
 
+class GroupNormTwoGroups(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.gn = nn.GroupNorm(2, 4)
+
+    def forward(self, x):
+        return self.gn(self.a(x)).mean((1, 2, 3))
+
+
 class Transposed(nn.Module):
     def __init__(self):
         super().__init__()
@@ -266,6 +413,8 @@ class Transposed(nn.Module):
     (RawParam(), randn(2, 4), r"uses parameter/buffer 'scale' directly"),
     (Grouped(), randn(2, 3, 5, 5), r"node 'b'.*grouped convolution \(groups=2\)"),
     (Transposed(), randn(2, 4), r"tensor method 't' is not supported"),
+    (GroupNormTwoGroups(), randn(2, 3, 5, 5),
+     r"node 'gn'.*GroupNorm with 2 groups of 2 channels ties contiguous channels"),
 ])
 def test_unsupported_ops_raise_naming_the_node(model, x, match):
     with pytest.raises(ValueError, match=match):
@@ -297,8 +446,9 @@ ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identi
 
 
 class RandomNet(nn.Module):
-    """A random residual MLP or conv net: blocks of (layer, [BN], activation, [pool]) where a
-    block whose width equals its input's adds a skip connection when asked."""
+    """A random residual MLP or conv net: blocks of (layer, [BN], activation, [pool]); a block
+    whose width equals its input's, when asked, becomes a residual branch with a second layer
+    back to the stream (a one-layer branch maps the stream onto itself, which is refused)."""
 
     def __init__(self, conv, widths, acts, skips, bns, pools, n_in=3, n_out=2):
         super().__init__()
@@ -309,8 +459,10 @@ class RandomNet(nn.Module):
         for i, (w, act, skip, bn, pool) in enumerate(zip(widths, acts, skips, bns, pools)):
             layer = nn.Conv2d(c, w, 3, padding=1) if conv else nn.Linear(c, w)
             norm = (nn.BatchNorm2d(w) if conv else nn.BatchNorm1d(w)) if bn else nn.Identity()
-            self.blocks.append(nn.Sequential(layer, norm, ACTS[act]()))
-            self.plan.append((skip and i > 0 and c == w, pool and conv))
+            skip = skip and i > 0 and c == w
+            back = (nn.Conv2d(w, c, 1) if conv else nn.Linear(w, c)) if skip else nn.Identity()
+            self.blocks.append(nn.Sequential(layer, norm, ACTS[act](), back))
+            self.plan.append((skip, pool and conv))
             c = w
         self.head = nn.Linear(c, n_out)
 
@@ -340,8 +492,9 @@ def test_random_architectures_are_symmetries():
         # 16 x 16: room for up to 4 (n) pools of 2 (8 x 8 ran out of pixels after 3)
         x = randn(*((4, 3, 16, 16) if conv else (4, 3)), seed=data.draw(st.integers(0, 99)))
         spec = spec_from_model(model, x)
-        # every residual connection merges two hidden groups; nothing else does
-        assert len(spec.groups) == n - sum(skip for skip, _ in model.plan)
+        # every block adds one group (a residual branch: its inner one; its output joins
+        # the stream)
+        assert len(spec.groups) == n
         for train in (True, False):
             err, _ = invariance_error(model, spec, x, train=train)  # (tiny groups may not move)
             assert err < 1e-10

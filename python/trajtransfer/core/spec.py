@@ -153,6 +153,13 @@ def permutation_spec_from_axes_to_perm(
     ------
     ValueError
         If a group entry is neither a str nor None, or a buffer is not a key of ``axes_to_perm``.
+
+    Notes
+    -----
+    A group may sit on two axes of one tensor (an RNN's recurrent weight ``('h', 'h')``): such a
+    spec is a valid symmetry for :func:`~trajtransfer.core.permute.apply_permutation` and
+    ``permute_model`` (W -> P W Pᵀ), but the matchers refuse it, naming the tensor: one linear
+    assignment per group cannot solve a cost quadratic in that permutation.
     """
     perm_to_axes: dict = {}
     a2p: dict = {}

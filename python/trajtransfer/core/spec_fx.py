@@ -5,9 +5,12 @@ Each traced tensor then carries at most one *permuted axis*, labelled by a union
 
 * a Linear / Conv layer gives its output a fresh label and ties its weight's output axis (and
   bias) to it and its weight's input axis to the input's label;
-* elementwise activations, dropout, softmax, pooling and BatchNorm / LayerNorm keep the label
-  (BatchNorm weight, bias and running statistics join it);
+* elementwise activations, dropout, softmax, pooling and BatchNorm / LayerNorm / GroupNorm keep
+  the label (their weight, bias and running statistics join it; a LayerNorm over ``(C, H, W)``
+  has statistics invariant under a permutation of C, and its weight follows along axis 0);
 * additions and other elementwise binary ops *unify* their operands' labels (residual streams);
+* ``permute`` moves the labelled axis with it (channels-last LayerNorm: permute, LayerNorm(C),
+  permute back);
 * reshapes keep the label only when the permuted axis survives as an axis of its own (flatten
   after a global pool, or spatial size 1); otherwise the label must be unpermuted;
 * the model's inputs and outputs are unpermuted (a fixed element every label may join).
@@ -161,6 +164,8 @@ class _Tracer:
         for name, t in model.state_dict(keep_vars=True).items():
             self.names_of.setdefault(id(t), []).append(name)
         self.reshape_checks: list = []
+        self.node: Optional[fx.Node] = None  # the node being walked
+        self.owner: dict = {}  # tensor name -> (first node, module) that assigned its axes
 
     # -- helpers -------------------------------------------------------------------------------
     def fail(self, node: fx.Node, why: str) -> None:
@@ -194,6 +199,7 @@ class _Tracer:
         if t is None:
             return
         for name in self.names_of.get(id(t), []):
+            self.owner.setdefault(name, (self.node, module))
             axes = self.assigned.setdefault(name, {})
             if axis in axes:
                 self.uf.union(axes[axis], element)
@@ -222,6 +228,19 @@ class _Tracer:
         # The permuted axis is mixed with others: only valid if the group is unpermuted anyway.
         self.reshape_checks.append((label, node, ins, outs, a))
         return None
+
+    def permute(self, node: fx.Node, dims: Any) -> Any:
+        """``x.permute(*dims)``: the permuted axis moves (e.g. channels-last for a LayerNorm)."""
+        src = self.single_input(node)
+        st = self.state[src]
+        if st is None:
+            return None
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = dims[0]
+        ndim = len(self.shape(src))
+        if not all(isinstance(d, int) for d in dims):
+            self.fail(node, "permute with non-constant dims is not supported")
+        return (st[0], [d % ndim for d in dims].index(st[1]))
 
     def reduce(self, node: fx.Node, src: fx.Node, dims: Any, keepdim: bool) -> Any:
         st = self.state[src]
@@ -307,10 +326,23 @@ class _Tracer:
             st, ndim = self.state[src], len(self.shape(src))
             nd = len(mod.normalized_shape)
             if st is not None and st[1] >= ndim - nd:
-                if nd != 1:
-                    self.fail(node, "LayerNorm over several axes including the permuted one")
+                # Mean and variance over all normalised axes (the permuted one among them) are
+                # invariant; the affine weight/bias (normalized_shape) follow along that axis.
                 for attr in ("weight", "bias"):
-                    self.assign(mod, attr, 0, st[0])
+                    self.assign(mod, attr, st[1] - (ndim - nd), st[0])
+            return st
+        if isinstance(mod, nn.GroupNorm):
+            src = self.single_input(node)
+            st = self.state[src]
+            self.expect_axis(node, st, 1, len(self.shape(src)), "GroupNorm")
+            if st is not None and mod.num_groups not in (1, mod.num_channels):
+                # Statistics over runs of contiguous channels: a permutation mixes the runs.
+                self.fail(node, f"GroupNorm with {mod.num_groups} groups of "
+                                f"{mod.num_channels // mod.num_groups} channels ties contiguous "
+                                "channels together; only num_groups 1 or num_channels is "
+                                "permutation-equivariant")
+            for attr in ("weight", "bias"):  # per-channel affine
+                self.assign(mod, attr, 0, self.label_of(st))
             return st
         if isinstance(mod, _ELEMENTWISE_MODULES):
             return self.state[self.single_input(node)]
@@ -342,6 +374,8 @@ class _Tracer:
             return None if st is None else (st[0], len(self.shape(node)) - k - 1)
         if fn in _RESHAPE_FUNCTIONS:
             return self.reshape(node, self.single_input(node))
+        if fn is torch.permute:
+            return self.permute(node, node.args[1:] or node.kwargs.get("dims"))
         if fn in _REDUCE_FUNCTIONS:
             return self.reduce_call(node)
         if fn is getattr and self.shape(node) is None:
@@ -370,11 +404,36 @@ class _Tracer:
             return self.binary(node)
         if name in _RESHAPE_METHODS:
             return self.reshape(node, self.single_input(node))
+        if name == "permute":
+            return self.permute(node, node.args[1:] or node.kwargs.get("dims"))
         if name in _REDUCE_METHODS:
             return self.reduce_call(node)
         self.fail(node, f"tensor method {name!r} is not supported")
 
-    def run(self) -> None:
+    def self_maps(self, on_self_map: str) -> None:
+        """Find tensors whose axes ended in one group (a layer mapping a group onto itself)."""
+        if on_self_map == "keep":
+            return
+        for name, axes in self.assigned.items():
+            while True:
+                roots = [r for r in (self.uf.find(e) for e in axes.values()) if r != _FIXED]
+                dup = [r for r in roots if roots.count(r) > 1]
+                if not dup or on_self_map != "unpermute":
+                    break
+                self.uf.union(dup[0], _FIXED)  # the identity is always a (smaller) symmetry
+            if not dup:
+                continue
+            node, mod = self.owner[name]
+            self.fail(node, f"{type(mod).__name__} {node.target!r} maps a group onto itself: its "
+                            f"tensor {name!r} would be permuted by the same group on two axes. "
+                            "This happens for a residual branch of a single layer (x + f(layer(x))"
+                            ", whose weight maps the stream onto itself) or a square layer applied "
+                            "to its own output; weight matching cannot solve such a group with one "
+                            "assignment per group. Put a hidden layer in the branch (x + "
+                            "layer2(f(layer1(x)))), or pass on_self_map='unpermute' to leave that "
+                            "group unpermuted (or 'keep' for a spec to permute with, not to match)")
+
+    def run(self, on_self_map: str = "raise") -> None:
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 self.state[node] = None if self.shape(node) is not None else _META
@@ -386,6 +445,7 @@ class _Tracer:
                     if isinstance(st, tuple):
                         self.uf.union(st[0], _FIXED)
             else:
+                self.node = node
                 if node.op == "call_module":
                     st = self.module(node)
                 elif node.op == "call_function":
@@ -398,6 +458,7 @@ class _Tracer:
                     self.fail(node, "produces a non-tensor (e.g. a tuple of tensors), which is "
                                     "not supported")
                 self.state[node] = st
+        self.self_maps(on_self_map)
         for label, node, ins, outs, a in self.reshape_checks:
             if self.uf.find(label) != _FIXED:
                 self.fail(node, f"reshapes {ins} -> {outs}, mixing the permuted channel axis {a} "
@@ -431,14 +492,18 @@ class _Tracer:
         return permutation_spec_from_axes_to_perm(axes_to_perm, buffers=buffers)
 
 
-def spec_from_model(model: nn.Module, example_input: Any) -> PermutationSpec:
+def spec_from_model(
+    model: nn.Module, example_input: Any, *, on_self_map: str = "raise"
+) -> PermutationSpec:
     """Derive the permutation spec of ``model`` by tracing it with ``torch.fx``.
 
-    Supported: Linear, Conv1d/2d/3d (``groups=1`` or depthwise), BatchNorm, LayerNorm over the
-    last axis, elementwise activations, dropout, softmax, max/avg/adaptive pooling, additions and
-    other elementwise binary ops (residual connections), sums/means over axes, and flatten/view/
-    reshape that keep the channel axis whole (after a global pool, or spatial size 1). Groups are
-    named after the module that first produces them (e.g. ``"layers.0"``, ``"conv1"``).
+    Supported: Linear, Conv1d/2d/3d (``groups=1`` or depthwise), BatchNorm, LayerNorm (over the
+    channel axis, or over several axes such as ``LayerNorm([C, H, W])``), GroupNorm with one
+    group or one channel per group, elementwise activations, dropout, softmax, max/avg/adaptive
+    pooling, additions and other elementwise binary ops (residual connections), sums/means over
+    axes, ``permute``, and flatten/view/reshape that keep the channel axis whole (after a global
+    pool, or spatial size 1). Groups are named after the module that first produces them (e.g.
+    ``"layers.0"``, ``"conv1"``).
 
     Parameters
     ----------
@@ -449,6 +514,14 @@ def spec_from_model(model: nn.Module, example_input: Any) -> PermutationSpec:
     example_input : torch.Tensor or tuple of torch.Tensor
         Positional inputs of ``model.forward``. Use a batch size >= 2: shape-based decisions
         (such as whether a reshape keeps the channel axis) are made on these shapes.
+    on_self_map : {"raise", "unpermute", "keep"}
+        What to do when a layer maps a group onto itself, so that its weight would carry one
+        group on two axes (a one-layer residual branch ``x + f(layer(x))``, or a square layer
+        applied to its own output). The matchers refuse such a group: one assignment per group
+        cannot solve a cost quadratic in its permutation. ``"raise"``: ValueError naming the
+        module. ``"unpermute"``: leave that group unpermuted (a smaller symmetry; the other
+        groups are still matched). ``"keep"``: return the spec as is, e.g. ``("g", "g")``,
+        which ``apply_permutation`` / ``permute_model`` handle but the matchers do not.
 
     Returns
     -------
@@ -462,8 +535,9 @@ def spec_from_model(model: nn.Module, example_input: Any) -> PermutationSpec:
     ValueError
         Naming the node and op, for anything not understood (``cat``, attention, indexing,
         functional layers with explicit weights, grouped convolutions, unknown modules), for a
-        reshape that mixes a permuted channel axis with other axes, if tracing fails, or if
-        ``example_input`` does not run through the model.
+        reshape that mixes a permuted channel axis with other axes, for a layer mapping a group
+        onto itself (``on_self_map="raise"``), if tracing fails, or if ``example_input`` does not
+        run through the model.
     """
     try:
         gm = fx.symbolic_trace(model)
@@ -487,6 +561,9 @@ def spec_from_model(model: nn.Module, example_input: Any) -> PermutationSpec:
     finally:
         for m, mode in modes:
             m.training = mode
+    if on_self_map not in ("raise", "unpermute", "keep"):
+        raise ValueError(f"on_self_map must be 'raise', 'unpermute' or 'keep', got "
+                         f"{on_self_map!r}")
     tracer = _Tracer(model, gm)
-    tracer.run()
+    tracer.run(on_self_map)
     return tracer.spec()
