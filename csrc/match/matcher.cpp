@@ -981,10 +981,12 @@ Error Matcher::solve(const std::int64_t* const* init, bool use_previous, const S
         before += cp[static_cast<std::size_t>(i * n + gr.perm[static_cast<std::size_t>(i)])];
         after += cp[static_cast<std::size_t>(i * n + cols[static_cast<std::size_t>(i)])];
       }
-      // Keep the old permutation unless the new one is at least as good in float64 (guards
-      // against a float32 rounding tie making the objective go down).
+      // Keep the old permutation unless the new one is strictly better in float64: a change on
+      // a tie gains nothing, and could end the descent (a sweep without gain) right after it
+      // moved a group whose neighbours then were never revisited, short of a coordinate-wise
+      // optimum. (Also guards against a float32 rounding tie lowering the objective.)
       if (cols == gr.perm) ++out.lap_unchanged;
-      if (cols != gr.perm && after >= before) {
+      if (cols != gr.perm && after > before) {
         gr.perm = cols;
         perms_view_[static_cast<std::size_t>(gi)] = cols;
         ++gr.version;

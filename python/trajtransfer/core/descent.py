@@ -9,8 +9,9 @@ two to the same permutations and objective on tie-free problems:
 * each sweep visits the groups in the order ``random.Random(seed).shuffle`` gives (one generator
   per solve);
 * a visited group gets the maximising assignment of its cost matrix, warm-started from its
-  previous duals (unless ``warm_duals`` is off); the new permutation is kept only when it differs
-  and its float64 sum of cost entries is at least the old one's;
+  previous duals (unless ``warm_duals`` is off); the new permutation is kept only when its float64
+  sum of cost entries is strictly larger than the old one's (a change on a tie could end the
+  descent before the groups it affects are revisited);
 * a group none of whose neighbours changed since its last solve is skipped (exact), when the
   LAP runs on the host; on the device every group is visited (no host read per visit);
 * stop after a sweep whose gain is ``<= tol * max(1, |objective|)``.
@@ -173,7 +174,7 @@ def _visit_on_host(lap: Any, g: int, cost: Any, perms: list, host_perms: list,
     rows = np.arange(host.shape[0])
     before = float(host[rows, old].sum(dtype=np.float64))
     after = float(host[rows, cols].sum(dtype=np.float64))
-    if after < before:  # a float32 rounding tie must not lower the objective
+    if after <= before:  # only a strict gain moves a group (see the module docstring)
         return None
     host_perms[g] = cols
     perms[g] = lap.torch.from_numpy(cols).to(perms[g].device)
@@ -189,6 +190,6 @@ def _visit_on_device(lap: Any, g: int, cost: Any, perms: list, status: list) -> 
     old = perms[g]
     before = cost.gather(1, old[:, None]).sum(dtype=torch.float64)
     after = cost.gather(1, cols.clamp(min=0)[:, None]).sum(dtype=torch.float64)
-    accept = (after >= before) & (cols != old).any() & st[0].eq(0)
+    accept = (after > before) & (cols != old).any() & st[0].eq(0)
     perms[g] = torch.where(accept, cols, old)
     return torch.where(accept, after - before, torch.zeros_like(after))
