@@ -53,3 +53,20 @@ def test_reserve_out_of_range_names_the_argument(pairs):
     assert m.num_pairs == 1
     m.reserve(np.int64(4))  # in range: accepted, and the matcher still solves
     assert sorted(m.solve().perms["c1"].tolist()) == list(range(6))
+
+
+def test_loose_numbers_and_empty_groups_are_refused_by_name():
+    import numpy as np
+
+    from trajtransfer.core.match import GradientMatcher, match_weights
+    from trajtransfer.core.spec import mlp_spec
+
+    spec = mlp_spec(1, bias=False)
+    a = {"layers.0.weight": np.ones((3, 2), np.float32), "layers.1.weight": np.ones((2, 3), np.float32)}
+    with pytest.raises(TypeError, match="max_sweeps must be an integer, got 1.5"):
+        match_weights(spec, a, a, max_sweeps=1.5)
+    with pytest.raises(TypeError, match="seed must be an integer, got 1.7"):
+        GradientMatcher(spec, seed=1.7)
+    empty = {"layers.0.weight": np.ones((0, 2), np.float32), "layers.1.weight": np.ones((2, 0), np.float32)}
+    with pytest.raises(ValueError, match=r"group\(s\) \['c1'\] have size 0"):
+        match_weights(spec, empty, empty)

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import os
+import re
 import threading
 import time
 import weakref
@@ -144,6 +146,10 @@ class _CompiledSpec:
             raise ValueError(f"group(s) {missing} are carried by no tensor of {what}, so their "
                              "sizes are unknown")
         self.sizes: dict = {g: int(sizes[g]) for g in self.groups}
+        empty = [g for g in self.groups if self.sizes[g] < 1]
+        if empty:
+            raise ValueError(f"group(s) {empty} have size 0 in {what}: a permutation group needs "
+                             "at least one unit")
         # Matched tensors: every non-buffer tensor of the spec, in spec order.
         self.names: list = [n for n in spec.axes_to_perm if n not in spec.buffers]
         self.shapes: dict = {n: tuple(int(s) for s in params[n].shape) for n in self.names}
@@ -233,6 +239,19 @@ class _CompiledSpec:
 
 
 _BACKENDS = ("auto", "native", "torch")
+
+
+def _overflow_message(group: str) -> str:
+    return (f"the cost matrix of group {group!r} has non-finite entries: the pairs' products "
+            "overflow float32 (rescale the tensors)")
+
+
+def _integer(value: Any, name: str) -> int:
+    """``value`` as an int, refusing floats and other non-integers (1.5 sweeps is a mistake)."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
 _STARTS = ("identity", "greedy")
 
 
@@ -290,6 +309,9 @@ class _NativePath:
         except ValueError as exc:
             if init_list is not None and "not a permutation" in str(exc):
                 self.compiled.init_list(init)
+            failed = re.search(r"assignment solver failed on group #(\d+)", str(exc))
+            if failed:  # finite pairs whose float32 products overflowed: name the group
+                raise ValueError(_overflow_message(self.compiled.groups[int(failed.group(1))])) from None
             raise
         r["gemm"] = float(r["gemm"]) + float(r["static_gemm"])
         r["gemm_flops"] = float(r["gemm_flops"]) + float(r["static_gemm_flops"])
@@ -384,8 +406,7 @@ class _TorchPath:
         try:
             res = self._descent(self.pairs, self.lap, perms, opts, at_identity=at_identity)
         except LapFailed as exc:
-            raise ValueError(f"the cost matrix of group {self.compiled.groups[exc.group]!r} has "
-                             "non-finite entries (float32 overflow of the pairs' products)") from None
+            raise ValueError(_overflow_message(self.compiled.groups[exc.group])) from None
         self.perms = res.perms
         return {"perms": res.perms, "objective": res.objective, "history": res.history,
                 "sweeps": res.sweeps, "converged": res.converged, "gemm": res.time_gemm,
@@ -461,7 +482,7 @@ class GradientMatcher:
     def __init__(self, spec: PermutationSpec, *, seed: int = 0, backend: str = "auto") -> None:
         if not isinstance(spec, PermutationSpec):
             raise TypeError(f"spec must be a PermutationSpec, got {type(spec).__name__}")
-        seed = int(seed)
+        seed = _integer(seed, "seed")
         if not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         if backend not in _BACKENDS:
@@ -676,7 +697,7 @@ class GradientMatcher:
         with self._serialised():
             if self._path is None or self._path.num_pairs == 0:
                 raise ValueError("solve: no pairs added yet (call add() first)")
-            max_sweeps = int(max_sweeps)
+            max_sweeps = _integer(max_sweeps, "max_sweeps")
             tol = float(tol)
             if max_sweeps < 0:
                 raise ValueError(f"max_sweeps must be >= 0, got {max_sweeps}")
