@@ -752,7 +752,7 @@ def match_gradients(
     pairs: Sequence[tuple],
     weights: Optional[Sequence[float]] = None,
     *,
-    init: Optional[Mapping[str, Any]] = None,
+    init: Union[Mapping[str, Any], str, None] = None,
     max_sweeps: int = 100,
     tol: float = 1e-9,
     seed: int = 0,
@@ -768,7 +768,8 @@ def match_gradients(
     weights : Sequence[float], optional
         One finite weight per pair (default 1).
     init, max_sweeps, tol :
-        As :meth:`GradientMatcher.solve` (identity start when ``init`` is None).
+        As :meth:`GradientMatcher.solve` (identity start when ``init`` is None; ``"greedy"``
+        for the greedy start).
     seed : int
         Sweep-order seed.
     backend : {"auto", "native", "torch"}
@@ -807,7 +808,7 @@ def match_weights(
     params_a: Mapping[str, Any],
     params_b: Mapping[str, Any],
     *,
-    init: Optional[Mapping[str, Any]] = None,
+    init: Union[Mapping[str, Any], str, None] = None,
     max_sweeps: int = 100,
     tol: float = 1e-9,
     seed: int = 0,
