@@ -374,7 +374,7 @@ class _TorchPath:
         finite = torch.stack([torch.isfinite(t).all() for t in ts + ss])
         if not bool(finite.all()):  # one host read per pair; the slow path names the tensor
             bad = int(finite.logical_not().nonzero()[0])
-            side, names = ("target", ts) if bad < len(ts) else ("source", ss)
+            side = "target" if bad < len(ts) else "source"
             name = self.compiled.names[bad % len(ts)]
             raise ValueError(f"{side}[{name!r}] contains NaN or infinite values")
         self.pairs.add(ts, ss, weight)
