@@ -35,12 +35,12 @@ def test_set_num_threads_still_takes_int_like_values(restore_threads):
         _core.match.set_num_threads(1.5)
 
 
-def _matcher():
+def _matcher(backend="auto"):
     rng = np.random.default_rng(0)
     shapes = {"layers.0.weight": (6, 3), "layers.0.bias": (6,), "layers.1.weight": (2, 6),
               "layers.1.bias": (2,)}
     params = lambda: {k: rng.standard_normal(s, dtype=np.float32) for k, s in shapes.items()}  # noqa: E731
-    m = tt.GradientMatcher(tt.mlp_spec(1))
+    m = tt.GradientMatcher(tt.mlp_spec(1), backend=backend)
     m.add(params(), params())
     return m
 
@@ -70,3 +70,21 @@ def test_loose_numbers_and_empty_groups_are_refused_by_name():
     empty = {"layers.0.weight": np.ones((0, 2), np.float32), "layers.1.weight": np.ones((2, 0), np.float32)}
     with pytest.raises(ValueError, match=r"group\(s\) \['c1'\] have size 0"):
         match_weights(spec, empty, empty)
+
+
+@pytest.mark.parametrize("backend", ["native", "torch"])
+@pytest.mark.parametrize("pairs", [2**40, 2**62])
+def test_reserve_beyond_memory_says_how_much_it_needs(pairs, backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+    m = _matcher() if backend == "native" else _matcher(backend="torch")
+    with pytest.raises(MemoryError, match=rf"reserve: {pairs} pairs of this spec need .* GiB \(\d+ bytes a pair\)"):
+        m.reserve(pairs)
+    assert m.num_pairs == 1  # the store is unchanged and still solves
+    assert sorted(m.solve().perms["c1"].tolist()) == list(range(6))
+
+
+@pytest.mark.parametrize("value", [1.5, "3", None])
+def test_reserve_refuses_non_integers(value):
+    with pytest.raises(TypeError, match="num_pairs must be an integer"):
+        _matcher().reserve(value)

@@ -622,7 +622,17 @@ class GradientMatcher:
         with self._serialised():
             if self._path is None:
                 raise ValueError("reserve: add a first pair before reserving (it fixes the shapes)")
-            self._path.reserve(int(num_pairs))
+            num_pairs = _integer(num_pairs, "num_pairs")
+            if not 0 <= num_pairs < 2**63:
+                raise ValueError(f"reserve: num_pairs must be >= 0 and < 2**63, got {num_pairs}")
+            # Two float32 gradients (target and source) per pair.
+            pair_bytes = 8 * sum(math.prod(s) for s in self._path.compiled.shapes.values())
+            try:
+                self._path.reserve(num_pairs)
+            except (MemoryError, RuntimeError, ValueError):  # std::bad_alloc, length_error, torch
+                need = num_pairs * pair_bytes
+                raise MemoryError(f"reserve: {num_pairs} pairs of this spec need {need / 2**30:.3g} GiB "
+                                  f"({pair_bytes} bytes a pair), more than can be allocated") from None
 
     def clear_pairs(self) -> None:
         """Drop every pair, keeping the matcher's state for a new set of pairs of the same shapes.
