@@ -35,11 +35,19 @@ def clean_env(monkeypatch):
     tt.set_num_threads(before)
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 @pytest.fixture
 def burner():
-    """One more process that is always runnable."""
+    """One more process that is always runnable (once it is in its loop: past the start-up I/O)."""
     p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while _cpu_seconds(p.pid) < 0.3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     yield p
     p.kill()
     p.wait()

@@ -19,9 +19,9 @@ always called single-threaded by the native core. Afterwards both settings are r
 calls (``evaluate`` inside ``transfer``) run under the outer budget.
 
 Why: torch's OpenMP pool synchronises its threads at every operation. With the small operations of
-a learning transfer (an MLP on minibatches of 128) a descheduled thread stalls the others, and two
-threads on two cores with one other busy process made the README's example 2-10x slower than one
-thread; one thread costs little when the machine is idle (docs/guide.md, "Threads").
+a learning transfer (an MLP on minibatches of 128) a descheduled thread stalls the others: two
+threads on a shared 2-core machine made the README's example about 20x slower than one, while on
+idle cores the second thread gained nothing (docs/guide.md, "Threads").
 """
 
 from __future__ import annotations
