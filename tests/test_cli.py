@@ -60,7 +60,7 @@ def test_demo_defaults():
     args = build_parser().parse_args(["demo"])
     assert (args.dataset, args.hidden, args.epochs, args.steps, args.lr, args.batch_size) == \
         ("digits", "512", 2, 10, 0.01, 32)
-    assert (args.grad_batches, args.grad_batch_size, args.threads) == (10, 128, 1)
+    assert (args.grad_batches, args.grad_batch_size, args.threads) == (10, 128, 0)  # 0: the policy
     # the generic command keeps the paper's one minibatch per gradient pair
     args = build_parser().parse_args(["transfer"])
     assert (args.grad_batches, args.grad_batch_size) == (1, 0)
@@ -76,11 +76,11 @@ def test_transfer_command_on_digits(tmp_path, capsys):
         main(["transfer", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--steps", "2",
               "--methods", "naive,fgmt", "--finetune-epochs", "0", "--batch-size", "64", "--out", str(out),
               "--quiet", "--threads", "1"])
-        assert set_num_threads(0) == 1  # --threads sets the matcher's pool too
+        assert set_num_threads(0) == 2  # the run's budget was restored afterwards
     finally:
         set_num_threads(before)
     res = json.loads((out / "results.json").read_text())
-    assert res["torch_threads"] == 1 and res["match_threads"] == 1
+    assert res["threads"] == 1 and res["methods"]["fgmt"]["config"]["num_threads"] == 1
     assert set(res["methods"]) == {"naive", "fgmt"} and res["finetune"] == {}
     assert res["command"].startswith("trajtransfer transfer --dataset digits")
     assert (out / "transfer.png").read_bytes()[:8] == PNG_MAGIC

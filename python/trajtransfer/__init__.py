@@ -45,9 +45,12 @@ from .core.spec import (
     resnet_spec,
     validate_spec,
 )
+from .core.threads import set_process_default as _set_thread_default
+from .core.threads import thread_budget
 
 __version__: str = _core.__version__
 _moved.install()
+_set_thread_default()
 
 # Names whose modules import torch (or scikit-learn/matplotlib) at use: loaded on first access.
 _LAZY = {
@@ -106,6 +109,7 @@ __all__ = [
     "match_gradients",
     "GradientMatcher",
     "set_num_threads",
+    "thread_budget",
     *_LAZY,
 ]
 

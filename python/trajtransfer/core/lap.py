@@ -138,6 +138,16 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
               col_duals: Any = None, init_col_ind: Any = None, exact: bool = True) -> LapSolution:
     """Solve a LAP and return its duals; optionally warm-start from an earlier solution.
 
+    Warm starts apply to square problems; rectangular ones are solved cold. A warm start only
+    changes the speed, never the optimum: rows whose previous column is no longer their cheapest
+    reduced column (up to one rounding of the operands) are freed and re-augmented. When the
+    costs moved so far that the old prices cannot help (measured in the first pass: the old
+    assignment's duality gap against the spread of the rows' reduced costs, e.g. after
+    resampling a few percent of the entries), the solve restarts cold, at the cost of that pass.
+    Prices far out of scale are not trusted either: non-finite ones, or ones near the dtype's
+    overflow, are ignored, and a result whose duals dwarf the costs they price (so that
+    rounding could have hidden a better assignment) is re-solved cold.
+
     Parameters
     ----------
     cost_matrix : (n, m) array_like
@@ -152,16 +162,6 @@ def lap_solve(cost_matrix: Any, maximize: bool = False, *, warm_start: Optional[
     exact : bool
         As :func:`linear_sum_assignment` (float32 inputs; their duals stay float32, rounded from
         the float64 ones where rows were re-augmented in float64).
-
-    Warm starts apply to square problems; rectangular ones are solved cold. A warm start only
-    changes the speed, never the optimum: rows whose previous column is no longer their cheapest
-    reduced column (up to one rounding of the operands) are freed and re-augmented. When the
-    costs moved so far that the old prices cannot help (measured in the first pass: the old
-    assignment's duality gap against the spread of the rows' reduced costs, e.g. after
-    resampling a few percent of the entries), the solve restarts cold, at the cost of that pass.
-    Prices far out of scale are not trusted either: non-finite ones, or ones near the dtype's
-    overflow, are ignored, and a result whose duals dwarf the costs they price (so that
-    rounding could have hidden a better assignment) is re-solved cold.
 
     Returns
     -------

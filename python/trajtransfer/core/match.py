@@ -527,8 +527,8 @@ class GradientMatcher:
 
     @property
     def device(self) -> Any:
-        """Where the pairs live: a ``torch.device`` for torch pairs, ``"cpu"`` for numpy, None
-        before the first :meth:`add`."""
+        """Where the pairs live (a ``torch.device`` for torch pairs, ``"cpu"`` for numpy, None
+        before the first :meth:`add`)."""
         return self._device
 
     @property
@@ -840,6 +840,23 @@ def match_weights(
     MatchResult
         ``apply_permutation(spec, result.perms, params_b)`` is ``params_b`` aligned to
         ``params_a``.
+
+    Examples
+    --------
+    Recover a planted hidden-unit shuffle:
+
+    >>> import numpy as np
+    >>> from trajtransfer.core.permute import apply_permutation
+    >>> from trajtransfer.core.spec import mlp_spec
+    >>> spec = mlp_spec(1)
+    >>> rng = np.random.default_rng(0)
+    >>> a = {"layers.0.weight": rng.normal(size=(8, 5)), "layers.0.bias": rng.normal(size=8),
+    ...      "layers.1.weight": rng.normal(size=(3, 8)), "layers.1.bias": rng.normal(size=3)}
+    >>> b = apply_permutation(spec, {"c1": rng.permutation(8)}, a)
+    >>> res = match_weights(spec, a, b)
+    >>> aligned = apply_permutation(spec, res.perms, b)
+    >>> all(np.allclose(aligned[k], a[k]) for k in a)
+    True
     """
     return match_gradients(spec, [(params_a, params_b)], init=init, max_sweeps=max_sweeps,
                            tol=tol, seed=seed, backend=backend)

@@ -160,6 +160,14 @@ def permutation_spec_from_axes_to_perm(
     spec is a valid symmetry for :func:`~trajtransfer.core.permute.apply_permutation` and
     ``permute_model`` (W -> P W Pᵀ), but the matchers refuse it, naming the tensor: one linear
     assignment per group cannot solve a cost quadratic in that permutation.
+
+    Examples
+    --------
+    >>> spec = permutation_spec_from_axes_to_perm({
+    ...     "fc1.weight": ("P1", None), "fc1.bias": ("P1",),
+    ...     "fc2.weight": (None, "P1"), "fc2.bias": (None,)})
+    >>> spec.perm_to_axes["P1"]
+    [('fc1.weight', 0), ('fc1.bias', 0), ('fc2.weight', 1)]
     """
     perm_to_axes: dict = {}
     a2p: dict = {}

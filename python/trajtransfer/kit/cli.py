@@ -14,6 +14,7 @@ Everything is seeded; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -56,12 +57,6 @@ def _build_model(kind: str, input_shape: Sequence[int], num_classes: int, hidden
     raise ValueError(f"--model must be one of {_MODELS}, got {kind!r}")
 
 
-def _match_threads() -> int:
-    from ..core.match import set_num_threads
-
-    return int(set_num_threads(0))  # <= 0 only queries
-
-
 def _pct(x: Optional[float]) -> str:
     return "   -  " if x is None else f"{100 * x:6.2f}"
 
@@ -87,8 +82,17 @@ def _device(name: str) -> Any:
 def run_experiment(args: argparse.Namespace) -> dict:
     """Train source and target, transfer with each method, evaluate, fine-tune; write outputs.
 
+    ``--threads N`` runs it all under one thread budget of N (torch and the matcher, restored
+    afterwards); 0 leaves each training, transfer and evaluation to the library's thread policy.
     Returns the JSON-serializable results dict (also written to ``<out>/results.json``).
     """
+    from ..core.threads import thread_budget
+
+    with thread_budget(args.threads) if args.threads else contextlib.nullcontext():
+        return _run_experiment(args)
+
+
+def _run_experiment(args: argparse.Namespace) -> dict:
     from .plot import require_matplotlib
 
     require_matplotlib()  # the run ends in plots: fail before any training, not after it
@@ -100,13 +104,6 @@ def run_experiment(args: argparse.Namespace) -> dict:
     from .training import TrainConfig, evaluate, train
     from ..method.transfer import METHODS, transfer
 
-    if args.threads:
-        from ..core.match import set_num_threads as set_match_threads
-
-        # One budget for both pools: torch's and the matcher's GEMM threads (the matcher's
-        # default, every hardware thread, competes with torch's on a shared machine).
-        torch.set_num_threads(int(args.threads))
-        set_match_threads(int(args.threads))
     device = _device(args.device)
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -220,8 +217,8 @@ def run_experiment(args: argparse.Namespace) -> dict:
         "target": {"val_accuracy": target_val, "test_accuracy": target_test, "seconds": t_tgt},
         "methods": {m: results[m][1] for m in methods},
         "finetune": finetune, "pngs": [os.fspath(p) for p in pngs],
-        "seconds": time.perf_counter() - t_all, "device": str(device), "torch_threads": torch.get_num_threads(),
-        "match_threads": _match_threads(),
+        "seconds": time.perf_counter() - t_all, "device": str(device),
+        "threads": args.threads or "policy",
     }
     with open(out / "results.json", "w") as f:
         json.dump(summary, f, indent=1, default=float)
@@ -317,7 +314,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
     p.add_argument("--train-subset", type=int, default=0, help="use only the first N training samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=threads,
-                   help="torch and matcher threads (0: leave both at their defaults)")
+                   help="torch and matcher threads (0: the library's policy, the cores not busy "
+                        "with other work)")
     p.add_argument("--device", default="auto",
                    help="where models train and transfer: cpu, cuda, cuda:1, ... (auto: cuda if "
                         "torch sees a GPU, else cpu)")
@@ -430,7 +428,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trajtransfer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    # The demo's tiny model runs fastest on one thread (and does not fight other processes).
     # 2 source epochs: early in training, where adding the source's displacement unpermuted
     # (Naive) fails and the permutation matters; after 10 epochs Naive catches up on digits.
     # Gradient pairs on 10 x 128 images (the paper's Cars/CUB setting; ~0.9 pass over the
@@ -438,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     # fixed-size 512 x 512 matching dominate the transfer's time.
     demo = sub.add_parser("demo", help="digits MLP 64-512-10: Naive vs GMT vs FGMT (about a minute)")
     _add_common(demo, dataset="digits", hidden="512", epochs=2, steps=10, lr=0.01, batch=32,
-                methods="naive,gmt,fgmt,oracle", finetune=1, out="trajtransfer-demo", threads=1,
+                methods="naive,gmt,fgmt,oracle", finetune=1, out="trajtransfer-demo", threads=0,
                 grad_batches=10, grad_batch_size=128)
     demo.add_argument("--quick", action="store_true",
                       help="a few-second smoke run (tests, CI): caps epochs, steps and gradient "

@@ -36,6 +36,8 @@ _ACTIVATIONS: dict = {
 class MLP(nn.Module):
     """Multi-layer perceptron on flattened inputs.
 
+    Input ``(N, *)`` with ``prod(*) == in_features``; output ``(N, num_classes)``.
+
     Parameters
     ----------
     in_features : int
@@ -47,8 +49,6 @@ class MLP(nn.Module):
     bias : bool
     activation : {"relu", "tanh", "gelu", "sigmoid", "identity"} or None
         Elementwise activation after every hidden layer; None means identity (deep linear).
-
-    Input ``(N, *)`` with ``prod(*) == in_features``; output ``(N, num_classes)``.
     """
 
     def __init__(
@@ -86,6 +86,8 @@ class MLP(nn.Module):
 class Conv8(nn.Module):
     """Conv8 of the paper (algorithm-spec §3.3): CIFAR 32x32x3 inputs, or smaller images.
 
+    Input ``(N, in_channels, H, W)``; output ``(N, num_classes)``.
+
     Eight 3x3 convolutions (padding 1, ReLU; 2x2 max-pools after conv2, conv4, conv6 and a 4x4
     max-pool after conv8, leaving 1x1), then 1x1 convolutions 512 -> 256 -> 256 (ReLU) -> classes.
     All layers have biases. 4,885,066 parameters for 10 classes at ``width=1``.
@@ -108,8 +110,6 @@ class Conv8(nn.Module):
         and zero biases. Without BatchNorm, eight ReLU layers at PyTorch's default scale shrink
         the signal so much that SGD sits at chance for epochs (Fashion-MNIST: loss 2.303 after two
         epochs at lr 0.01 and 0.05); He's scale keeps it and the net trains from the first epoch.
-
-    Input ``(N, in_channels, H, W)``; output ``(N, num_classes)``.
 
     Raises
     ------
@@ -190,6 +190,8 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """BasicBlock ResNet with BatchNorm (kuangliu style), ``num_blocks`` per stage.
 
+    Input ``(N, in_channels, H, W)``; output ``(N, num_classes)``.
+
     Parameters
     ----------
     num_blocks : Sequence[int]
@@ -203,8 +205,6 @@ class ResNet(nn.Module):
         size that survives the strides works.
     in_channels : int
         Input channels (3 for CIFAR and ImageNet, 1 for Fashion-MNIST).
-
-    Input ``(N, in_channels, H, W)``; output ``(N, num_classes)``.
     """
 
     def __init__(

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 from .._devices import batch_to, module_device
+from ..core.threads import with_thread_budget
 from .data import ArrayDataset, Loader, eval_batches
 
 __all__ = ["TrainConfig", "TrainHistory", "train", "evaluate", "lr_at_epoch"]
@@ -76,10 +77,13 @@ def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
     raise ValueError(f"schedule must be 'constant' or 'cosine', got {config.schedule!r}")
 
 
-def evaluate(model, dataset: ArrayDataset, batch_size: int = 1024) -> float:
+@with_thread_budget
+def evaluate(model, dataset: ArrayDataset, batch_size: int = 1024, *,
+             num_threads: Optional[int] = None) -> float:
     """Top-1 accuracy (fraction in [0, 1]) of ``model`` in eval mode on the whole ``dataset``.
 
-    Runs on the model's device; the data go there one batch at a time.
+    Runs on the model's device; the data go there one batch at a time. ``num_threads``: CPU
+    threads, as in :func:`train`.
     """
     import torch
 
@@ -142,6 +146,7 @@ def _optimizer(model, config: TrainConfig):
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
 
 
+@with_thread_budget
 def train(
     model,
     data: ArrayDataset,
@@ -151,6 +156,7 @@ def train(
     recorder=None,
     verbose: bool = False,
     callback: Optional[Callable[[int, dict], None]] = None,
+    num_threads: Optional[int] = None,
     **overrides,
 ) -> TrainHistory:
     """Train ``model`` in place with mean cross-entropy.
@@ -173,6 +179,10 @@ def train(
         Print one line per epoch to stderr.
     callback : callable(epoch, record), optional
         Called after every epoch with a dict (loss, lr, val_accuracy).
+    num_threads : int, optional
+        CPU threads for torch's pool during the call (the thread budget of
+        :mod:`trajtransfer.core.threads`). Default: ``TRAJTRANSFER_NUM_THREADS``, else the cores
+        not busy with other work, at most ``torch.get_num_threads()``; restored afterwards.
 
     Returns
     -------

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 
 from .._devices import batch_to, default_device, state_device
+from ..core.threads import current_budget, with_thread_budget
 from ..kit.data import ArrayDataset, DatasetSplits, Loader
 from ..kit.training import evaluate
 from .bn import has_batchnorm, recalibrate_bn
@@ -253,6 +254,7 @@ class _Evaluation:
 
 
 # ----------------------------------------------------------------------------------- transfer
+@with_thread_budget
 def transfer(
     model,
     trajectory: Trajectory,
@@ -280,6 +282,7 @@ def transfer(
     keep_perms: str = "all",
     device: Any = None,
     backend: str = "auto",
+    num_threads: Optional[int] = None,
     verbose: bool = False,
     callback: Optional[Callable[[StepInfo], None]] = None,
 ) -> TransferResult:
@@ -337,7 +340,7 @@ def transfer(
         sampling: the official GMT draws fresh minibatches for every pair. No effect on FGMT.
     tol : float
         Stopping threshold of the coordinate descent: stop after a sweep gaining
-        ≤ ``tol`` × max(1, |objective|). For gradient objectives (|objective| < 1) this is the
+        ≤ ``tol`` × max(1, ``|objective|``). For gradient objectives (``|objective| < 1``) this is the
         official absolute ``wm_epsilon`` = 1e-7.
     rtol : float, optional
         Opt-in scale-free threshold (§6.3 Q1): ``tol`` is replaced by
@@ -356,6 +359,11 @@ def transfer(
         The matcher's path (:class:`~trajtransfer.core.match.GradientMatcher`): ``"auto"``
         follows the device (native core on the CPU, torch ops on a GPU); ``"torch"`` forces the
         device path on the CPU.
+    num_threads : int, optional
+        CPU threads for torch's pool and the matcher during the call (the thread budget of
+        :mod:`trajtransfer.core.threads`). Default: ``TRAJTRANSFER_NUM_THREADS``, else the cores
+        not busy with other work, at most ``torch.get_num_threads()``. Both settings are restored
+        afterwards.
     verbose : bool
         Print one progress line per step to stderr.
     callback : callable(StepInfo), optional
@@ -369,6 +377,26 @@ def transfer(
     ValueError
         Unknown ``method``; ``oracle`` without ``target_final``; incompatible shapes or keys; a
         ``steps`` that does not divide into the trajectory's segments; bad option values.
+
+    Examples
+    --------
+    A source trained for one epoch on random data, its trajectory cut into 4 steps, moved onto
+    another init by FGMT (one gradient pair per step):
+
+    >>> import torch
+    >>> from trajtransfer import MLP, Trajectory, train
+    >>> from trajtransfer.kit.data import ArrayDataset
+    >>> _ = torch.manual_seed(0)
+    >>> data = ArrayDataset(torch.randn(256, 8), torch.randint(0, 3, (256,)), 3)
+    >>> source = MLP(8, (16,), 3)
+    >>> start = {k: v.clone() for k, v in source.state_dict().items()}
+    >>> _ = train(source, data, epochs=1, batch_size=32)
+    >>> res = transfer(MLP(8, (16,), 3), Trajectory([start, source.state_dict()], num_splits=4),
+    ...                MLP(8, (16,), 3), data, method="fgmt", eval_data=data)
+    >>> res.num_steps, res.num_gradient_pairs, len(res.perms)
+    (4, 4, 4)
+    >>> sorted(res.perms[-1]["c1"].tolist()) == list(range(16))
+    True
     """
     import torch
 
@@ -484,6 +512,7 @@ def transfer(
         "eval_every": int(eval_every), "warm_start": warm_start, "reuse_duals": bool(reuse_duals),
         "cache_source": bool(cache_source), "tol": tol, "rtol": rtol,
         "max_sweeps": int(max_sweeps), "seed": int(seed), "device": str(dev), "backend": backend,
+        "num_threads": current_budget(),
     }
     return TransferResult(
         method=method, num_steps=K, best_step=int(evaluation.best_step or K),
