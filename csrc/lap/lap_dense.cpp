@@ -94,7 +94,7 @@ struct Settled {
 // what a missed detection costs (additive 1 % noise needs about 2 n: neither route wins there).
 // Measurements per perturbation family: docs/dev/performance.md.
 constexpr idx kSampleStride = 8;
-constexpr double kSampleGapRatio = 12.0;
+constexpr double kSampleGapRatio = 8.0;
 constexpr idx kSampleConflicts = 5;
 constexpr double kPassGapRatio = 48.0;
 constexpr idx kWarmScanBudget = 4;
