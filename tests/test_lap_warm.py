@@ -347,3 +347,34 @@ def test_a_change_the_row_sample_misses_still_gives_up(rng, dtype) -> None:
     new = np.where(unsampled, cost + 0.5 * rng.random((1, n)), cost).astype(dtype)
     st = _warm_stats(cost, new)
     assert st["cold_restarts"] == 1 and st["warm_rows_read"] == n
+
+
+_GIVE_UP_SCRIPT = """
+import numpy as np
+from scipy.optimize import linear_sum_assignment as scipy_lsa
+from trajtransfer import _core
+from trajtransfer.core.lap import lap_solve
+rng = np.random.default_rng(3)
+n = 512
+for dtype in (np.float32, np.float64):
+    cost = rng.random((n, n)).astype(dtype)
+    prev = lap_solve(cost)
+    for shifted, gives_up in ((cost + 0.5 * rng.random((1, n)), True),
+                              (cost * (1 + 0.01 * rng.standard_normal(cost.shape)), False)):
+        new = shifted.astype(dtype)
+        sol = lap_solve(new, warm_start=prev)
+        st = _core.lap.last_solve_stats()
+        assert st["cold_restarts"] == int(gives_up), st
+        assert st["warm_rows_read"] == (n // 8 if gives_up else n), st
+        c64 = new.astype(np.float64)
+        r, c = scipy_lsa(c64)
+        assert np.isclose(c64[sol.row_ind, sol.col_ind].sum(), c64[r, c].sum(), rtol=1e-12)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+def test_warm_start_gives_up_alike_in_every_kernel_set(isa) -> None:
+    """The row sample's conflict count gives up on shifted column prices and keeps a 1 % noise
+    warm start, whatever the lane width of the kernels."""
+    assert_script_ok(_GIVE_UP_SCRIPT, isa)
