@@ -1,6 +1,8 @@
-// Static fork/join over a range: the matcher's only threading (GEMM shares, gathers, pair copies).
-// Contiguous parts, one per thread with the caller's thread included, so a thread that gets
-// descheduled on a busy machine delays only its own part (no work stealing, no busy waits).
+// Fork/join over a range on std::threads started per call, the caller's thread included: the
+// matcher's threading (GEMM shares, gathers, pair copies: static contiguous parts, so a thread
+// that gets descheduled on a busy machine delays only its own part) and the LAP batch's (items
+// from an atomic counter). The LAP's split passes use a persistent helper instead
+// (lap/lap_parallel.hpp): they are 0.05-0.3 ms long, a thread start ~50 us.
 #pragma once
 
 #include <algorithm>
@@ -24,11 +26,14 @@ inline std::atomic<int>& threads_setting() {
   return threads;
 }
 
-inline int threads() {
-  const int t = threads_setting().load(std::memory_order_relaxed);
-  if (t > 0) return t;
+inline int hardware_threads() {
   const unsigned hw = std::thread::hardware_concurrency();
   return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+inline int threads() {
+  const int t = threads_setting().load(std::memory_order_relaxed);
+  return t > 0 ? t : hardware_threads();
 }
 
 /// Run f(i0, i1) over [0, n) in `parts` contiguous parts (parts <= 1: on the caller's thread).
@@ -50,6 +55,22 @@ void run_parts(std::int64_t n, int parts, F&& f) {
   }
   f(std::int64_t{0}, n / parts);
   for (std::thread& w : workers) w.join();
+}
+
+/// Run f(item) for every item in [0, count) on up to `threads` threads (caller included), items
+/// handed out one at a time through an atomic counter, so that items of uneven cost (LAP batch
+/// problems) balance themselves. `per_thread()` runs once on each thread first and its result
+/// lives until that thread's last item (e.g. an RAII marker).
+template <class PerThread, class F>
+void run_dynamic(std::int64_t count, int threads, PerThread&& per_thread, F&& f) {
+  const int parts = static_cast<int>(
+      std::clamp<std::int64_t>(threads, 1, std::max<std::int64_t>(count, 1)));
+  std::atomic<std::int64_t> next{0};
+  run_parts(parts, parts, [&](std::int64_t, std::int64_t) {
+    const auto scope = per_thread();
+    (void)scope;
+    for (std::int64_t it = next.fetch_add(1); it < count; it = next.fetch_add(1)) f(it);
+  });
 }
 
 /// Copies and transposes below this many floats stay on one thread (a thread start costs about

@@ -31,6 +31,8 @@ def _run(**slower: float) -> dict:
              _bench("batch-64x256-f64", "lapx-lapjvh_batch-2threads", 1.5, False),
              _bench("warm-1pct-uniform-f64-n1024", "ours-warm", 1.0, True),
              _bench("warm-1pct-uniform-f64-n1024", "ours-cold", 5.5, False),
+             _bench("warm-resample1pct-uniform-f64-n1024", "ours-warm", 1.0, True),
+             _bench("warm-resample1pct-uniform-f64-n1024", "ours-cold", 1.0, False),
              _bench("adversarial-zero-inf-n500", "ours", 1.0, True),
              _bench("adversarial-zero-inf-n500", "scipy", 0.6, False),
              _bench("adversarial-rank-1-n500", "ours", 1.0, True),
@@ -48,7 +50,7 @@ def _targets(tmp_path: Path, run: dict) -> list[tuple[bool, str]]:
 
 def test_every_target_met(tmp_path) -> None:
     results = _targets(tmp_path, _run())
-    assert len(results) == 7 and all(met for met, _ in results), results
+    assert len(results) == 8 and all(met for met, _ in results), results
 
 
 @pytest.mark.parametrize("key, factor, broken", [
@@ -58,7 +60,8 @@ def test_every_target_met(tmp_path) -> None:
     ("uniform-f64-n1024/lapx-lapjvh", 0.6, "best of lapjv/lapx / ours, uniform n >= 1024"),
     ("batch-64x256-f64/ours-1thread", 0.8, "batch, 1 thread / 2 threads"),
     ("batch-64x256-f64/lapx-lapjvh_batch-2threads", 0.5, "best of lapjv/lapx / ours, every"),
-    ("warm-1pct-uniform-f64-n1024/ours-cold", 0.85, "warm re-solve"),
+    ("warm-1pct-uniform-f64-n1024/ours-cold", 0.85, "warm re-solve (1 % noise)"),
+    ("warm-resample1pct-uniform-f64-n1024/ours-warm", 1.2, "warm re-solve, every perturbation"),
     ("adversarial-zero-inf-n500/ours", 1.3, "SciPy / ours, every adversarial family"),
 ])
 def test_each_target_can_fail(tmp_path, key, factor, broken) -> None:
@@ -75,6 +78,21 @@ def test_ours_flag_decides_the_ratio_table(tmp_path) -> None:
     # our 1-thread batch and cold solve are peers of the 2-thread batch and the warm re-solve
     assert "| batch-64x256-f64 | ours-2threads | 1.00 | ours-1thread | 1.90 | 1.90 |" in table
     assert "| warm-1pct-uniform-f64-n1024 | ours-warm | 1.00 | ours-cold | 5.50 | 5.50 |" in table
+
+
+def test_isa_table_puts_each_kernel_set_in_its_column(tmp_path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_run()))
+    fast = ratio_table.medians(str(path))
+    path.write_text(json.dumps(_run(**{"uniform-f64-n1024/ours": 4.0,
+                                      "warm-1pct-uniform-f64-n1024/ours-warm": 2.0})))
+    slow = ratio_table.medians(str(path))
+    table = ratio_table.isa_table({"avx2": fast, "base": slow})
+    assert "| case | avx2 ms (ratio) | base ms (ratio) |" in table
+    # dense: SciPy / ours; batch: 1 thread / 2 threads; warm: cold / warm
+    assert "| uniform-f64-n1024 | 1.00 (20.0×) | 4.00 (5.0×) |" in table
+    assert "| batch-64x256-f64 | 1.00 (1.9×) | 1.00 (1.9×) |" in table
+    assert "| warm-1pct-uniform-f64-n1024 | 1.00 (5.5×) | 2.00 (2.8×) |" in table
 
 
 def test_missing_peers_are_left_out_not_fatal(tmp_path) -> None:

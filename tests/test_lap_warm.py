@@ -286,3 +286,95 @@ def test_prices_out_of_scale_never_change_the_outcome(rng, dtype) -> None:
             sol = lap_solve(cost, maximize=maximize, col_duals=prices)
             assert sol.objective(cost) == pytest.approx(scipy_total(cost, maximize), rel=1e-6), scale
             assert_optimal_and_certified(cost, sol)
+
+
+# --- when a warm start gives up for a cold solve (the solver's counters say which route ran) ----
+
+
+def _warm_stats(cost: np.ndarray, new: np.ndarray) -> dict:
+    from trajtransfer import _core
+
+    prev = lap_solve(cost)
+    sol = lap_solve(new, warm_start=prev)
+    stats = _core.lap.last_solve_stats()
+    assert_optimal_and_certified(new, sol)
+    return stats
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_noise_keeps_the_warm_start_and_costs_little(rng, dtype) -> None:
+    # Minimising: the optimum lies on entries near 0, which 1 % multiplicative noise hardly moves.
+    cost = rng.random((512, 512)).astype(dtype)
+    new = (cost * (1 + 0.01 * rng.standard_normal(cost.shape))).astype(dtype)
+    st = _warm_stats(cost, new)
+    assert st["cold_restarts"] == 0 and st["warm_rows_read"] == 512
+    # ARR re-scans few rows (path_scans also counts float32's float64 repair, not a warm cost)
+    assert st["arr_scans"] < 512 // 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("family", ["column_shift", "rank_one_shift", "row_permutation"])
+def test_moved_prices_or_rows_give_up_after_the_row_sample(rng, dtype, family) -> None:
+    # Shifted column prices send every row to the same few columns; permuted rows leave every
+    # previous pair far from tight. Either shows on 1/8 of the rows, which is all that is read.
+    n = 512
+    cost = rng.random((n, n)).astype(dtype)
+    if family == "column_shift":
+        new = cost + 0.5 * rng.random((1, n))
+    elif family == "rank_one_shift":
+        new = cost + 0.5 * rng.random((n, 1)) + 0.5 * rng.random((1, n))
+    else:
+        new = cost[rng.permutation(n)]
+    st = _warm_stats(cost, new.astype(dtype))
+    assert st["cold_restarts"] == 1 and st["warm_rows_read"] == n // 8
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_heavy_resampling_gives_up_after_the_row_sample(rng, dtype) -> None:
+    cost = rng.random((1024, 1024)).astype(dtype)
+    new = np.where(rng.random(cost.shape) < 0.05, rng.random(cost.shape), cost).astype(dtype)
+    st = _warm_stats(cost, new)
+    assert st["cold_restarts"] == 1 and st["warm_rows_read"] == 1024 // 8
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_change_the_row_sample_misses_still_gives_up(rng, dtype) -> None:
+    # Only rows outside the sample (every 8th row) move: the whole pass or the scan budget of
+    # ARR and the paths must catch it, and the result is still exact.
+    n = 512
+    cost = rng.random((n, n)).astype(dtype)
+    unsampled = (np.arange(n) % 8 != 0)[:, None]
+    new = np.where(unsampled, cost + 0.5 * rng.random((1, n)), cost).astype(dtype)
+    st = _warm_stats(cost, new)
+    assert st["cold_restarts"] == 1 and st["warm_rows_read"] == n
+
+
+_GIVE_UP_SCRIPT = """
+import numpy as np
+from scipy.optimize import linear_sum_assignment as scipy_lsa
+from trajtransfer import _core
+from trajtransfer.core.lap import lap_solve
+rng = np.random.default_rng(3)
+n = 512
+for dtype in (np.float32, np.float64):
+    cost = rng.random((n, n)).astype(dtype)
+    prev = lap_solve(cost)
+    for shifted, gives_up in ((cost + 0.5 * rng.random((1, n)), True),
+                              (cost * (1 + 0.01 * rng.standard_normal(cost.shape)), False)):
+        new = shifted.astype(dtype)
+        sol = lap_solve(new, warm_start=prev)
+        st = _core.lap.last_solve_stats()
+        assert st["cold_restarts"] == int(gives_up), st
+        assert st["warm_rows_read"] == (n // 8 if gives_up else n), st
+        c64 = new.astype(np.float64)
+        r, c = scipy_lsa(c64)
+        assert np.isclose(c64[sol.row_ind, sol.col_ind].sum(), c64[r, c].sum(), rtol=1e-12)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+def test_warm_start_gives_up_alike_in_every_kernel_set(isa) -> None:
+    """The row sample's conflict count gives up on shifted column prices and keeps a 1 % noise
+    warm start, whatever the lane width of the kernels."""
+    assert_script_ok(_GIVE_UP_SCRIPT, isa)

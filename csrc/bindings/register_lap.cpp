@@ -201,10 +201,15 @@ void register_lap(py::module_& m) {
         py::dict d;
         d["paths"] = st.paths;
         d["path_scans"] = st.path_scans;
+        d["arr_scans"] = st.arr_scans;
+        d["cold_restarts"] = st.cold_restarts;
+        d["warm_rows_read"] = st.warm_rows_read;
         return d;
       },
       "Work counters of this thread's most recent single solve: {'paths': shortest augmenting "
-      "paths searched, 'path_scans': their O(m) row scans}. For tests and profiling.");
+      "paths searched, 'path_scans': their O(m) row scans, 'arr_scans': full row scans of "
+      "augmenting row reduction, 'cold_restarts': 1 when a warm start was given up for a cold "
+      "solve, 'warm_rows_read': rows its first pass read}. For tests and profiling.");
   m.def("simd_level", &lap::simd_level,
         "SIMD kernel set chosen at run time for this CPU: 'avx512', 'avx2' or 'base'.");
   m.def(

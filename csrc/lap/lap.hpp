@@ -92,6 +92,9 @@ Status solve(const T* cost, std::int64_t n, std::int64_t m, std::int64_t row_str
 struct SolveStats {
   std::int64_t paths = 0;       ///< shortest augmenting paths searched
   std::int64_t path_scans = 0;  ///< row scans (O(m) each) of those searches
+  std::int64_t arr_scans = 0;   ///< full row scans of augmenting row reduction (cache misses)
+  std::int64_t cold_restarts = 0;  ///< warm starts given up for a cold solve (0 or 1)
+  std::int64_t warm_rows_read = 0;  ///< rows the warm start's pass read before it went on or gave up
 };
 SolveStats last_solve_stats();
 

@@ -83,16 +83,21 @@ struct Settled {
   T price;  // its price before the path masked it with -inf
 };
 
-// Warm starts restart cold when the previous assignment's duality gap at the given prices exceeds
-// this many times the summed gaps between the rows' two smallest reduced costs: about where a warm
-// start stops paying on perturbed uniform costs (measurements in docs/dev/performance.md).
-constexpr double kColdRestartGapRatio = 12.0;
-
-// The warm pass looks at every kSampleStride-th row first and restarts cold at once when their gap
-// ratio exceeds kEarlyRestartGapRatio (twice the final threshold: a sample is noisier), so a
-// heavily perturbed problem pays 1/8 of a pass for the attempt instead of a whole pass.
+// A warm start gives up for a cold solve when its prices or its previous assignment have moved
+// too far. First on a sample, every kSampleStride-th row (1/8 of a pass lost): when the previous
+// assignment's duality gap at the given prices exceeds kSampleGapRatio times the summed gaps
+// between the rows' two smallest reduced costs (resampled entries), or when more than
+// 1/kSampleConflicts of the sampled rows want a column another sampled row already took (shifted
+// column prices: every row wants the same few columns). Then after the whole pass at
+// kPassGapRatio; and during ARR and the augmenting paths once they have scanned kWarmScanBudget * n
+// rows, twice what a cold solve's own ARR and paths take on uniform costs: a backstop that bounds
+// what a missed detection costs (additive 1 % noise needs about 2 n: neither route wins there).
+// Measurements per perturbation family: docs/dev/performance.md.
 constexpr idx kSampleStride = 8;
-constexpr double kEarlyRestartGapRatio = 2 * kColdRestartGapRatio;
+constexpr double kSampleGapRatio = 8.0;
+constexpr idx kSampleConflicts = 5;
+constexpr double kPassGapRatio = 48.0;
+constexpr idx kWarmScanBudget = 4;
 
 // The streaming passes (warm row scan, cold column minima and transfer, float32 check) split over
 // two threads from this many entries on (2^19: e.g. 725 x 725), in chunks of kChunkRows rows
@@ -291,8 +296,9 @@ class Solver {
   // Returns false on invalid entries (validation is folded in).
   //
   // With a previous assignment and `give_up_ratio` > 0, every kSampleStride-th row goes first:
-  // when their gap ratio (see warm_gap()) already exceeds give_up_ratio, the pass stops there
-  // (the caller restarts cold, having read 1/kSampleStride of the matrix instead of all of it).
+  // when their gap ratio (see warm_gap()) already exceeds give_up_ratio, or too many of them
+  // conflict (see kSampleConflicts), the pass stops there and gave_up() is set (the caller
+  // restarts cold, having read 1/kSampleStride of the matrix instead of all of it).
   // Any row order is valid: it only decides which of two rows wanting a column gets it.
   bool greedy_from_prices(const idx* prev, EntryFlags* flags, std::vector<double>* lb,
                           double give_up_ratio = 0) {
@@ -338,8 +344,13 @@ class Solver {
       }
     };
     if (sample) {
-      stage((n_ + kSampleStride - 1) / kSampleStride, [](idx t) { return t * kSampleStride; });
-      if (!flags->invalid && !flags->forbidden && warm_gap_ > give_up_ratio * warm_spread_) {
+      const idx sampled = (n_ + kSampleStride - 1) / kSampleStride;
+      stage(sampled, [](idx t) { return t * kSampleStride; });
+      t_stats.warm_rows_read = sampled;
+      if (!flags->invalid && !flags->forbidden &&
+          (warm_gap_ > give_up_ratio * warm_spread_ ||
+           static_cast<idx>(free_.size()) * kSampleConflicts > sampled)) {
+        gave_up_ = true;
         return true;
       }
       // The other rows, in order: row t + t / (kSampleStride - 1) + 1 skips the sampled ones.
@@ -348,6 +359,7 @@ class Solver {
     } else {
       stage(n_, [](idx t) { return t; });
     }
+    if (prev != nullptr) t_stats.warm_rows_read = n_;
     return !flags->invalid;
   }
 
@@ -410,6 +422,18 @@ class Solver {
   // greedy_from_prices(); see solve_min() for how the ratio chooses between warm and cold.
   double warm_gap() const { return warm_gap_; }
   double warm_spread() const { return warm_spread_; }
+  bool gave_up() const { return gave_up_; }
+
+  // A row-scan budget for ARR and the augmenting paths (a warm start's; none by default): once
+  // t_stats has counted `scans` more of them, both stop early and over_budget() is set.
+  void limit_scans(std::int64_t scans) {
+    scan_limit_ = t_stats.arr_scans + t_stats.path_scans + scans;
+  }
+  bool over_budget() {
+    if (scan_limit_ < 0 || t_stats.arr_scans + t_stats.path_scans <= scan_limit_) return false;
+    gave_up_ = true;
+    return true;
+  }
 
   // Whether row i may keep its previous column p at row minimum m1: p is a minimum up to one
   // rounding of the operands. The duals of an optimal solve are only tight to about an ulp
@@ -462,6 +486,7 @@ class Solver {
       ++tt_prof::ev[1];
 #endif
     }
+    ++t_stats.arr_scans;
     // A row whose cache failed is likely to be re-examined again: on long rows, refill it two
     // deep (see deep_refill()).
     if (deep_refill()) {
@@ -488,6 +513,7 @@ class Solver {
       // with n: measured best around 16n (n = 1024) to 64n (n = 4096) in total over 4 passes.
       idx budget = (budget_per_row > 0 ? budget_per_row : std::max<idx>(4, n_ / 256)) * n_ + 16;
       while (k < prv) {
+        if (over_budget()) return;
         const idx i = free_[k++];
         const Min2<T> mm = row_min2(i);
 #ifdef TT_LAP_PROFILE
@@ -617,6 +643,7 @@ class Solver {
     idx done = 0;
     for (idx i : free_) {
       if (x_[i] >= 0) continue;
+      if (over_budget()) return Status::ok;  // the caller sees gave_up() and restarts cold
       if (!augment(i)) return Status::infeasible;
       // Between paths the state is consistent; the clock is read once every 32 paths.
       if ((++done & 31) == 0 && interrupt_requested()) return Status::interrupted;
@@ -860,6 +887,8 @@ class Solver {
   bool split_ = false;  // split the streaming passes over two threads (see kSplitMinEntries)
   std::vector<RowScan> scans_;
   double warm_gap_ = 0, warm_spread_ = 0;
+  bool gave_up_ = false;           // a warm start's pass or budget said: restart cold
+  std::int64_t scan_limit_ = -1;  // see limit_scans()
 };
 
 template <class T>
@@ -981,16 +1010,18 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     bool ok;
     {
       TT_PROF(0);
-      ok = s.greedy_from_prices(warm.col_of_row, &f, lb, kEarlyRestartGapRatio);
+      ok = s.greedy_from_prices(warm.col_of_row, &f, lb, kSampleGapRatio);
     }
     if (!ok) {
       return Status::invalid_entries;
     }
     forbidden = f.forbidden;
     started = true;
-    if (!forbidden && n >= 2 && s.warm_gap() > kColdRestartGapRatio * s.warm_spread()) {
+    if (!forbidden && n >= 2 &&
+        (s.gave_up() || s.warm_gap() > kPassGapRatio * s.warm_spread())) {
       // The costs moved too far for these prices: a cold solve is cheaper than the long
       // augmenting paths ahead (the greedy pass, or its sample, is the only work lost).
+      ++t_stats.cold_restarts;
       s.return_cache_buffers();
       s = Solver<T, S>(c, n, m, stride, rows);
       if (lb != nullptr) lb->assign(static_cast<std::size_t>(n), 0.0);
@@ -998,6 +1029,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     } else if (!forbidden) {
       // The greedy pass left every row a cache, so ARR settles most conflicts cheaply.
       TT_PROF(1);
+      s.limit_scans(kWarmScanBudget * n);
       s.augmenting_row_reduction(4);
     }
   }
@@ -1043,6 +1075,12 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
   {
     TT_PROF(5);
     st = finish(s, n, forbidden);
+  }
+  if (started && s.gave_up()) {
+    // The warm start ran out of its scan budget: its prices cost more than a cold start.
+    ++t_stats.cold_restarts;
+    s.return_cache_buffers();
+    return solve_min<T, S>(c, n, m, stride, out, WarmStart<T>{}, lb, exact, rows);
   }
   const bool untrusted =
       st == Status::infeasible || (st == Status::ok && !duals_certify(s.x(), s.u(), s.v()));

@@ -1,0 +1,74 @@
+"""Why a batch does or does not scale to 2 threads: the 64 x 256^2 batch timed on 1 and 2 threads
+(interleaved), and one thread's batch alone against two single-threaded batches run at once in
+separate processes. When the two processes each take about as long as one alone, the cores do
+not share a bottleneck (memory bandwidth, a shared cache), and a 2-thread batch below 2x is the
+solver's own overhead; when both slow down alike, they do::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/batch_scaling.py [--reps 15]
+
+The load average is printed with each figure (a busy machine has no second core to give).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+try:  # the package built in place during development (see bench/conftest.py)
+    import trajtransfer  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(HERE.parent / "python"))
+
+from trajtransfer.core.lap import linear_sum_assignment_batch  # noqa: E402
+
+BATCH, N = 64, 256
+
+
+def load() -> str:
+    with open("/proc/loadavg") as fh:
+        return fh.read().split()[0]
+
+
+def batch_times(dtype: str, reps: int, threads: list[int]) -> dict[int, float]:
+    """Median ms per batch for each thread count, timed interleaved."""
+    costs = np.random.default_rng(7).random((BATCH, N, N)).astype(dtype)
+    times: dict[int, list[float]] = {t: [] for t in threads}
+    for r in range(reps + 2):
+        for t in threads:
+            t0 = time.perf_counter()
+            linear_sum_assignment_batch(costs, num_threads=t)
+            if r >= 2:
+                times[t].append(time.perf_counter() - t0)
+    return {t: float(np.median(v)) * 1e3 for t, v in times.items()}
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--single", choices=["float32", "float64"],
+                    help="(internal) print one thread's median ms for this dtype and exit")
+    args = ap.parse_args(argv)
+    if args.single:
+        print(batch_times(args.single, args.reps, [1])[1])
+        return 0
+    print("| dtype | 1 thread ms | 2 threads ms | 1 / 2 threads | 1 thread, alone ms | "
+          "1 thread, beside another ms | slow-down | load |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    for dtype in ("float32", "float64"):
+        t = batch_times(dtype, args.reps, [1, 2])
+        alone = batch_times(dtype, args.reps, [1])[1]
+        cmd = [sys.executable, __file__, "--single", dtype, "--reps", str(args.reps)]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        beside = max(float(p.communicate()[0]) for p in procs)
+        print(f"| {dtype} | {t[1]:.2f} | {t[2]:.2f} | {t[1] / t[2]:.2f} | {alone:.2f} | "
+              f"{beside:.2f} | {beside / alone:.2f} | {load()} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
