@@ -215,3 +215,31 @@ def test_transfer_and_train_run_under_the_budget_and_restore_torch():
                    MLP(64, (16,), 10), data, method="naive")
     assert 1 <= res.config["num_threads"] <= min(before, usable_cores())
     assert torch.get_num_threads() == before
+
+
+def test_lap_batch_default_threads_follow_the_budget(monkeypatch):
+    import types
+
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment as scipy_lsa
+
+    from trajtransfer.core import lap
+
+    seen = []
+    real = lap._core.lap.solve_batch
+
+    def solve_batch(arr, maximize, num_threads, exact):  # records the thread count it is given
+        seen.append(num_threads)
+        return real(arr, maximize, num_threads, exact)
+
+    monkeypatch.setattr(lap, "_core", types.SimpleNamespace(lap=types.SimpleNamespace(solve_batch=solve_batch)))
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    costs = np.random.default_rng(0).random((3, 5, 5))
+    with threads.thread_budget(1):
+        cols = lap.linear_sum_assignment_batch(costs)
+    monkeypatch.setenv(threads.ENV_VAR, "2")
+    lap.linear_sum_assignment_batch(costs)
+    lap.linear_sum_assignment_batch(costs, num_threads=3)  # an explicit count wins
+    assert seen == [1, 2, 3]
+    for b in range(3):
+        assert np.array_equal(cols[b], scipy_lsa(costs[b])[1])

@@ -229,7 +229,9 @@ def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
     costs : (B, n, m) array_like or torch.Tensor
     maximize : bool
     num_threads : int, optional
-        Worker threads (default: all cores). The GIL is released while solving.
+        Worker threads (default: the library's thread budget, :mod:`trajtransfer.core.threads`:
+        ``TRAJTRANSFER_NUM_THREADS``, else the usable cores less the machine's other runnable
+        load). The GIL is released while solving.
     exact : bool
         As :func:`linear_sum_assignment`.
 
@@ -251,7 +253,9 @@ def linear_sum_assignment_batch(costs: Any, maximize: bool = False,
     _check_ndim(arr, 3, "costs", "(B, n, m)")
     b, n, m = arr.shape
     if num_threads is None:
-        num_threads = 0
+        from .threads import current_budget, policy_num_threads  # lazily: threads imports match
+
+        num_threads = current_budget() or (policy_num_threads() if b > 1 else 1)
     elif not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
         raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
     if b == 0 or n == 0 or m == 0:
