@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['last_solve_stats', 'simd_level', 'solve', 'solve_batch']
 def last_solve_stats() -> dict:
     """
     Work counters of this thread's most recent single solve: {'paths': shortest augmenting paths searched, 'path_scans': their O(m) row scans}. For tests and profiling.
