@@ -34,6 +34,8 @@ if [ "$os" = Linux ] && [ "$arch" = x86_64 ] && [ -z "${TRAJTRANSFER_GLIBC_2_28+
     export TRAJTRANSFER_GLIBC_2_28=ON
   fi
 fi
+# A release wheel: without the test-only extension trajtransfer._testing.
+export TRAJTRANSFER_TEST_MODULE=OFF
 echo "== wheel build: $("$py" --version), $os $arch, TRAJTRANSFER_GLIBC_2_28=${TRAJTRANSFER_GLIBC_2_28:-OFF} =="
 # The wheel is built in its own build folder, never an editable or preset one.
 "$py" -m pip wheel . --no-deps -w "$raw" --config-settings=build-dir=build/wheel-cmake

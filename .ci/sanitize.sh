@@ -31,9 +31,9 @@ san=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 cflags=(-std=c++17 -O1 -g -Wall -Wextra -Wno-psabi "${san[@]}" -Icsrc -pthread)
 blas_dir=$("$PY" -c 'import scipy_openblas32 as s; print(s.get_lib_dir())')
 
-# The extension and its static core (tt_core: the LAP, the matcher, the GPU kernel's emulation)
-# with the sanitizers, through the project's own CMake build; the check programs link that core,
-# so each solver source is compiled once.
+# The extensions and their static libraries (tt_core: the LAP and the matcher; tt_cuda_emulation:
+# the GPU kernel's host emulation) with the sanitizers, through the project's own CMake build; the
+# check programs link those, so each solver source is compiled once.
 echo "-- building the extension with ${san[*]}"
 if ! command -v cmake >/dev/null 2>&1; then "$PY" -m pip install -q cmake ninja; fi
 gen=()
@@ -43,6 +43,8 @@ cmake -S . -B "$out/ext" "${gen[@]}" -DCMAKE_BUILD_TYPE=None -DTRAJTRANSFER_WERR
 cmake --build "$out/ext" -j "$JOBS" >/dev/null
 core=$(find "$out/ext" -name 'libtt_core.a' | head -n 1)
 [ -n "$core" ] || { echo "FAIL: no libtt_core.a in $out/ext" >&2; exit 1; }
+emulation=$(find "$out/ext" -name 'libtt_cuda_emulation.a' | head -n 1)
+[ -n "$emulation" ] || { echo "FAIL: no libtt_cuda_emulation.a in $out/ext" >&2; exit 1; }
 echo "   $((SECONDS - start)) s"
 
 echo "-- building the C++ check programs"
@@ -51,7 +53,7 @@ echo "-- building the C++ check programs"
   -Wl,-rpath,"$blas_dir" -o "$out/sanitize_check" &
 big=$!
 "$CXX" "${cflags[@]}" tests/cpp/lap_kernels_check.cpp -o "$out/lap_kernels_check"
-"$CXX" "${cflags[@]}" -Wno-comment tests/cpp/lap_emulation_check.cpp "$core" \
+"$CXX" "${cflags[@]}" -Wno-comment tests/cpp/lap_emulation_check.cpp "$emulation" \
   -o "$out/lap_emulation_check"
 wait "$big"
 echo "   $((SECONDS - start)) s"
@@ -84,8 +86,8 @@ echo "-- LAP and matcher tests against the sanitized extension"
 pkg=$(mktemp -d)
 trap 'rm -rf "$pkg"' EXIT
 cp -r python/trajtransfer "$pkg/"
-rm -f "$pkg"/trajtransfer/_core*.so
-cp "$out"/ext/_core*.so "$pkg/trajtransfer/"
+rm -f "$pkg"/trajtransfer/_core*.so "$pkg"/trajtransfer/_testing*.so
+cp "$out"/ext/_core*.so "$out"/ext/_testing*.so "$pkg/trajtransfer/"
 # The LAP and matcher modules that call no compiler (the preload would reach it too; their
 # Python subprocesses, e.g. the ones that force a kernel set, run the sanitized extension as
 # well), the fuzz module at its default (normal-suite) budget. -s: a UBSan report is written to

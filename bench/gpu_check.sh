@@ -93,7 +93,7 @@ build_in_place() {
   cmake -S . -B build/gpu-check -DTRAJTRANSFER_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
     -DPython_EXECUTABLE="$(command -v "$PY")" &&
     cmake --build build/gpu-check -j "$(nproc)" &&
-    cp build/gpu-check/_core*.so python/trajtransfer/ &&
+    cp build/gpu-check/_core*.so build/gpu-check/_testing*.so python/trajtransfer/ &&
     PYTHONPATH="$PWD/python" "$PY" -c "import trajtransfer._native as n; assert n._core.with_cuda"
 }
 export -f build build_in_place

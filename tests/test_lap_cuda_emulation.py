@@ -1,6 +1,6 @@
 """The GPU LAP kernel's code, run on the host by emulated thread blocks, against SciPy.
 
-``_core.cuda_emulation.lap_batch`` compiles csrc/cuda/lap_kernel.cuh for the host and runs each
+``trajtransfer._testing.cuda_emulation_lap_batch`` compiles csrc/cuda/lap_kernel.cuh for the host and runs each
 problem with ``block_threads`` std::threads separated by real barriers (see lap_emulation.hpp), so
 these tests check the kernel's algorithm, its work partition and its barriers without a GPU.
 """
@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 
 from lap_cuda_oracle import assignment_total, check_duals, scipy_outcome, total_tolerance
+from native_testing import load_testing_module
 from trajtransfer._native import _core
 
 pytest.importorskip("scipy")
 
-emulate = _core.cuda_emulation.lap_batch
+
+def emulate(*args):
+    """The emulation, resolved per call so that only the tests using it skip without it."""
+    return load_testing_module().cuda_emulation_lap_batch(*args)
 
 
 def _check_batch(costs: np.ndarray, maximize: bool, threads: int, shared_state: int = -1,

@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from native_testing import load_testing_module  # noqa: E402
 from trajtransfer import _core  # noqa: E402
 from trajtransfer.core import device_lap  # noqa: E402
 from trajtransfer.core.match import GradientMatcher, match_gradients, match_weights  # noqa: E402
@@ -224,11 +225,16 @@ def test_concurrent_first_adds_lose_no_pair(backend):
         assert m.num_pairs == len(pairs)
 
 
-def _emulated_cuda_batch_solve(costs, col_duals):
+def _emulated_cuda_batch_solve():
     """The CUDA LAP kernel's own code on the host, in place of the GPU (same contract)."""
-    duals = None if col_duals is None else col_duals.numpy()
-    cols, status, _, v = _core.cuda_emulation.lap_batch(costs.contiguous().numpy(), True, 4, duals)
-    return torch.from_numpy(cols), torch.from_numpy(v), torch.from_numpy(status)
+    emulate = load_testing_module().cuda_emulation_lap_batch
+
+    def solve(costs, col_duals):
+        duals = None if col_duals is None else col_duals.numpy()
+        cols, status, _, v = emulate(costs.contiguous().numpy(), True, 4, duals)
+        return torch.from_numpy(cols), torch.from_numpy(v), torch.from_numpy(status)
+
+    return solve
 
 
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))
@@ -237,7 +243,7 @@ def test_on_device_descent_with_the_cuda_kernel_equals_native(problem, monkeypat
     # per sweep. Every group is visited each sweep (no per-visit read to skip clean ones), which
     # changes the work, not the result.
     monkeypatch.setattr(device_lap, "cuda_lap_available", lambda device: True)
-    monkeypatch.setattr(device_lap, "cuda_batch_solve", _emulated_cuda_batch_solve)
+    monkeypatch.setattr(device_lap, "cuda_batch_solve", _emulated_cuda_batch_solve())
     spec, shapes = PROBLEMS[problem]()
     rng = np.random.default_rng(5)
     a, b = _params(spec, shapes, rng), _params(spec, shapes, rng)
@@ -333,7 +339,7 @@ def test_lap_on_cuda_tensors_with_and_without_a_cuda_build(cuda_build, monkeypat
 def test_overflowing_cost_matrix_names_the_group(placement, monkeypatch):
     if placement == "device":
         monkeypatch.setattr(device_lap, "cuda_lap_available", lambda device: True)
-        monkeypatch.setattr(device_lap, "cuda_batch_solve", _emulated_cuda_batch_solve)
+        monkeypatch.setattr(device_lap, "cuda_batch_solve", _emulated_cuda_batch_solve())
     spec, shapes = _mlp()
     rng = np.random.default_rng(0)
     a, b = _params(spec, shapes, rng), _params(spec, shapes, rng)

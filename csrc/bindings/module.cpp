@@ -17,8 +17,6 @@ PYBIND11_MODULE(_core, m) {
   trajtransfer::bindings::register_lap(lap);
   auto match = m.def_submodule("match", "Coordinate-descent permutation matching");
   trajtransfer::bindings::register_match(match);
-  auto emu = m.def_submodule("cuda_emulation", "Host emulation of the CUDA kernels (for tests)");
-  trajtransfer::bindings::register_cuda_emulation(emu);
 #ifdef TRAJTRANSFER_WITH_CUDA
   auto cuda = m.def_submodule("cuda", "CUDA kernels on raw device pointers and streams");
   trajtransfer::bindings::register_cuda(cuda);

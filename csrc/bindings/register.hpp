@@ -7,7 +7,6 @@ namespace trajtransfer::bindings {
 
 void register_lap(pybind11::module_& m);
 void register_match(pybind11::module_& m);
-void register_cuda_emulation(pybind11::module_& m);
 #ifdef TRAJTRANSFER_WITH_CUDA
 void register_cuda(pybind11::module_& m);
 #endif

@@ -1,4 +1,4 @@
-// Bindings for csrc/match: the native matcher object, BLAS thread control and an RNG check hook.
+// Bindings for csrc/match: the native matcher object and BLAS thread control.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -271,8 +271,6 @@ void register_match(py::module_& m) {
       },
       py::arg("num_threads"),
         "Set the threads of trajtransfer's OpenBLAS pool (<= 0: unchanged); returns the count.");
-  m.def("python_shuffle_orders", &match::python_shuffle_orders, py::arg("seed"), py::arg("n"),
-        py::arg("sweeps"), "Orders random.Random(seed).shuffle gives list(range(n)), per sweep.");
 }
 
 }  // namespace trajtransfer::bindings

@@ -13,54 +13,8 @@
 #include "lap/lap.hpp"
 #include "lap/lap_kernels.hpp"
 #include "lap/lap_parallel.hpp"
+#include "lap/lap_profile.hpp"
 
-#ifdef TT_LAP_PROFILE
-// Development only (-DTT_LAP_PROFILE): wall time per solver phase and a few event counts, summed
-// over solves and printed by tt_lap_profile_dump(solves) (from a standalone C++ driver that links
-// this file). Not thread-safe: profile one solve at a time.
-#include <chrono>
-#include <cstdio>
-namespace tt_prof {
-inline double acc[8];
-inline long cnt[8];
-inline long ev[10];
-inline const char* names[8] = {"warm_pass", "warm_arr", "colmin", "reduce",
-                               "cold_arr",  "augment",  "verify", "resolve64"};
-inline const char* evn[10] = {"arr_steps", "cache_miss", "ties",    "arr_in",  "nontight",
-                              "free_p0",   "free_p1",    "free_p2", "free_p3", "lb64_full"};
-struct Scope {
-  int k;
-  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-  explicit Scope(int kk) : k(kk) {}
-  ~Scope() {
-    acc[k] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                  .count();
-    ++cnt[k];
-  }
-};
-}  // namespace tt_prof
-extern "C" void tt_lap_profile_dump(int solves) {
-  using trajtransfer::lap::detail::g_prof_chunks;
-  for (int k = 0; k < 8; ++k) {
-    if (tt_prof::cnt[k] != 0) {
-      std::printf("  %-10s %8.3f ms\n", tt_prof::names[k], tt_prof::acc[k] / solves);
-    }
-    tt_prof::acc[k] = 0;
-    tt_prof::cnt[k] = 0;
-  }
-  std::printf("  chunks: caller %ld, helper %ld\n", g_prof_chunks[0].exchange(0) / solves,
-              g_prof_chunks[1].exchange(0) / solves);
-  for (int k = 0; k < 10; ++k) {
-    if (tt_prof::ev[k] != 0) {
-      std::printf("  %-10s %10.1f\n", tt_prof::evn[k], double(tt_prof::ev[k]) / solves);
-    }
-    tt_prof::ev[k] = 0;
-  }
-}
-#define TT_PROF(k) tt_prof::Scope tt_prof_scope_##k(k)
-#else
-#define TT_PROF(k) (void)0
-#endif
 
 namespace trajtransfer::lap {
 namespace {
@@ -399,9 +353,7 @@ class Solver {
       const idx p = prev[i];
       if (p >= 0 && p < m_) {
         if (keeps_previous(rs.cp, v_[p], mm.m1)) want = p;
-#ifdef TT_LAP_PROFILE
-        else ++tt_prof::ev[4];
-#endif
+        else TT_LAP_PROFILE_COUNT(profile::Event::nontight, 1);
         const double g = static_cast<double>(rs.cp - v_[p]) - static_cast<double>(mm.m1);
         if (g > 0) warm_gap_ += g;  // +inf when p became forbidden
       }
@@ -482,9 +434,7 @@ class Solver {
       Min2<T> mm{kInf<T>, -1, kInf<T>};
       for (std::size_t l = 0; l < count; ++l) mm.push(cv[l] - v_[cols[l]], cols[l]);
       if (mm.m2 <= cache_bound_[i]) return mm;
-#ifdef TT_LAP_PROFILE
-      ++tt_prof::ev[1];
-#endif
+      TT_LAP_PROFILE_COUNT(profile::Event::cache_miss, 1);
     }
     ++t_stats.arr_scans;
     // A row whose cache failed is likely to be re-examined again: on long rows, refill it two
@@ -502,9 +452,7 @@ class Solver {
   // ever.
   // `budget_per_row`: immediate re-examinations per pass and row; 0 = the square route's default.
   void augmenting_row_reduction(int passes, idx budget_per_row = 0) {
-#ifdef TT_LAP_PROFILE
-    tt_prof::ev[3] += static_cast<long>(free_.size());
-#endif
+    TT_LAP_PROFILE_COUNT(profile::Event::arr_in, static_cast<long>(free_.size()));
     if (m_ < 2) return;
     for (int pass = 0; pass < passes; ++pass) {
       const idx prv = static_cast<idx>(free_.size());
@@ -516,9 +464,7 @@ class Solver {
         if (over_budget()) return;
         const idx i = free_[k++];
         const Min2<T> mm = row_min2(i);
-#ifdef TT_LAP_PROFILE
-        ++tt_prof::ev[0];
-#endif
+        TT_LAP_PROFILE_COUNT(profile::Event::arr_steps, 1);
         const T umin = mm.m1, usub = mm.m2;
         idx j1 = mm.i1;
         idx i0 = y_[j1];
@@ -528,9 +474,7 @@ class Solver {
         } else if (i0 >= 0) {
           // Tie: take another column at the same reduced cost, preferring a free one.
           const idx j2 = second_min_column(i, j1, umin);
-#ifdef TT_LAP_PROFILE
-          ++tt_prof::ev[2];
-#endif
+          TT_LAP_PROFILE_COUNT(profile::Event::ties, 1);
           j1 = j2;
           i0 = y_[j2];
         }
@@ -549,9 +493,7 @@ class Solver {
         }
       }
       free_.resize(numfree);
-#ifdef TT_LAP_PROFILE
-      tt_prof::ev[5 + (pass < 3 ? pass : 3)] += numfree;
-#endif
+      TT_LAP_PROFILE_COUNT(profile::free_after_pass(pass), static_cast<long>(numfree));
       if (numfree == 0) break;
     }
   }
@@ -808,9 +750,7 @@ class Solver {
         if (clean_.empty() || !clean_[i]) {
           const double lbc = lb_from_cache(i);
           lb[i] = std::isnan(lbc) ? k().lb64(row(i), v_.data(), m_) : lbc;
-#ifdef TT_LAP_PROFILE
-          if (std::isnan(lbc)) ++tt_prof::ev[9];
-#endif
+          if (std::isnan(lbc)) TT_LAP_PROFILE_COUNT(profile::Event::lb64_full, 1);
         }
       }
     });
@@ -1009,7 +949,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     EntryFlags f;
     bool ok;
     {
-      TT_PROF(0);
+      TT_LAP_PROFILE_PHASE(warm_pass);
       ok = s.greedy_from_prices(warm.col_of_row, &f, lb, kSampleGapRatio);
     }
     if (!ok) {
@@ -1028,7 +968,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
       started = false;
     } else if (!forbidden) {
       // The greedy pass left every row a cache, so ARR settles most conflicts cheaply.
-      TT_PROF(1);
+      TT_LAP_PROFILE_PHASE(warm_arr);
       s.limit_scans(kWarmScanBudget * n);
       s.augmenting_row_reduction(4);
     }
@@ -1036,7 +976,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
   if (!started) {
     EntryFlags f;
     {
-      TT_PROF(2);
+      TT_LAP_PROFILE_PHASE(colmin);
       f = s.column_minima();
     }
     if (f.invalid) return Status::invalid_entries;
@@ -1044,10 +984,10 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     if (square && !forbidden && n >= 2) {
       if (lb != nullptr) s.track_cleanliness();
       {
-        TT_PROF(3);
+        TT_LAP_PROFILE_PHASE(reduce);
         s.reduce_square(lb);
       }
-      TT_PROF(4);
+      TT_LAP_PROFILE_PHASE(cold_arr);
       s.augmenting_row_reduction(4);
     } else if (square && forbidden) {
       // Column minima are feasible prices; an all-forbidden column means no perfect matching.
@@ -1073,7 +1013,7 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
   if (split && lb != nullptr) detail::prewake_helper();
   Status st;
   {
-    TT_PROF(5);
+    TT_LAP_PROFILE_PHASE(augment);
     st = finish(s, n, forbidden);
   }
   if (started && s.gave_up()) {
@@ -1097,11 +1037,11 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     }
     bool good = true;
     if (st == Status::ok && lb != nullptr) {
-      TT_PROF(6);
+      TT_LAP_PROFILE_PHASE(verify);
       good = exact ? s.exact_or_repaired(*lb) : s.verified(*lb);
     }
     if (!good) {
-      TT_PROF(7);
+      TT_LAP_PROFILE_PHASE(resolve64);
       return resolve_in_double<S>(c, n, m, stride, &s, out, rows);
     }
   }

@@ -30,6 +30,8 @@
 #include <thread>
 #include <type_traits>
 
+#include "lap/lap_profile.hpp"
+
 namespace trajtransfer::lap::detail {
 
 /// Set on threads that already run one solve each (solve_batch's workers), so that nested solves
@@ -48,10 +50,6 @@ class SingleThreadedSolves {
   bool prev_;
 };
 
-#ifdef TT_LAP_PROFILE
-inline std::atomic<long> g_prof_chunks[2];
-#endif
-
 /// One split pass: rows [0, n) in chunks, each handed to fn(ctx, begin, end, thread) with thread
 /// 0 (the caller) or 1 (the helper).
 struct ChunkJob {
@@ -63,9 +61,8 @@ struct ChunkJob {
   void work(int thread) {
     for (std::int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) {
       fn(ctx, b, b + chunk < n ? b + chunk : n, thread);
-#ifdef TT_LAP_PROFILE
-      ++g_prof_chunks[thread];
-#endif
+      TT_LAP_PROFILE_COUNT(
+          thread == 0 ? profile::Event::chunks_caller : profile::Event::chunks_helper, 1);
     }
   }
 };

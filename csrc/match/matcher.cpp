@@ -1015,16 +1015,4 @@ int set_blas_threads(int num_threads) {
   return parallel::threads();
 }
 
-std::vector<std::vector<int>> python_shuffle_orders(std::uint64_t seed, int n, int sweeps) {
-  PyRandom rng(seed);
-  std::vector<std::vector<int>> orders;
-  for (int s = 0; s < sweeps; ++s) {
-    std::vector<int> order(static_cast<std::size_t>(n));
-    std::iota(order.begin(), order.end(), 0);
-    rng.shuffle(order);
-    orders.push_back(order);
-  }
-  return orders;
-}
-
 }  // namespace trajtransfer::match

@@ -230,8 +230,4 @@ class Matcher {
 /// Threads used by our OpenBLAS pool (0 or less: leave as is). Returns the count in effect.
 int set_blas_threads(int num_threads);
 
-/// The group orders `random.Random(seed)` produces for `sweeps` successive shuffles of
-/// list(range(n)): exposed so tests can check the bit-for-bit CPython compatibility.
-std::vector<std::vector<int>> python_shuffle_orders(std::uint64_t seed, int n, int sweeps);
-
 }  // namespace trajtransfer::match

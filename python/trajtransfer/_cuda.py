@@ -147,7 +147,7 @@ def solve_batch(
         # The launch must happen with the tensor's device current, on that device's current stream.
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device).cuda_stream
-            _core.cuda.lap_batch(
+            _core.cuda.lap_batch(  # type: ignore[attr-defined]  # CUDA builds only; stubs: CPU build
                 x.data_ptr(), "float32" if x.dtype == torch.float32 else "float64", b, n, m,
                 bool(maximize), out.data_ptr(), status.data_ptr(), int(stream),
                 0 if warm is None else warm.data_ptr(),
@@ -163,7 +163,7 @@ def solve_batch(
             first = int(bad[0])
             msg = _STATUS_MESSAGES.get(int(status[first]), "unknown solver status")
             raise ValueError(msg if b == 1 else f"problem {first} of the batch: {msg}")
-    result = (out, u, v) if return_duals else (out,)
+    result: tuple = (out, u, v) if return_duals else (out,)
     if not check:
         result += (status,)
     return result if len(result) > 1 else out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['last_solve_stats', 'simd_level', 'solve', 'solve_batch']
 def last_solve_stats() -> dict:
     """
     Work counters of this thread's most recent single solve: {'paths': shortest augmenting paths searched, 'path_scans': their O(m) row scans, 'arr_scans': full row scans of augmenting row reduction, 'cold_restarts': 1 when a warm start was given up for a cold solve, 'warm_rows_read': rows its first pass read}. For tests and profiling.

@@ -4,7 +4,6 @@ Coordinate-descent permutation matching
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['Matcher', 'python_shuffle_orders', 'set_num_threads']
 class Matcher:
     """
     Native coordinate-descent matcher (private; see trajtransfer.core.match)
@@ -26,10 +25,6 @@ class Matcher:
     @property
     def num_pairs(self) -> int:
         ...
-def python_shuffle_orders(seed: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, sweeps: typing.SupportsInt | typing.SupportsIndex) -> list[list[int]]:
-    """
-    Orders random.Random(seed).shuffle gives list(range(n)), per sweep.
-    """
 def set_num_threads(num_threads: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Set the threads of trajtransfer's OpenBLAS pool (<= 0: unchanged); returns the count.

@@ -87,7 +87,7 @@ def coordinate_descent(pairs: Any, lap: Any, perms: list, opts: DescentOptions,
         order = list(range(num_groups))
         rng.shuffle(order)
         gain = 0.0 if lap.synchronous else torch.zeros((), dtype=torch.float64, device=pairs.device)
-        status = []
+        status: list = []
         for g in order:
             if lap.synchronous and not dirty[g]:
                 continue
@@ -159,7 +159,7 @@ def _greedy_pass(pairs: Any, lap: Any, perms: list, host_perms: Any, counters: d
     return time_gemm, time_lap
 
 
-def _visit_on_host(lap: Any, g: int, cost: Any, perms: list, host_perms: list,
+def _visit_on_host(lap: Any, g: int, cost: Any, perms: list, host_perms: Any,
                    counters: dict) -> Any:
     """Solve group g on the host; returns the objective gain, or None when the permutation stays."""
     host = lap.to_host(cost)

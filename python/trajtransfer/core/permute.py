@@ -85,7 +85,7 @@ class _IndexCache:
     def get(self, group: str, like: Any) -> Any:
         perm = self._perms[group]
         if is_torch_tensor(like):
-            key = (group, "torch", str(like.device))
+            key: tuple = (group, "torch", str(like.device))
             if key not in self._cache:
                 import torch
 
@@ -195,7 +195,7 @@ def apply_permutation(
         from collections import OrderedDict
 
         od: Any = OrderedDict(out)
-        od._metadata = params._metadata  # type: ignore[attr-defined]
+        od._metadata = params._metadata
         return od
     return out
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import torch
 import torch.nn.functional as F
@@ -168,12 +168,19 @@ class _Tracer:
         self.owner: dict = {}  # tensor name -> (first node, module) that assigned its axes
 
     # -- helpers -------------------------------------------------------------------------------
-    def fail(self, node: fx.Node, why: str) -> None:
+    def fail(self, node: fx.Node, why: str) -> NoReturn:
         raise ValueError(f"spec_from_model: {_describe(node)}: {why}")
 
-    def shape(self, node: Any) -> Optional[tuple]:
+    def maybe_shape(self, node: Any) -> Optional[tuple]:
         """Shape of a node's result, None when it is not a tensor (sizes, tuples, ...)."""
         return node.meta.get("tt_shape") if isinstance(node, fx.Node) else None
+
+    def shape(self, node: Any) -> tuple:
+        """Shape of a node's result, which the caller knows to be a tensor."""
+        shp = self.maybe_shape(node)
+        if shp is None:
+            self.fail(node, "expected a tensor here")
+        return shp
 
     def tensor_inputs(self, node: fx.Node) -> list:
         """Input nodes that are tensors (not sizes/scalars); get_attr inputs are rejected."""
@@ -258,11 +265,12 @@ class _Tracer:
 
     def binary(self, node: fx.Node) -> Any:
         ins = self.tensor_inputs(node)
-        out_shape = self.shape(node)
+        out_shape = self.maybe_shape(node)
         if out_shape is None:
             self.fail(node, "elementwise op without a tensor result")
         r = len(out_shape)
-        label, axis = None, None
+        label: Any = None
+        axis: Any = None
         for n in ins:
             st = self.state[n]
             if st is None:
@@ -288,7 +296,7 @@ class _Tracer:
 
     # -- node kinds ----------------------------------------------------------------------------
     def module(self, node: fx.Node) -> Any:
-        mod = self.gm.get_submodule(node.target)
+        mod = self.gm.get_submodule(str(node.target))  # a call_module target is its name
         if isinstance(mod, nn.Linear):
             src = self.single_input(node)
             st, ndim = self.state[src], len(self.shape(src))
@@ -378,11 +386,11 @@ class _Tracer:
             return self.permute(node, node.args[1:] or node.kwargs.get("dims"))
         if fn in _REDUCE_FUNCTIONS:
             return self.reduce_call(node)
-        if fn is getattr and self.shape(node) is None:
+        if fn is getattr and self.maybe_shape(node) is None:
             return _META
         if fn is operator.getitem and not self.tensor_inputs(node):
             return _META
-        if self.shape(node) is None and not self.tensor_inputs(node):
+        if self.maybe_shape(node) is None and not self.tensor_inputs(node):
             return _META  # arithmetic on sizes
         self.fail(node, "this operation is not supported (it may mix or reorder permuted "
                         "channels: e.g. cat, indexing, matmul, attention, functional layers)")
@@ -436,7 +444,7 @@ class _Tracer:
     def run(self, on_self_map: str = "raise") -> None:
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
-                self.state[node] = None if self.shape(node) is not None else _META
+                self.state[node] = None if self.maybe_shape(node) is not None else _META
             elif node.op == "get_attr":
                 self.state[node] = _Attr(str(node.target))
             elif node.op == "output":
@@ -454,7 +462,7 @@ class _Tracer:
                     st = self.method(node)
                 else:  # pragma: no cover - fx has no other node kinds
                     self.fail(node, "unknown node kind")
-                if st is not _META and self.shape(node) is None:
+                if st is not _META and self.maybe_shape(node) is None:
                     self.fail(node, "produces a non-tensor (e.g. a tuple of tensors), which is "
                                     "not supported")
                 self.state[node] = st

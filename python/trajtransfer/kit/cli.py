@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from ._extras import MissingExtraError
 
@@ -160,12 +160,13 @@ def _run_experiment(args: argparse.Namespace) -> dict:
     for k in range(len(traj)):
         model_for_eval.load_state_dict(traj[k])
         source_curve.append(evaluate(model_for_eval, data.val))
+    warm_modes: dict[str, Union[bool, str]] = {"off": False, "on": True, "both": "both"}
     for method in methods:
         log(f"--- {method}")
         res = transfer(build(), traj, target_init, data, method=method, grad_batches=args.grad_batches,
                        batch_size=args.grad_batch_size or args.batch_size, eval_every=args.eval_every, seed=args.seed,
                        target_final=target if method == "oracle" else None,
-                       warm_start={"off": False, "on": True, "both": "both"}[args.warm_start],
+                       warm_start=warm_modes[args.warm_start],
                        reuse_duals=not args.cold_laps, cache_source=args.cache_source,
                        bn_batches=args.bn_batches,
                        verbose=not args.quiet)
@@ -181,7 +182,7 @@ def _run_experiment(args: argparse.Namespace) -> dict:
         results[method] = (res, d)
 
     # Fine-tuning from each method's best step versus the same budget from the target init.
-    finetune = {}
+    finetune: dict[str, dict[str, Any]] = {}
     if args.finetune_epochs > 0:
         ft_cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr or args.lr,
                              batch_size=args.batch_size, momentum=args.momentum,
@@ -197,7 +198,7 @@ def _run_experiment(args: argparse.Namespace) -> dict:
             log(f"fine-tune from {name}: val {' -> '.join(_pct(a).strip() for a in finetune[name]['val_accuracy'])}"
                 f"  test {100 * finetune[name]['test_accuracy']:.2f}%")
 
-    curves = {m: results[m][0] for m in methods}
+    curves: dict[str, Any] = {m: results[m][0] for m in methods}
     curves["source"] = {"eval_steps": list(range(len(traj))), "accuracy": source_curve, "best_step": None}
     png = plot_transfer_curves(curves, out / "transfer.png",
                                title=f"{data.name} {args.model}: {args.epochs} source epochs, T = {traj.num_steps}",
@@ -220,8 +221,8 @@ def _run_experiment(args: argparse.Namespace) -> dict:
         "seconds": time.perf_counter() - t_all, "device": str(device),
         "threads": args.threads or "policy",
     }
-    with open(out / "results.json", "w") as f:
-        json.dump(summary, f, indent=1, default=float)
+    with open(out / "results.json", "w") as fh:
+        json.dump(summary, fh, indent=1, default=float)
     print(format_table(summary))
     print(f"wrote {out / 'results.json'} and {', '.join(os.fspath(p) for p in pngs)}")
     return summary

@@ -24,7 +24,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -62,8 +62,8 @@ class ArrayDataset:
     num_classes : int
     """
 
-    x: "object"
-    y: "object"
+    x: Any  # torch.Tensor (torch is imported only where used)
+    y: Any
     num_classes: int
 
     def __post_init__(self) -> None:
@@ -148,7 +148,7 @@ class Loader:
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
         self.generator = torch.Generator().manual_seed(int(seed))
-        self._order = None
+        self._order: Any = None
         self._pos = 0
 
     def batches_per_epoch(self) -> int:
@@ -190,7 +190,7 @@ def eval_batches(dataset: ArrayDataset, batch_size: int = 1024) -> Iterator[tupl
 
 
 # ----------------------------------------------------------------------------------- idx files
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

@@ -119,6 +119,7 @@ class Conv8(nn.Module):
 
     _CHANNELS = (64, 64, 128, 128, 256, 256, 512, 512, 256, 256)
     _POOL_AFTER = {"conv2": 2, "conv4": 2, "conv6": 2, "conv8": 4}
+    head: nn.Conv2d  # set in __init__ with the other layers named in CONV8_LAYERS
 
     def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 3,
                  input_size=32, init: str = "torch") -> None:

@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .._devices import batch_to, module_device
 from ..core.threads import with_thread_budget
@@ -205,7 +205,8 @@ def train(
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()
-        total, count = 0.0, 0
+        total: Any = 0.0  # a device tensor after the first batch
+        count = 0
         for batch in loader.epoch():
             x, y = batch_to(batch, device)
             opt.zero_grad(set_to_none=True)

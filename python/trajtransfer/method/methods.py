@@ -146,9 +146,10 @@ class _GradientMatching(TransferMethod):
         ctx = self.ctx
         st = ctx.settings
         tol = st.tolerance(bound)
-        starts = {False: [None], True: [prev if prev is not None else "identity"],
-                  "both": [None, prev if prev is not None else "identity"]}[st.warm_start]
-        best = None
+        options: dict[Any, list] = {False: [None], True: [prev if prev is not None else "identity"],
+                                    "both": [None, prev if prev is not None else "identity"]}
+        starts = options[st.warm_start]
+        best: Any = None
         with ctx.timer("matching"):
             for init in starts:
                 if init is None and st.reuse_duals:

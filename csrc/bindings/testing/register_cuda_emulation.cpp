@@ -1,5 +1,5 @@
-// Bindings for the host emulation of the CUDA kernels (csrc/cuda/lap_emulation.hpp): compiled in
-// every build, so that the GPU algorithm is tested against SciPy on machines without a GPU.
+// Bindings for the host emulation of the CUDA kernels (csrc/cuda/lap_emulation.hpp), in
+// trajtransfer._testing: the GPU algorithm is tested against SciPy on machines without a GPU.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -9,12 +9,12 @@
 
 #include "bindings/array_helpers.hpp"
 #include "bindings/gil.hpp"
-#include "bindings/register.hpp"
+#include "bindings/testing/register.hpp"
 #include "cuda/lap_emulation.hpp"
 
 namespace py = pybind11;
 
-namespace trajtransfer::bindings {
+namespace trajtransfer::bindings::testing {
 namespace {
 
 template <class T>
@@ -64,7 +64,7 @@ py::tuple emulate_typed(const py::array& costs_obj, bool maximize, int block_thr
 
 void register_cuda_emulation(py::module_& m) {
   m.def(
-      "lap_batch",
+      "cuda_emulation_lap_batch",
       [](const py::array& costs, bool maximize, int block_threads, const py::object& col_duals,
          int shared_state, int arr_passes) {
         if (costs.dtype().is(py::dtype::of<float>())) {
@@ -88,4 +88,4 @@ void register_cuda_emulation(py::module_& m) {
       "entries, 2 infeasible], row_duals (B, n), col_duals (B, m)).");
 }
 
-}  // namespace trajtransfer::bindings
+}  // namespace trajtransfer::bindings::testing
