@@ -254,7 +254,8 @@ def test_bench_quality(benchmark, problem, impl):
         obj, sweeps = objective(spec, [(a, b)], None, res.perms), res.sweeps
         assert res.objective == pytest.approx(obj, rel=1e-9)
     assert _dot(spec, a, permuted) == pytest.approx(obj, rel=1e-9)
-    _same_function(p, permuted)
+    if impl != "rebasin":  # checked above, on batch statistics
+        _same_function(p, permuted)
     info = {"objective": obj, "sweeps": sweeps, "median_s": benchmark.stats.stats.median}
     if p["val"] is not None:
         info["barrier"] = barrier(p["make"], a, permuted, p["val"], p["train"])
