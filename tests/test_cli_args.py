@@ -35,6 +35,7 @@ def _error(argv, runs, capsys) -> str:
 # (extra arguments, text the message must contain): each list has exactly one problem.
 BAD = [
     (["--epochs", "0"], "--epochs"),
+    (["--match-init", "random"], "--match-init"),
     (["--threads", "-1"], "--threads"),
     (["--steps", "-5"], "--steps"),
     (["--lr", "nan"], "--lr"),

@@ -11,6 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from torch import nn  # noqa: E402
+
+from trajtransfer import spec_from_model  # noqa: E402
 from trajtransfer.core.match import GradientMatcher, match_weights  # noqa: E402
 from trajtransfer.core.permute import apply_permutation, random_permutation  # noqa: E402
 from trajtransfer.kit.models import MLP, ResNet18  # noqa: E402
@@ -20,6 +23,18 @@ BACKENDS = ["native", "torch"]
 
 def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class _TracedConvBN(nn.Sequential):
+    """A conv net whose spec comes from tracing (the greedy order follows the traced topology)."""
+
+    def __init__(self):
+        super().__init__(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                         nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def permutation_spec(self):
+        return spec_from_model(self, torch.zeros(2, 1, 8, 8))
 
 
 def _planted(make, seed):
@@ -34,6 +49,7 @@ def _planted(make, seed):
 MODELS = {
     "mlp": lambda: MLP(20, (32, 24, 16), 5),
     "resnet": lambda: ResNet18(num_classes=5, width=4),
+    "traced-conv-bn": _TracedConvBN,
 }
 
 

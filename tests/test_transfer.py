@@ -13,6 +13,7 @@ from trajtransfer.kit.models import MLP  # noqa: E402
 from trajtransfer.core.permute import apply_permutation, random_permutation  # noqa: E402
 from trajtransfer.kit.training import evaluate, train  # noqa: E402
 from transfer_setup import trained_source_and_target  # noqa: E402
+from trajtransfer.method.trajectory import Trajectory  # noqa: E402
 from trajtransfer.method.transfer import paired_gradients, transfer  # noqa: E402
 
 K = 4
@@ -182,6 +183,40 @@ def test_planted_permutation_is_recovered(setup):
     # whereas Naive from the planted init is just some other network
     naive = transfer(_mlp(0), traj, planted, data, method="naive")
     assert not torch.equal(naive.final_params["layers.0.weight"], expect["layers.0.weight"])
+
+
+@pytest.mark.parametrize("method", ["fgmt", "gmt"])
+def test_greedy_match_start_with_one_group_is_the_identity_start(setup, method):
+    """One permutation group: the greedy pass and the identity start's first sweep both solve the
+    whole objective's one LAP, so every step's permutation is the same (tanh: unique optima)."""
+    ident = _run(setup, method, seed=6, match_init="identity")
+    greedy = _run(setup, method, seed=6, match_init="greedy")
+    assert greedy.config["match_init"] == "greedy" and ident.config["match_init"] == "identity"
+    assert all(np.array_equal(p["c1"], q["c1"]) for p, q in zip(ident.perms, greedy.perms))
+    assert ident.accuracy == greedy.accuracy
+    np.testing.assert_allclose(greedy.objective, ident.objective, rtol=1e-6)  # tracked objectives
+    data, traj, target_init, _ = setup
+    with pytest.raises(ValueError, match="match_init"):
+        transfer(_mlp(0), traj, target_init, data, method=method, match_init="random")
+
+
+def test_greedy_match_start_recovers_a_planted_permutation_in_a_deep_mlp():
+    """Target init = π·(source init) for an MLP with three groups: from the greedy start each
+    step's solve finds π, so the transferred network is π·(source trajectory)."""
+    data = load_digits_data(seed=0)
+    src = _mlp(3, hidden=(24, 20, 16))
+    init = {k: v.clone() for k, v in src.state_dict().items()}
+    train(src, data.train, epochs=1, lr=0.05, batch_size=32, seed=0)
+    traj = Trajectory([init, src.state_dict()], num_splits=3)
+    spec = src.permutation_spec()
+    pi = random_permutation(spec, init, seed=12)
+    planted = apply_permutation(spec, pi, init)
+    for method in ("fgmt", "gmt"):
+        res = transfer(_mlp(0, hidden=(24, 20, 16)), traj, planted, data, method=method, batch_size=64,
+                       match_init="greedy", max_sweeps=0)
+        for p in res.perms:
+            for g in pi:
+                assert np.array_equal(p[g], pi[g]), (method, g)
 
 
 def test_paired_gradients_use_the_same_batches():

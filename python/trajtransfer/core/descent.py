@@ -147,8 +147,11 @@ def _greedy_pass(pairs: Any, lap: Any, perms: list, host_perms: Any, counters: d
             host_perms[g] = cols
             perms[g] = torch.from_numpy(cols).to(perms[g].device)
         else:
-            perms[g], st = lap.solve(g, cost)
+            cols, st = lap.solve(g, cost)
             status.append(st[0])
+            # A failed solve leaves -1 entries; keep the group's start so that the next groups'
+            # gathers stay in range until the pass's one status read raises.
+            perms[g] = torch.where(st[0].eq(0), cols, perms[g])
         assigned[g] = True
         time_gemm += t1 - t0
         time_lap += time.perf_counter() - t1

@@ -167,6 +167,7 @@ def _run_experiment(args: argparse.Namespace) -> dict:
                        batch_size=args.grad_batch_size or args.batch_size, eval_every=args.eval_every, seed=args.seed,
                        target_final=target if method == "oracle" else None,
                        warm_start=warm_modes[args.warm_start],
+                       match_init=args.match_init,
                        reuse_duals=not args.cold_laps, cache_source=args.cache_source,
                        bn_batches=args.bn_batches,
                        verbose=not args.quiet)
@@ -305,6 +306,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
                         "before each evaluation (0: no recalibration)")
     p.add_argument("--warm-start", default="off", choices=("off", "on", "both"),
                    help="start each solve from π_{s-1} (off = paper parity)")
+    p.add_argument("--match-init", default="identity",
+                   help="the fixed start of each solve: identity (the official code) or greedy")
     p.add_argument("--cache-source", action="store_true",
                    help="GMT: compute each point's source gradient once (halves GMT's gradient work)")
     p.add_argument("--cold-laps", action="store_true",
@@ -401,6 +404,8 @@ def _check_args(args: argparse.Namespace) -> Optional[str]:
     from .models import _ACTIVATIONS
     from ..method.transfer import METHODS
 
+    if args.match_init not in ("identity", "greedy"):
+        return f"--match-init must be identity or greedy, got {args.match_init!r}"
     if args.activation != "none" and args.activation not in _ACTIVATIONS:
         return (f"--activation must be one of {', '.join(sorted(_ACTIVATIONS))} or none, "
                 f"got {args.activation!r}")

@@ -24,6 +24,7 @@ class MatchSettings:
     """How the matching methods solve (see :func:`~.transfer.transfer` for each option)."""
 
     warm_start: Union[bool, str] = False
+    init: str = "identity"
     reuse_duals: bool = True
     tol: float = 1e-7
     rtol: Optional[float] = None
@@ -103,7 +104,7 @@ class Oracle(TransferMethod):
             src = ctx.pairs.displacement(ctx.num_steps)
             st = ctx.settings
             bound = pair_bound(tgt, src) if st.rtol is not None else 0.0
-            res = match_weights(ctx.spec, tgt, src, max_sweeps=st.max_sweeps, seed=st.seed,
+            res = match_weights(ctx.spec, tgt, src, init=st.init, max_sweeps=st.max_sweeps, seed=st.seed,
                                 tol=st.tolerance(bound), backend=st.backend)
             ctx.record_match_timings(res)
         self.perm = res.perms
@@ -142,7 +143,8 @@ class _GradientMatching(TransferMethod):
         return bound
 
     def solve(self, prev: Optional[dict], bound: float) -> StepMatch:
-        """Solve from the identity and/or π_{s−1}, as ``warm_start`` says; keep the best."""
+        """Solve from the fixed start (``init``) and/or π_{s−1}, as ``warm_start`` says; keep the
+        best."""
         ctx = self.ctx
         st = ctx.settings
         tol = st.tolerance(bound)
@@ -152,7 +154,11 @@ class _GradientMatching(TransferMethod):
         best: Any = None
         with ctx.timer("matching"):
             for init in starts:
-                if init is None and st.reuse_duals:
+                if init is None and st.init == "greedy":
+                    # The greedy pass ignores earlier permutations; warm LAPs keep its result.
+                    res = self.matcher.solve("greedy", max_sweeps=st.max_sweeps, tol=tol,
+                                             warm_start=st.reuse_duals, exact_objective=False)
+                elif init is None and st.reuse_duals:
                     # Identity start as in the official code, each LAP warm from the previous
                     # solve's duals: the same optimum, far fewer augmentations; only the choice
                     # among tied optimal assignments may differ.

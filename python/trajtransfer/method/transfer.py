@@ -273,6 +273,7 @@ def transfer(
     eval_every: int = 1,
     eval_batch_size: int = 1024,
     warm_start: Union[bool, str] = False,
+    match_init: str = "identity",
     reuse_duals: bool = True,
     cache_source: bool = False,
     tol: float = 1e-7,
@@ -326,6 +327,11 @@ def transfer(
         False (default, paper parity): every solve starts from the identity. True: from π_{s−1}.
         ``"both"``: solve from both and keep the larger objective (never worse than the cold start
         for the same sweep order).
+    match_init : {"identity", "greedy"}
+        The start that ``warm_start`` calls the identity start: ``"identity"`` (the official
+        code) or ``"greedy"`` (one pass over the groups in spec order, each an exact assignment
+        given the groups already placed; see :func:`~trajtransfer.core.match.match_weights`).
+        Oracle's weight matching starts from it too.
     reuse_duals : bool, default True
         With an identity start, still warm-start each linear assignment from the duals of the
         matcher's previous solve (GMT keeps one matcher and replaces its pairs at each step with
@@ -420,11 +426,13 @@ def transfer(
         raise ValueError(f"bn_batches must be >= 0 (0: no BatchNorm recalibration), got {bn_batches}")
     if warm_start not in (False, True, "both"):
         raise ValueError(f"warm_start must be False, True or 'both', got {warm_start!r}")
+    if match_init not in ("identity", "greedy"):
+        raise ValueError(f"match_init must be 'identity' or 'greedy', got {match_init!r}")
     if keep_perms not in ("all", "final"):
         raise ValueError(f"keep_perms must be 'all' or 'final', got {keep_perms!r}")
     if method_cls.needs_target_final and target_final is None:
         raise ValueError(f"method={method!r} needs target_final= (the target's trained end point)")
-    settings = MatchSettings(warm_start=warm_start, reuse_duals=bool(reuse_duals), tol=tol,
+    settings = MatchSettings(warm_start=warm_start, init=match_init, reuse_duals=bool(reuse_duals), tol=tol,
                              rtol=rtol, max_sweeps=int(max_sweeps), seed=int(seed), backend=backend)
 
     segments = trajectory.num_checkpoints - 1
@@ -509,7 +517,8 @@ def transfer(
         "method": method, "steps": K, "num_splits": trajectory.num_splits, "schedule": trajectory.schedule,
         "grad_batches": int(grad_batches), "batch_size": int(batch_size), "bn_batches": int(bn_batches),
         "bn_batch_size": int(bn_batch_size or batch_size), "uses_batchnorm": uses_bn,
-        "eval_every": int(eval_every), "warm_start": warm_start, "reuse_duals": bool(reuse_duals),
+        "eval_every": int(eval_every), "warm_start": warm_start, "match_init": match_init,
+        "reuse_duals": bool(reuse_duals),
         "cache_source": bool(cache_source), "tol": tol, "rtol": rtol,
         "max_sweeps": int(max_sweeps), "seed": int(seed), "device": str(dev), "backend": backend,
         "num_threads": current_budget(),
