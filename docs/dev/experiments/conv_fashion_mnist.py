@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from trajtransfer import TrainConfig, evaluate, load_fashion_mnist, train, transfer
+from trajtransfer import TrainConfig, load_fashion_mnist, train, transfer
 from trajtransfer.kit.models import Conv8, ResNet18
 from trajtransfer.method.trajectory import Trajectory, TrajectoryRecorder
 
