@@ -41,6 +41,10 @@ def main() -> None:
     ap.add_argument("--model", choices=("conv8", "resnet18"), default="conv8")
     ap.add_argument("--width", type=float, default=0.25, help="Conv8 channel factor / ResNet base width")
     ap.add_argument("--init", default="kaiming", help="Conv8 init: kaiming or torch")
+    ap.add_argument("--init-scale", type=float, default=1.0,
+                    help="ResNet-18: multiply every conv weight of the init by this (BatchNorm makes "
+                         "the initial function the same; the same SGD steps then move the weights "
+                         "further relative to their init)")
     ap.add_argument("--train-subset", type=int, default=5000)
     ap.add_argument("--val-subset", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=12)
@@ -64,7 +68,12 @@ def main() -> None:
     def make():
         if args.model == "conv8":
             return Conv8(10, width=args.width, in_channels=1, input_size=28, init=args.init)
-        return ResNet18(10, width=int(args.width), in_channels=1)
+        model = ResNet18(10, width=int(args.width), in_channels=1)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    m.weight.mul_(args.init_scale)
+        return model
 
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=128, momentum=0.9,
                       warmup_epochs=args.warmup_epochs)
@@ -72,7 +81,8 @@ def main() -> None:
 
     def emit(row: dict) -> None:
         row.update(model=args.model, width=args.width, seed=args.seed, lr=args.lr,
-                   train_subset=args.train_subset, val_subset=args.val_subset, init=args.init)
+                   train_subset=args.train_subset, val_subset=args.val_subset, init=args.init,
+                   init_scale=args.init_scale)
         out.write(json.dumps(row) + "\n")
         out.flush()
         print(json.dumps(row), flush=True)
