@@ -25,6 +25,7 @@ import time
 import torch
 
 from trajtransfer import TrainConfig, load_fashion_mnist, train, transfer
+from trajtransfer.core.permute import apply_permutation, random_permutation
 from trajtransfer.kit.models import Conv8, ResNet18
 from trajtransfer.method.trajectory import Trajectory, TrajectoryRecorder
 
@@ -56,6 +57,9 @@ def main() -> None:
     ap.add_argument("--methods", default="naive,gmt,fgmt,oracle")
     ap.add_argument("--grad-batches", type=int, default=1)
     ap.add_argument("--bn-batches", default="10", help="comma-separated (ResNet-18); 0 = off")
+    ap.add_argument("--random-perms", type=int, default=0,
+                    help="also the end point θ₂⁰ + π(θ₁ᵉ − θ₁⁰) for this many uniformly random π: "
+                         "the spread a permutation that knows nothing gives")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -118,6 +122,12 @@ def main() -> None:
         for method in ("naive", "oracle"):
             res = run(line, tgt0, ends[1] if method == "oracle" else None, method, bn_list[0])
             row[method] = res.accuracy[-1]
+        spec = source.permutation_spec()
+        # θ₂⁰ + π(Δ) is π(π⁻¹(θ₂⁰) + Δ): the same function as Naive from the init π⁻¹(θ₂⁰)
+        row["random_perms"] = [
+            run(line, apply_permutation(spec, random_permutation(spec, tgt0, seed=1000 + i), tgt0,
+                                        inverse=True), None, "naive", bn_list[0]).accuracy[-1]
+            for i in range(args.random_perms)]
         emit(row)
         if str(e) not in args.transfer_epochs.split(","):
             continue
