@@ -52,11 +52,10 @@ constexpr double kSampleGapRatio = 8.0;
 constexpr idx kSampleConflicts = 5;
 constexpr double kPassGapRatio = 48.0;
 constexpr idx kWarmScanBudget = 4;
-// A sampled row whose gap exceeds kFarGapRatio mean sampled spreads (an entry it held was
-// redrawn, not nudged) costs an augmenting path of about gap / spread column scans: more than
-// kFarScans * n of them, extrapolated from the sample, lose to a cold solve (1 % of a uniform
-// n = 1024 matrix redrawn: warm 0.5-0.8x cold, the sample's estimate 3.9n; 1 % and 20 % noise and
-// rank-1 shifts: no such row).
+// Also on the sample: a row whose gap exceeds kFarGapRatio mean spreads (its previous pair was
+// redrawn, not nudged) needs an augmenting path of about gap / spread row scans, which the summed
+// ratio hides among the other rows; when those paths, extrapolated to all rows, exceed
+// kFarScans * n scans, a cold solve is cheaper (the budget below is checked between paths only).
 constexpr double kFarGapRatio = 64.0;
 constexpr double kFarScans = 1.0;
 
