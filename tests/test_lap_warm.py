@@ -379,6 +379,14 @@ def test_a_change_the_row_sample_misses_still_gives_up(rng, dtype) -> None:
     new = np.where(unsampled, cost + 0.5 * rng.random((1, n)), cost).astype(dtype)
     st = _warm_stats(cost, new)
     assert st["cold_restarts"] == 1 and st["warm_rows_read"] == n
+    # What the warm start scanned before its restart is bounded by its budget (4 n rows), checked
+    # at every row scan, also inside a path: beyond the cold solve's own scans, at most one more.
+    from trajtransfer import _core
+
+    lap_solve(new)
+    cold = _core.lap.last_solve_stats()
+    extra = sum(st[k] - cold[k] for k in ("arr_scans", "path_scans"))
+    assert extra <= 4 * n + 1, (st, cold)
 
 
 _GIVE_UP_SCRIPT = """

@@ -55,7 +55,7 @@ constexpr idx kWarmScanBudget = 4;
 // Also on the sample: a row whose gap exceeds kFarGapRatio mean spreads (its previous pair was
 // redrawn, not nudged) needs an augmenting path of about gap / spread row scans, which the summed
 // ratio hides among the other rows; when those paths, extrapolated to all rows, exceed
-// kFarScans * n scans, a cold solve is cheaper (the budget below is checked between paths only).
+// kFarScans * n scans, a cold solve is cheaper than the warm start would be.
 constexpr double kFarGapRatio = 64.0;
 constexpr double kFarScans = 1.0;
 
@@ -522,7 +522,8 @@ class Solver {
     }
   }
 
-  // Shortest augmenting path from free row `start`; false when no finite path exists.
+  // Shortest augmenting path from free row `start`; false when no finite path exists or the
+  // scan budget ran out (over_budget()).
   bool augment(idx start) {
     settled_.clear();
     T min_val = 0;
@@ -568,6 +569,11 @@ class Solver {
       am = k().relax(row(i), v_.data(), d_.data(), pred_.data(), m_, min_val - u_[i],
                     static_cast<I>(i));
       ++t_stats.path_scans;
+      if (over_budget()) {
+        // Warm paths can be few and n scans long: stop inside one (the caller restarts cold).
+        for (const auto& s : settled_) v_[s.col] = s.price;
+        return false;
+      }
     }
     // Dual update keeps u_i + v_j <= S*c_ij with equality on the new matching.
     u_[start] += min_val;
@@ -610,7 +616,7 @@ class Solver {
     for (idx i : free_) {
       if (x_[i] >= 0) continue;
       if (over_budget()) return Status::ok;  // the caller sees gave_up() and restarts cold
-      if (!augment(i)) return Status::infeasible;
+      if (!augment(i)) return gave_up_ ? Status::ok : Status::infeasible;  // see over_budget()
       // Between paths the state is consistent; the clock is read once every 32 paths.
       if ((++done & 31) == 0 && interrupt_requested()) return Status::interrupted;
     }
