@@ -338,6 +338,38 @@ def test_heavy_resampling_gives_up_after_the_row_sample(rng, dtype) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_resampling_gives_up_after_the_row_sample(dtype) -> None:
+    # 1 % of the entries redrawn: few pairs move, but a row whose own entry was redrawn needs a
+    # long augmenting path (the warm start cost up to 2x a cold solve). The row sample sees such
+    # rows by their gap, far above the rows' spreads; a fixed seed makes the sample hit some.
+    rng = np.random.default_rng(1024)
+    n = 1024
+    cost = rng.random((n, n)).astype(dtype)
+    new = np.where(rng.random(cost.shape) < 0.01, rng.random(cost.shape), cost).astype(dtype)
+    st = _warm_stats(cost, new)
+    assert st["cold_restarts"] == 1 and st["warm_rows_read"] == n // 8
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("far_rows", [0, 1])
+def test_sampled_rows_that_lost_their_pair_decide_the_route(rng, dtype, far_rows) -> None:
+    # The same 1 % noise everywhere; in `far_rows` sampled rows (every 8th) the previous pair's
+    # cost rises by 0.15, ~140 mean row spreads: too little for the sample's summed gap ratio
+    # (~2.3 here), but such a row predicts a path of ~140 scans, 8x over the unsampled rows,
+    # more than n in all: a cold restart. Without it the warm start goes on.
+    n = 512
+    cost = rng.random((n, n)).astype(dtype)
+    prev_cols = lap_solve(cost).col_ind
+    new = (cost * (1 + 0.01 * rng.standard_normal(cost.shape))).astype(dtype)
+    for i in range(0, 8 * far_rows, 8):
+        new[i, prev_cols[i]] += 0.15
+    st = _warm_stats(cost, new)
+    gives_up = far_rows > 0
+    assert st["cold_restarts"] == int(gives_up)
+    assert st["warm_rows_read"] == (n // 8 if gives_up else n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_change_the_row_sample_misses_still_gives_up(rng, dtype) -> None:
     # Only rows outside the sample (every 8th row) move: the whole pass or the scan budget of
     # ARR and the paths must catch it, and the result is still exact.
@@ -347,6 +379,14 @@ def test_a_change_the_row_sample_misses_still_gives_up(rng, dtype) -> None:
     new = np.where(unsampled, cost + 0.5 * rng.random((1, n)), cost).astype(dtype)
     st = _warm_stats(cost, new)
     assert st["cold_restarts"] == 1 and st["warm_rows_read"] == n
+    # What the warm start scanned before its restart is bounded by its budget (4 n rows), checked
+    # at every row scan, also inside a path: beyond the cold solve's own scans, at most one more.
+    from trajtransfer import _core
+
+    lap_solve(new)
+    cold = _core.lap.last_solve_stats()
+    extra = sum(st[k] - cold[k] for k in ("arr_scans", "path_scans"))
+    assert extra <= 4 * n + 1, (st, cold)
 
 
 _GIVE_UP_SCRIPT = """
@@ -359,7 +399,9 @@ n = 512
 for dtype in (np.float32, np.float64):
     cost = rng.random((n, n)).astype(dtype)
     prev = lap_solve(cost)
-    for shifted, gives_up in ((cost + 0.5 * rng.random((1, n)), True),
+    redrawn = cost.copy()
+    redrawn[0, prev.col_ind[0]] += 0.15  # a far gap in one sampled row (see the test above)
+    for shifted, gives_up in ((cost + 0.5 * rng.random((1, n)), True), (redrawn, True),
                               (cost * (1 + 0.01 * rng.standard_normal(cost.shape)), False)):
         new = shifted.astype(dtype)
         sol = lap_solve(new, warm_start=prev)
@@ -375,6 +417,7 @@ print("ok")
 
 @pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
 def test_warm_start_gives_up_alike_in_every_kernel_set(isa) -> None:
-    """The row sample's conflict count gives up on shifted column prices and keeps a 1 % noise
-    warm start, whatever the lane width of the kernels."""
+    """The row sample's conflict count gives up on shifted column prices, its far rows on
+    redrawn previous pairs, and it keeps a 1 % noise warm start, whatever the lane width of the
+    kernels."""
     assert_script_ok(_GIVE_UP_SCRIPT, isa)

@@ -52,6 +52,12 @@ constexpr double kSampleGapRatio = 8.0;
 constexpr idx kSampleConflicts = 5;
 constexpr double kPassGapRatio = 48.0;
 constexpr idx kWarmScanBudget = 4;
+// Also on the sample: a row whose gap exceeds kFarGapRatio mean spreads (its previous pair was
+// redrawn, not nudged) needs an augmenting path of about gap / spread row scans, which the summed
+// ratio hides among the other rows; when those paths, extrapolated to all rows, exceed
+// kFarScans * n scans, a cold solve is cheaper than the warm start would be.
+constexpr double kFarGapRatio = 64.0;
+constexpr double kFarScans = 1.0;
 
 // The streaming passes (warm row scan, cold column minima and transfer, float32 check) split over
 // two threads from this many entries on (2^19: e.g. 725 x 725), in chunks of kChunkRows rows
@@ -299,11 +305,15 @@ class Solver {
     };
     if (sample) {
       const idx sampled = (n_ + kSampleStride - 1) / kSampleStride;
+      sample_gaps_.clear();
+      collect_gaps_ = true;
       stage(sampled, [](idx t) { return t * kSampleStride; });
+      collect_gaps_ = false;
       t_stats.warm_rows_read = sampled;
       if (!flags->invalid && !flags->forbidden &&
           (warm_gap_ > give_up_ratio * warm_spread_ ||
-           static_cast<idx>(free_.size()) * kSampleConflicts > sampled)) {
+           static_cast<idx>(free_.size()) * kSampleConflicts > sampled ||
+           far_row_scans(sampled) > kFarScans * static_cast<double>(n_))) {
         gave_up_ = true;
         return true;
       }
@@ -315,6 +325,19 @@ class Solver {
     }
     if (prev != nullptr) t_stats.warm_rows_read = n_;
     return !flags->invalid;
+  }
+
+  // The augmenting-path scans the sampled rows' far gaps predict for the whole matrix (see
+  // kFarGapRatio): each far row about gap / mean spread, at most n, times the sampling stride.
+  double far_row_scans(idx sampled) const {
+    const double mean_spread = warm_spread_ / static_cast<double>(sampled);
+    double scans = 0;
+    for (double g : sample_gaps_) {
+      if (g > kFarGapRatio * mean_spread) {
+        scans += std::min(static_cast<double>(n_), g / mean_spread);
+      }
+    }
+    return scans * kSampleStride;
   }
 
   // What the warm pass learns about one row: its two smallest reduced costs and S*c at its
@@ -356,6 +379,7 @@ class Solver {
         else TT_LAP_PROFILE_COUNT(profile::Event::nontight, 1);
         const double g = static_cast<double>(rs.cp - v_[p]) - static_cast<double>(mm.m1);
         if (g > 0) warm_gap_ += g;  // +inf when p became forbidden
+        if (g > 0 && collect_gaps_) sample_gaps_.push_back(g);
       }
     }
     if (mm.m2 < kInf<T>) warm_spread_ += static_cast<double>(mm.m2) - static_cast<double>(mm.m1);
@@ -498,7 +522,8 @@ class Solver {
     }
   }
 
-  // Shortest augmenting path from free row `start`; false when no finite path exists.
+  // Shortest augmenting path from free row `start`; false when no finite path exists or the
+  // scan budget ran out (over_budget()).
   bool augment(idx start) {
     settled_.clear();
     T min_val = 0;
@@ -544,6 +569,11 @@ class Solver {
       am = k().relax(row(i), v_.data(), d_.data(), pred_.data(), m_, min_val - u_[i],
                     static_cast<I>(i));
       ++t_stats.path_scans;
+      if (over_budget()) {
+        // Warm paths can be few and n scans long: stop inside one (the caller restarts cold).
+        for (const auto& s : settled_) v_[s.col] = s.price;
+        return false;
+      }
     }
     // Dual update keeps u_i + v_j <= S*c_ij with equality on the new matching.
     u_[start] += min_val;
@@ -586,7 +616,7 @@ class Solver {
     for (idx i : free_) {
       if (x_[i] >= 0) continue;
       if (over_budget()) return Status::ok;  // the caller sees gave_up() and restarts cold
-      if (!augment(i)) return Status::infeasible;
+      if (!augment(i)) return gave_up_ ? Status::ok : Status::infeasible;  // see over_budget()
       // Between paths the state is consistent; the clock is read once every 32 paths.
       if ((++done & 31) == 0 && interrupt_requested()) return Status::interrupted;
     }
@@ -828,6 +858,8 @@ class Solver {
   std::vector<RowScan> scans_;
   double warm_gap_ = 0, warm_spread_ = 0;
   bool gave_up_ = false;           // a warm start's pass or budget said: restart cold
+  bool collect_gaps_ = false;      // the row sample is being assigned: keep its gaps
+  std::vector<double> sample_gaps_;  // the sampled rows' positive gaps (far_row_scans())
   std::int64_t scan_limit_ = -1;  // see limit_scans()
 };
 
