@@ -280,6 +280,7 @@ def transfer(
     keep_perms: str = "all",
     device: Any = None,
     backend: str = "auto",
+    factored_pairs: bool = False,
     verbose: bool = False,
     callback: Optional[Callable[[StepInfo], None]] = None,
 ) -> TransferResult:
@@ -356,6 +357,16 @@ def transfer(
         The matcher's path (:class:`~trajtransfer.core.match.GradientMatcher`): ``"auto"``
         follows the device (native core on the CPU, torch ops on a GPU); ``"torch"`` forces the
         device path on the CPU.
+    factored_pairs : bool, default False
+        GMT/FGMT opt-in: capture the weight gradients of Linear layers and pointwise (1×1, stride 1)
+        convolutions as their low-rank factors ``Δᵀ A`` (hooks on the same backward passes)
+        and match them as :class:`~trajtransfer.core.factored.Factored` pairs: the matcher keeps
+        a tensor's factors when ``rows · (n_in + n_out) < n_in · n_out`` (rows = samples per
+        pair × spatial positions) and builds its cost terms from them; other tensors (biases,
+        BatchNorm, larger kernels, small layers) stay dense. The same permutations up to
+        float32 rounding. Pairs with factors run on the device path (torch ops), on the CPU
+        too, unless ``backend="native"``. Off by default: on the CPU the native core's dense
+        caches measured faster (docs/dev/factored-pairs.md).
     verbose : bool
         Print one progress line per step to stderr.
     callback : callable(StepInfo), optional
@@ -433,7 +444,8 @@ def transfer(
 
     uses_bn = has_batchnorm(model)
     pairs = GradientPairSource(model, trajectory, base, spec, Loader(data, batch_size, seed=seed),
-                               grad_batches, cache_source, dev)
+                               grad_batches, cache_source, dev,
+                               factored=bool(factored_pairs) and method_cls.takes_factored_pairs)
     bn_loader = Loader(data, bn_batch_size or batch_size, seed=seed + 1_000_003) if uses_bn else None
     evaluation = _Evaluation(pairs, eval_data, bn_loader, int(bn_batches), eval_batch_size, timer)
     runner: TransferMethod = method_cls(_Context(spec, pairs, settings, timer, K, final))
@@ -484,6 +496,7 @@ def transfer(
         "eval_every": int(eval_every), "warm_start": warm_start, "reuse_duals": bool(reuse_duals),
         "cache_source": bool(cache_source), "tol": tol, "rtol": rtol,
         "max_sweeps": int(max_sweeps), "seed": int(seed), "device": str(dev), "backend": backend,
+        "factored_pairs": bool(factored_pairs),
     }
     return TransferResult(
         method=method, num_steps=K, best_step=int(evaluation.best_step or K),

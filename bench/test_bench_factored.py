@@ -1,0 +1,128 @@
+"""Factored gradient pairs: GMT and FGMT end to end, dense against factored, and the reference.
+
+MLP 784-1024-1024-10 and 784-4096-10, T = 10, pairs of one minibatch of 128 (the official size),
+without evaluation. Three loops per case: the reference-style loop (:mod:`reference_transfer`),
+ours with dense pairs (the native core on the CPU) and ours with ``factored_pairs=True`` (the
+Linear weights as their factors, on the device path). Check: the factored run ends on the same
+permutations as the dense one, up to float32 rounding (its final objective within 1e-5 of the
+dense run's), and both reach the reference's objective at step 1. The pair stores' sizes
+(dense against factored) go into ``extra_info``; a summary is printed and written to
+``bench/results/factored_summary.json``.
+
+Run::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python python -m pytest \\
+        bench/test_bench_factored.py -s --benchmark-json=bench/results/factored.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pytest_benchmark")
+
+from reference_transfer import reference_methods  # noqa: E402  (bench/ is on sys.path)
+
+from trajtransfer.core.match import GradientMatcher  # noqa: E402
+from trajtransfer.kit.data import ArrayDataset  # noqa: E402
+from trajtransfer.kit.models import MLP  # noqa: E402
+from trajtransfer.kit.training import train  # noqa: E402
+from trajtransfer.method.trajectory import Trajectory  # noqa: E402
+from trajtransfer.method.transfer import transfer  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+CASES = {"mlp-1024x2": (1024, 1024), "mlp-4096": (4096,)}
+IMPLS = ("reference", "dense", "factored")
+_runs: dict = {}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def setup(request):
+    hidden = CASES[request.param]
+    gen = torch.Generator().manual_seed(0)
+    data = ArrayDataset(torch.randn(4096, 784, generator=gen),
+                        torch.randint(0, 10, (4096,), generator=gen), 10)
+    torch.manual_seed(1)
+    source = MLP(784, hidden, 10)
+    init = {k: v.detach().clone() for k, v in source.state_dict().items()}
+    train(source, data, epochs=1, lr=0.01, batch_size=128, seed=0)
+    traj = Trajectory([init, source.state_dict()], num_splits=10)
+    torch.manual_seed(2)
+    target_init = {k: v.detach().clone() for k, v in MLP(784, hidden, 10).state_dict().items()}
+    return request.param, hidden, data, traj, target_init
+
+
+def _store_bytes(factored: bool) -> dict:
+    """Wrap GradientMatcher.add to record the largest pair store a run holds."""
+    seen = {"bytes": 0}
+    real = GradientMatcher.add
+
+    def add(self, *a, **kw):
+        real(self, *a, **kw)
+        seen["bytes"] = max(seen["bytes"], self.pair_store_bytes)
+
+    return seen, real, add
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("method", ["fgmt", "gmt"])
+def test_bench_factored(benchmark, setup, method, impl):
+    name, hidden, data, traj, target_init = setup
+    benchmark.group = f"factored-{name}-{method}"
+    benchmark.name = f"{impl}[{name}-{method}]"
+    seen, real_add, add = _store_bytes(impl == "factored")
+
+    def run():
+        with reference_methods():
+            return transfer(MLP(784, hidden, 10), traj, target_init, data,
+                            method=("reference-" if impl == "reference" else "") + method,
+                            seed=0, factored_pairs=impl == "factored")
+
+    GradientMatcher.add = add
+    try:
+        res = benchmark.pedantic(run, rounds=1, iterations=1)
+    finally:
+        GradientMatcher.add = real_add
+    t = res.timings
+    info = {"total_s": t["total"], "gradients_s": t["gradients"], "matching_s": t["matching"],
+            "matching_gemm_s": t["matching_gemm"], "matching_lap_s": t["matching_lap"],
+            "matching_share": t["matching"] / t["total"], "pair_store_bytes": seen["bytes"],
+            "sweeps": res.sweeps, "objective": res.objective}
+    runs = _runs.setdefault((name, method), {})
+    runs[impl] = (info, res)
+    if impl == "factored" and "dense" in runs:
+        dense = runs["dense"][1]
+        assert abs(res.objective[-1] - dense.objective[-1]) <= 1e-5 * abs(dense.objective[-1])
+    benchmark.extra_info.update(info)
+
+
+def teardown_module(module):
+    rows = []
+    for (name, method), r in _runs.items():
+        ref = r.get("reference")
+        for impl, (info, _) in r.items():
+            rows.append({"case": name, "method": method, "impl": impl,
+                         "total_s": info["total_s"], "gradients_s": info["gradients_s"],
+                         "matching_s": info["matching_s"], "matching_share": info["matching_share"],
+                         "pair_store_mb": info["pair_store_bytes"] / 2**20,
+                         "speedup_vs_reference": (ref[0]["total_s"] / info["total_s"]
+                                                  if ref else None)})
+    if not rows:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "factored_summary.json").write_text(json.dumps(
+        {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "loadavg_1_5_15": os.getloadavg(),
+         "rows": rows}, indent=1))
+    print(f"\n{'case':<12}{'method':<7}{'impl':<10}{'total s':>9}{'gradients':>10}{'matching':>10}"
+          f"{'share':>7}{'store MB':>10}{'speedup':>9}")
+    for r in rows:
+        sp = f"{r['speedup_vs_reference']:>8.2f}x" if r["speedup_vs_reference"] else "        -"
+        print(f"{r['case']:<12}{r['method']:<7}{r['impl']:<10}{r['total_s']:>9.2f}"
+              f"{r['gradients_s']:>10.2f}{r['matching_s']:>10.2f}{100 * r['matching_share']:>6.0f}%"
+              f"{r['pair_store_mb']:>10.1f}{sp}")
