@@ -28,12 +28,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("pytest_benchmark")
 
 from reference_transfer import reference_methods  # noqa: E402  (bench/ is on sys.path)
+from transfer_problem import random_transfer_problem  # noqa: E402
 
 from trajtransfer.core.match import GradientMatcher  # noqa: E402
-from trajtransfer.kit.data import ArrayDataset  # noqa: E402
 from trajtransfer.kit.models import MLP  # noqa: E402
-from trajtransfer.kit.training import train  # noqa: E402
-from trajtransfer.method.trajectory import Trajectory  # noqa: E402
 from trajtransfer.method.transfer import transfer  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -45,20 +43,11 @@ _runs: dict = {}
 @pytest.fixture(scope="module", params=list(CASES))
 def setup(request):
     hidden = CASES[request.param]
-    gen = torch.Generator().manual_seed(0)
-    data = ArrayDataset(torch.randn(4096, 784, generator=gen),
-                        torch.randint(0, 10, (4096,), generator=gen), 10)
-    torch.manual_seed(1)
-    source = MLP(784, hidden, 10)
-    init = {k: v.detach().clone() for k, v in source.state_dict().items()}
-    train(source, data, epochs=1, lr=0.01, batch_size=128, seed=0)
-    traj = Trajectory([init, source.state_dict()], num_splits=10)
-    torch.manual_seed(2)
-    target_init = {k: v.detach().clone() for k, v in MLP(784, hidden, 10).state_dict().items()}
+    data, traj, target_init = random_transfer_problem(lambda: MLP(784, hidden, 10), (784,), 10)
     return request.param, hidden, data, traj, target_init
 
 
-def _store_bytes(factored: bool) -> dict:
+def _store_bytes() -> tuple:
     """Wrap GradientMatcher.add to record the largest pair store a run holds."""
     seen = {"bytes": 0}
     real = GradientMatcher.add
@@ -76,7 +65,7 @@ def test_bench_factored(benchmark, setup, method, impl):
     name, hidden, data, traj, target_init = setup
     benchmark.group = f"factored-{name}-{method}"
     benchmark.name = f"{impl}[{name}-{method}]"
-    seen, real_add, add = _store_bytes(impl == "factored")
+    seen, real_add, add = _store_bytes()
 
     def run():
         with reference_methods():

@@ -37,11 +37,9 @@ pytest.importorskip("pytest_benchmark")
 
 from baseline import objective  # noqa: E402  (bench/ is on sys.path)
 from reference_transfer import BaselineMatcher, reference_methods  # noqa: E402
+from transfer_problem import random_transfer_problem  # noqa: E402
 
-from trajtransfer.kit.data import ArrayDataset  # noqa: E402
 from trajtransfer.kit.models import MLP, Conv8  # noqa: E402
-from trajtransfer.kit.training import train  # noqa: E402
-from trajtransfer.method.trajectory import Trajectory  # noqa: E402
 from trajtransfer.method.transfer import transfer  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -58,16 +56,7 @@ def _case():
 @pytest.fixture(scope="module")
 def setup():
     name, make, shape, steps = _case()
-    gen = torch.Generator().manual_seed(0)
-    data = ArrayDataset(torch.randn(4096, *shape, generator=gen),
-                        torch.randint(0, 10, (4096,), generator=gen), 10)
-    torch.manual_seed(1)
-    source = make().to(DEVICE)
-    init = {k: v.detach().clone() for k, v in source.state_dict().items()}
-    train(source, data, epochs=1, lr=0.01, batch_size=128, seed=0)
-    traj = Trajectory([init, source.state_dict()], num_splits=steps)
-    torch.manual_seed(2)
-    target_init = {k: v.detach().clone() for k, v in make().to(DEVICE).state_dict().items()}
+    data, traj, target_init = random_transfer_problem(make, shape, steps, DEVICE)
     return name, make, data, traj, target_init
 
 

@@ -14,11 +14,10 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from trajtransfer.core.factored import Factored  # noqa: E402
-from trajtransfer.kit.models import MLP  # noqa: E402
 from trajtransfer.method.factor_capture import FactorCapture, factorable_layers  # noqa: E402
 from trajtransfer.method.pairs import mean_gradient  # noqa: E402
 from trajtransfer.method.transfer import transfer  # noqa: E402
-from transfer_setup import trained_source_and_target  # noqa: E402
+from transfer_setup import tanh_mlp, trained_source_and_target  # noqa: E402
 
 
 class _Mixed(nn.Module):
@@ -82,9 +81,7 @@ def test_hooks_are_removed_after_recording():
 K = 3
 
 
-def _mlp(seed):
-    torch.manual_seed(seed)
-    return MLP(64, (32, 24), 10, bias=True, activation="tanh")  # tanh: no dead units, no ties
+_mlp = tanh_mlp
 
 
 @pytest.fixture(scope="module")

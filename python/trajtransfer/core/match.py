@@ -49,7 +49,7 @@ import numpy as np
 
 from .._arrays import float32_view, is_torch_tensor, to_numpy
 from .._native import _core
-from .factored import Factored
+from .factored import Factored, factored_pays
 from .spec import PermutationSpec, validate_spec
 
 __all__ = [
@@ -272,8 +272,14 @@ def _densified(params: Mapping[str, Any]) -> Mapping[str, Any]:
     return {n: x.dense() if isinstance(x, Factored) else x for n, x in params.items()}
 
 
-def _has_factors(params: Mapping[str, Any]) -> bool:
-    return any(isinstance(x, Factored) for x in params.values())
+def _keeps_factors(target: Mapping[str, Any], source: Mapping[str, Any]) -> bool:
+    """Whether some tensor of this pair would be stored as factors (see GradientMatcher.add)."""
+    for n, x in target.items():
+        y = source.get(n)
+        if (isinstance(x, Factored) and isinstance(y, Factored) and x.is_matrix()
+                and factored_pays(max(x.rows, y.rows), x.shape[0], math.prod(x.shape[1:]))):
+            return True
+    return False
 
 
 class _NativePath:
@@ -613,9 +619,9 @@ class GradientMatcher:
             weight gradient): when both sides of a tensor are factored, the tensor is
             ``(n_out, n_in)`` up to unpermuted trailing axes of size 1, and
             ``rows · (n_in + n_out) < n_in · n_out``, the factors are kept and every cost term
-            and objective is computed from them; otherwise that tensor is made dense. Pairs
-            with factors take the device path (torch ops) on the CPU too unless
-            ``backend="native"`` (which makes them dense).
+            and objective is computed from them; otherwise that tensor is made dense. A
+            matcher whose first pair keeps factors takes the device path (torch ops) on the
+            CPU too, unless ``backend="native"`` (which makes every pair dense).
         weight : float
             Finite weight of this pair.
 
@@ -645,7 +651,7 @@ class GradientMatcher:
             path = self._path
             if path is None:
                 path = self._new_path(_CompiledSpec(self._spec, target, "target"), device,
-                                      _has_factors(target) or _has_factors(source))
+                                      _keeps_factors(target, source))
             path.add(target, source, weight)
             if self._path is None:
                 self._path, self._device, self._torch_out = path, device, torch_in

@@ -95,6 +95,7 @@ class TorchPairs:
         # then replace a loop over the pairs and a copy of their factors per cost build.
         self._stacks: list = [None] * T
         self._static = [torch.zeros((n, n), dtype=torch.float32, device=self.device) for n in self.sizes]
+        self._cost_buffers: list = [None] * len(self.sizes)
         # Exact objective at the identity, summed per pair as it is added (float64, on device).
         self._identity_objective = torch.zeros((), dtype=torch.float64, device=self.device)
         self.gemm_flops = 0.0
@@ -291,11 +292,16 @@ class TorchPairs:
         involve an unset group are left out (the greedy start). Returns the matrix and
         (full rebuilds, corrections) of dynamic terms.
         """
+        torch = self.torch
         dynamic = [mb for mb in self.members[g] if not mb.is_static
                    and (assigned is None or all(assigned[h] for _, h in mb.others))]
         if not dynamic:
             return self._static[g], (0, 0)
-        out = self._static[g].clone()
+        # One buffer per group, reused by every visit: a fresh (n, n) tensor per visit costs
+        # its page faults on the CPU. Callers use the matrix before the group's next cost().
+        if self._cost_buffers[g] is None:
+            self._cost_buffers[g] = torch.empty_like(self._static[g])
+        out = self._cost_buffers[g].copy_(self._static[g])
         full = delta = 0
         for mb in dynamic:
             if host_perms is None:
