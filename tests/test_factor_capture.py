@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from trajtransfer.core.factored import Factored  # noqa: E402
+from trajtransfer.core.match import GradientMatcher  # noqa: E402
 from trajtransfer.method.factor_capture import FactorCapture, factorable_layers  # noqa: E402
 from trajtransfer.method.pairs import mean_gradient  # noqa: E402
 from trajtransfer.method.transfer import transfer  # noqa: E402
@@ -92,13 +93,27 @@ def setup():
 @pytest.mark.parametrize("method", ["fgmt", "gmt"])
 @pytest.mark.parametrize("batch_size, grad_batches", [(8, 1), (4, 2)])
 def test_transfer_with_factored_pairs_equals_the_dense_path(setup, method, batch_size,
-                                                             grad_batches):
+                                                             grad_batches, monkeypatch):
     # Small minibatches so that the hidden layers' factors are the cheaper form (8 rows:
     # 8 * (64 + 32) < 64 * 32) while the output layer stays dense (8 * 34 > 24 * 10).
     data, traj, target_init, _ = setup
-    runs = [transfer(_mlp(0), traj, target_init, data, method=method, batch_size=batch_size,
-                     grad_batches=grad_batches, factored_pairs=fac) for fac in (False, True)]
-    dense, fac = runs
+    added = []
+    real_add = GradientMatcher.add
+
+    def add(self, target, source, weight=1.0):
+        real_add(self, target, source, weight)
+        added.append((sorted(n for n, x in target.items() if isinstance(x, Factored)),
+                      self.backend))
+
+    monkeypatch.setattr(GradientMatcher, "add", add)
+    dense = transfer(_mlp(0), traj, target_init, data, method=method, batch_size=batch_size,
+                     grad_batches=grad_batches, factored_pairs=False)
+    assert added and all(names == [] and backend == "native" for names, backend in added)
+    added.clear()
+    fac = transfer(_mlp(0), traj, target_init, data, method=method, batch_size=batch_size,
+                   grad_batches=grad_batches, factored_pairs=True)
+    assert added and all(names == ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
+                         and backend == "torch" for names, backend in added)
     assert fac.config["factored_pairs"] and not dense.config["factored_pairs"]
     for pa, pb in zip(dense.perms, fac.perms):
         for g in pa:

@@ -365,8 +365,9 @@ def transfer(
         pair × spatial positions) and builds its cost terms from them; other tensors (biases,
         BatchNorm, larger kernels, small layers) stay dense. The same permutations up to
         float32 rounding. Pairs with factors run on the device path (torch ops), on the CPU
-        too, unless ``backend="native"``. Off by default: on the CPU the native core's dense
-        caches measured faster (docs/dev/factored-pairs.md).
+        too, unless ``backend="native"``. Off by default: on the CPU it wins only where torch's
+        own thread pool runs well (docs/dev/factored-pairs.md), and a GPU run is not measured
+        yet.
     verbose : bool
         Print one progress line per step to stderr.
     callback : callable(StepInfo), optional
