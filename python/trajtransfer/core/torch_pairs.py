@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -99,6 +100,8 @@ class TorchPairs:
         # Exact objective at the identity, summed per pair as it is added (float64, on device).
         self._identity_objective = torch.zeros((), dtype=torch.float64, device=self.device)
         self.gemm_flops = 0.0
+        self.add_gemm_seconds = 0.0   # static terms built by add() since the caller last reset
+        self.add_gemm_flops = 0.0     # these two
 
     # ---------------------------------------------------------------------------- the store
     def reserve(self, num_pairs: int) -> None:
@@ -161,10 +164,13 @@ class TorchPairs:
             before.append(r + 1)
         self._identity_objective += term
         self.num_pairs = k + 1
+        t0, flops0 = time.perf_counter(), self.gemm_flops
         for g, members in enumerate(self.members):
             for mb in members:
                 if mb.is_static:
                     self._accumulate(self._static[g], mb, k, k + 1, None)
+        self.add_gemm_seconds += time.perf_counter() - t0
+        self.add_gemm_flops += self.gemm_flops - flops0
 
     def clear(self) -> None:
         """Drop every pair, keeping the dense stores' memory."""
