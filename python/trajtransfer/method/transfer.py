@@ -280,7 +280,7 @@ def transfer(
     keep_perms: str = "all",
     device: Any = None,
     backend: str = "auto",
-    factored_pairs: bool = False,
+    factored_pairs: bool = True,
     verbose: bool = False,
     callback: Optional[Callable[[StepInfo], None]] = None,
 ) -> TransferResult:
@@ -357,17 +357,17 @@ def transfer(
         The matcher's path (:class:`~trajtransfer.core.match.GradientMatcher`): ``"auto"``
         follows the device (native core on the CPU, torch ops on a GPU); ``"torch"`` forces the
         device path on the CPU.
-    factored_pairs : bool, default False
-        GMT/FGMT opt-in: capture the weight gradients of Linear layers and pointwise (1×1, stride 1)
+    factored_pairs : bool, default True
+        GMT/FGMT: capture the weight gradients of Linear layers and pointwise (1×1, stride 1)
         convolutions as their low-rank factors ``Δᵀ A`` (hooks on the same backward passes)
         and match them as :class:`~trajtransfer.core.factored.Factored` pairs: the matcher keeps
         a tensor's factors when ``rows · (n_in + n_out) < n_in · n_out`` (rows = samples per
         pair × spatial positions) and builds its cost terms from them; other tensors (biases,
         BatchNorm, larger kernels, small layers) stay dense. The same permutations up to
-        float32 rounding. Pairs with factors run on the device path (torch ops), on the CPU
-        too, unless ``backend="native"``. Off by default: on the CPU it wins only where torch's
-        own thread pool runs well (docs/dev/factored-pairs.md), and a GPU run is not measured
-        yet.
+        float32 rounding, with 3–4× less cost-building work and pair memory on wide MLPs
+        (docs/dev/factored-pairs.md). When some layer keeps its factors the matching runs on
+        the device path (torch ops), on the CPU too, unless ``backend="native"`` (which makes
+        every pair dense). False: dense gradients only.
     verbose : bool
         Print one progress line per step to stderr.
     callback : callable(StepInfo), optional
