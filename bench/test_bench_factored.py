@@ -28,7 +28,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("pytest_benchmark")
 
 from reference_transfer import reference_methods  # noqa: E402  (bench/ is on sys.path)
-from transfer_problem import random_transfer_problem  # noqa: E402
+from transfer_problem import random_transfer_problem, timing_info  # noqa: E402
 
 from trajtransfer.core.match import GradientMatcher  # noqa: E402
 from trajtransfer.kit.models import MLP  # noqa: E402
@@ -80,10 +80,7 @@ def test_bench_factored(benchmark, setup, method, impl):
         res = benchmark.pedantic(run, rounds=1, iterations=1)
     finally:
         GradientMatcher.add = real_add
-    t = res.timings
-    info = {"total_s": t["total"], "gradients_s": t["gradients"], "matching_s": t["matching"],
-            "matching_gemm_s": t["matching_gemm"], "matching_lap_s": t["matching_lap"],
-            "matching_share": t["matching"] / t["total"], "pair_store_bytes": seen["bytes"],
+    info = {**timing_info(res), "pair_store_bytes": seen["bytes"],
             "sweeps": res.sweeps, "objective": res.objective}
     runs = _runs.setdefault((name, method), {})
     runs[impl] = (info, res)

@@ -1,4 +1,5 @@
-"""The transfer benchmarks' problem: random inputs and labels, a source trained one epoch on them."""
+"""The transfer benchmarks' problem (random inputs and labels, a source trained one epoch on
+them) and the figures they record of a run."""
 
 from __future__ import annotations
 
@@ -25,3 +26,11 @@ def random_transfer_problem(make: Callable[[], Any], shape: tuple, steps: int,
     torch.manual_seed(2)
     target_init = {k: v.detach().clone() for k, v in make().to(device).state_dict().items()}
     return data, traj, target_init
+
+
+def timing_info(res: Any) -> dict:
+    """A TransferResult's phase times (seconds) and matching share, for ``extra_info``."""
+    t = res.timings
+    return {"total_s": t["total"], "gradients_s": t["gradients"], "matching_s": t["matching"],
+            "matching_gemm_s": t["matching_gemm"], "matching_lap_s": t["matching_lap"],
+            "matching_share": t["matching"] / t["total"]}
