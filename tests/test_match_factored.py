@@ -255,3 +255,19 @@ def test_numpy_factors_give_numpy_results():
     res = match_gradients(spec, as_np)
     assert all(isinstance(p, np.ndarray) for p in res.perms.values())
     _same_perms(res, match_gradients(spec, pairs), spec)
+
+
+def test_reserve_after_the_stores_grew_keeps_every_pair():
+    # Seven pairs grow the stores past 4 by doubling; a smaller reserve afterwards keeps them.
+    spec, shapes, pairs = _pairs("mlp", 7, seed=10)
+    for t, s in pairs:
+        t["layers.2.weight"] = t["layers.2.weight"].dense()  # one tensor dense in every pair
+    m = GradientMatcher(spec)
+    for t, s in pairs:
+        m.add(t, s)
+    m.reserve(6)
+    m.reserve(9)
+    dense = match_gradients(spec, [(_dense(t), _dense(s)) for t, s in pairs], backend="native")
+    res = m.solve()
+    _same_perms(res, dense, spec)
+    np.testing.assert_allclose(res.objective, dense.objective, rtol=1e-6)

@@ -111,7 +111,7 @@ class TorchPairs:
             return
         self._capacity = int(num_pairs)
         for t in range(len(self.shapes)):
-            if self._targets[t] is not None:
+            if self._targets[t] is not None and self._targets[t].shape[0] < self._capacity:
                 self._grow(t, self._capacity)
             if self._stacks[t] is not None and self._stacks[t][0].shape[0] < self._capacity:
                 self._grow_stacks(t, self._capacity)
