@@ -49,6 +49,8 @@ class BaselineMatcher:
 
 
 class _Reference:
+    takes_factored_pairs = False  # the textbook matcher takes dense gradients
+
     def new_matcher(self) -> Any:
         return BaselineMatcher(self.ctx.spec, self.ctx.settings.seed)
 

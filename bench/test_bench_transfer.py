@@ -2,9 +2,11 @@
 
 The reference-style loop (:mod:`reference_transfer`) is transfer()'s own step loop with its
 matching done by the textbook baseline (torch GEMMs on the tensors' device + SciPy per group,
-identity start). Ours runs the same loop with the library's matcher: the native core on the CPU;
-the device path (torch ops, LAP on the host or, in a CUDA build, on the GPU) on a GPU; and, on
-the CPU, the device path forced with ``backend="torch"`` so that its overhead is known.
+identity start). Ours runs the same loop with the library's matcher and transfer()'s defaults,
+so with factored pairs wherever a layer's factors pay (they take the device path; dense pairs
+stay on the native core on the CPU); the device path (torch ops, LAP on the host or, in a CUDA
+build, on the GPU) on a GPU; and, on the CPU, the device path forced with ``backend="torch"``
+so that its overhead is known. Dense against factored: ``test_bench_factored.py``.
 
 Cases (random inputs and labels, a source trained for one epoch on them):
 
@@ -37,11 +39,9 @@ pytest.importorskip("pytest_benchmark")
 
 from baseline import objective  # noqa: E402  (bench/ is on sys.path)
 from reference_transfer import BaselineMatcher, reference_methods  # noqa: E402
+from transfer_problem import random_transfer_problem, timing_info  # noqa: E402
 
-from trajtransfer.kit.data import ArrayDataset  # noqa: E402
 from trajtransfer.kit.models import MLP, Conv8  # noqa: E402
-from trajtransfer.kit.training import train  # noqa: E402
-from trajtransfer.method.trajectory import Trajectory  # noqa: E402
 from trajtransfer.method.transfer import transfer  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -58,16 +58,7 @@ def _case():
 @pytest.fixture(scope="module")
 def setup():
     name, make, shape, steps = _case()
-    gen = torch.Generator().manual_seed(0)
-    data = ArrayDataset(torch.randn(4096, *shape, generator=gen),
-                        torch.randint(0, 10, (4096,), generator=gen), 10)
-    torch.manual_seed(1)
-    source = make().to(DEVICE)
-    init = {k: v.detach().clone() for k, v in source.state_dict().items()}
-    train(source, data, epochs=1, lr=0.01, batch_size=128, seed=0)
-    traj = Trajectory([init, source.state_dict()], num_splits=steps)
-    torch.manual_seed(2)
-    target_init = {k: v.detach().clone() for k, v in make().to(DEVICE).state_dict().items()}
+    data, traj, target_init = random_transfer_problem(make, shape, steps, DEVICE)
     return name, make, data, traj, target_init
 
 
@@ -106,10 +97,7 @@ def test_bench_transfer(benchmark, setup, method, impl):
         res = benchmark.pedantic(run, rounds=1, iterations=1)
     finally:
         BaselineMatcher.solve = real_solve
-    t = res.timings
-    info = {"total_s": t["total"], "gradients_s": t["gradients"], "matching_s": t["matching"],
-            "matching_gemm_s": t["matching_gemm"], "matching_lap_s": t["matching_lap"],
-            "matching_share": t["matching"] / t["total"], "num_gradient_pairs": res.num_gradient_pairs,
+    info = {**timing_info(res), "num_gradient_pairs": res.num_gradient_pairs,
             "sweeps": [s for s in res.sweeps if s is not None], "objective_step1": res.objective[0],
             "device": str(DEVICE), "backend": res.config["backend"]}
     _runs.setdefault((name, method), {})[impl] = (info, first_solve)

@@ -13,17 +13,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from trajtransfer.kit.data import load_digits_data  # noqa: E402
-from trajtransfer.kit.models import MLP  # noqa: E402
 from trajtransfer.method import methods  # noqa: E402
-from transfer_setup import trained_source_and_target  # noqa: E402
+from transfer_setup import tanh_mlp, trained_source_and_target  # noqa: E402
 from trajtransfer.method.transfer import transfer  # noqa: E402
 
 K = 4
 
 
-def _mlp(seed):
-    torch.manual_seed(seed)
-    return MLP(64, (32, 24), 10, bias=True, activation="tanh")  # tanh: no dead units, no ties
+_mlp = tanh_mlp
 
 
 @pytest.fixture(scope="module")

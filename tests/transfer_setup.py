@@ -20,3 +20,13 @@ def trained_source_and_target(make_model: Callable[[int], object], num_splits: i
     target_init = {k: v.clone() for k, v in tgt.state_dict().items()}
     train(tgt, data.train, epochs=2, lr=0.05, batch_size=32, seed=1)
     return data, traj, target_init, {k: v.clone() for k, v in tgt.state_dict().items()}
+
+
+def tanh_mlp(seed: int):
+    """A digits MLP 64-32-24-10 from ``seed``; tanh: no dead units, so no ties in the matching."""
+    import torch
+
+    from trajtransfer.kit.models import MLP
+
+    torch.manual_seed(seed)
+    return MLP(64, (32, 24), 10, bias=True, activation="tanh")

@@ -26,6 +26,7 @@ from typing import Any
 
 from . import _moved
 from ._native import _core
+from .core.factored import Factored
 from .core.lap import LapSolution, lap_solve, linear_sum_assignment, linear_sum_assignment_batch
 from .core.match import GradientMatcher, MatchResult, match_gradients, match_weights, set_num_threads
 from .core.permute import (
@@ -108,6 +109,7 @@ __all__ = [
     "match_weights",
     "match_gradients",
     "GradientMatcher",
+    "Factored",
     "set_num_threads",
     "thread_budget",
     *_LAZY,

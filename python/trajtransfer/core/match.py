@@ -49,6 +49,7 @@ import numpy as np
 
 from .._arrays import float32_view, is_torch_tensor, to_numpy
 from .._native import _core
+from .factored import Factored, factored_pays
 from .spec import PermutationSpec, validate_spec
 
 __all__ = [
@@ -264,6 +265,23 @@ def _same_place(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
+def _densified(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``params`` with every :class:`Factored` made dense (the native core stores dense pairs)."""
+    if not any(isinstance(x, Factored) for x in params.values()):
+        return params
+    return {n: x.dense() if isinstance(x, Factored) else x for n, x in params.items()}
+
+
+def _keeps_factors(target: Mapping[str, Any], source: Mapping[str, Any]) -> bool:
+    """Whether some tensor of this pair would be stored as factors (see GradientMatcher.add)."""
+    for n, x in target.items():
+        y = source.get(n)
+        if (isinstance(x, Factored) and isinstance(y, Factored) and x.is_matrix()
+                and factored_pays(max(x.rows, y.rows), x.shape[0], math.prod(x.shape[1:]))):
+            return True
+    return False
+
+
 class _NativePath:
     """Pairs and descent in the native core (numpy arrays and CPU tensors)."""
 
@@ -281,8 +299,8 @@ class _NativePath:
 
     def add(self, target: Mapping[str, Any], source: Mapping[str, Any], weight: float) -> None:
         compiled = self.compiled
-        ts = compiled.arrays(target, "target")
-        ss = compiled.arrays(source, "source")
+        ts = compiled.arrays(_densified(target), "target")
+        ss = compiled.arrays(_densified(source), "source")
         try:
             self.native.add(ts, ss, weight)
         except ValueError as exc:
@@ -358,7 +376,10 @@ class _TorchPath:
             if shape != compiled.shapes[n]:
                 raise ValueError(f"{what}[{n!r}] has shape {shape}, expected {compiled.shapes[n]} "
                                  "(the shape of the first pair added)")
-            if is_torch_tensor(x):
+            if isinstance(x, Factored):
+                t = Factored(*(self._factor(f, what, n, part) for f, part in
+                               ((x.delta, "delta"), (x.inputs, "inputs"))), x.shape)
+            elif is_torch_tensor(x):
                 if x.is_complex() or x.dtype == torch.bool:
                     raise TypeError(f"{what}[{n!r}] must be a real numeric tensor, got {x.dtype}")
                 t = x.detach().to(device=self.device, dtype=torch.float32)
@@ -367,12 +388,21 @@ class _TorchPath:
             out.append(t)
         return out
 
+    def _factor(self, x: Any, what: str, name: str, part: str) -> Any:
+        torch = self.torch
+        if is_torch_tensor(x):
+            return x.detach().to(device=self.device, dtype=torch.float32)
+        return torch.from_numpy(_as_float32(x, f"{what}[{name!r}].{part}")).to(self.device)
+
     def add(self, target: Mapping[str, Any], source: Mapping[str, Any], weight: float) -> None:
         torch = self.torch
         ts = self._tensors(target, "target")
         ss = self._tensors(source, "source")
-        finite = torch.stack([torch.isfinite(t).all() for t in ts + ss])
+        finite = torch.stack([torch.isfinite(f).all() for t in ts + ss
+                              for f in ((t.delta, t.inputs) if isinstance(t, Factored) else (t,))])
         if not bool(finite.all()):  # one host read per pair; the slow path names the tensor
+            finite = torch.stack([torch.stack([torch.isfinite(f).all() for f in (
+                (t.delta, t.inputs) if isinstance(t, Factored) else (t,))]).all() for t in ts + ss])
             bad = int(finite.logical_not().nonzero()[0])
             side = "target" if bad < len(ts) else "source"
             name = self.compiled.names[bad % len(ts)]
@@ -408,9 +438,15 @@ class _TorchPath:
         except LapFailed as exc:
             raise ValueError(_overflow_message(self.compiled.groups[exc.group])) from None
         self.perms = res.perms
+        # As the native core reports it: the static terms add() built count as cost building.
+        pairs = self.pairs
+        add_gemm, add_flops = pairs.add_gemm_seconds, pairs.add_gemm_flops
+        pairs.add_gemm_seconds = pairs.add_gemm_flops = 0.0
+        counters = dict(res.counters)
+        counters["gemm_flops"] = counters.get("gemm_flops", 0.0) + add_flops
         return {"perms": res.perms, "objective": res.objective, "history": res.history,
-                "sweeps": res.sweeps, "converged": res.converged, "gemm": res.time_gemm,
-                "lap": res.time_lap, **res.counters}
+                "sweeps": res.sweeps, "converged": res.converged,
+                "gemm": res.time_gemm + add_gemm, "lap": res.time_lap, **counters}
 
     def objective(self, perms: Mapping[str, Any]) -> float:
         torch = self.torch
@@ -521,6 +557,17 @@ class GradientMatcher:
         return 0 if self._path is None else self._path.num_pairs
 
     @property
+    def pair_store_bytes(self) -> int:
+        """Bytes the stored pairs take: the device path's dense stores (their capacity) and
+        kept factors; for the native core, the float32 pairs themselves."""
+        if self._path is None:
+            return 0
+        if isinstance(self._path, _TorchPath):
+            return self._path.pairs.store_bytes()
+        compiled = self._path.compiled
+        return 8 * self._path.num_pairs * sum(math.prod(compiled.shapes[n]) for n in compiled.names)
+
+    @property
     def groups(self) -> list:
         """Group names in the order results and sweeps use."""
         return list(self._spec.perm_to_axes)
@@ -546,8 +593,12 @@ class GradientMatcher:
             for n, x in params.items():
                 if n in self._spec.buffers:
                     continue
-                torch_in = torch_in or is_torch_tensor(x)
-                place = _placement(x)
+                if isinstance(x, Factored):
+                    torch_in = torch_in or x.is_torch
+                    place = x.device
+                else:
+                    torch_in = torch_in or is_torch_tensor(x)
+                    place = _placement(x)
                 if where is None:
                     where = (place, f"{side}[{n!r}]")
                 elif not _same_place(place, where[0]):
@@ -565,10 +616,18 @@ class GradientMatcher:
 
         Parameters
         ----------
-        target, source : Mapping[str, numpy.ndarray | torch.Tensor]
+        target, source : Mapping[str, numpy.ndarray | torch.Tensor | Factored]
             Same keys: every non-buffer tensor of the spec (buffers may be absent and are never
             matched); all on one device (numpy counts as the CPU); cast to float32. Shapes must
             agree with each other, with the spec's group sizes and with the pairs added before.
+            A tensor may come as its low-rank factors, :class:`~trajtransfer.Factored`
+            ``(delta, inputs, shape)`` for ``delta.T @ inputs`` (a Linear or 1×1 convolution
+            weight gradient): when both sides of a tensor are factored, the tensor is
+            ``(n_out, n_in)`` up to unpermuted trailing axes of size 1, and
+            ``rows · (n_in + n_out) < n_in · n_out``, the factors are kept and every cost term
+            and objective is computed from them; otherwise that tensor is made dense. A
+            matcher whose first pair keeps factors takes the device path (torch ops) on the
+            CPU too, unless ``backend="native"`` (which makes every pair dense).
         weight : float
             Finite weight of this pair.
 
@@ -597,18 +656,21 @@ class GradientMatcher:
             device, torch_in = self._locate(target, source)
             path = self._path
             if path is None:
-                path = self._new_path(_CompiledSpec(self._spec, target, "target"), device)
+                path = self._new_path(_CompiledSpec(self._spec, target, "target"), device,
+                                      _keeps_factors(target, source))
             path.add(target, source, weight)
             if self._path is None:
                 self._path, self._device, self._torch_out = path, device, torch_in
             self._add_seconds += time.perf_counter() - t0
 
-    def _new_path(self, compiled: _CompiledSpec, device: Any) -> Any:
+    def _new_path(self, compiled: _CompiledSpec, device: Any, factored: bool) -> Any:
         on_cpu = _same_place(device, "cpu")
         if self._backend == "native" and not on_cpu:
             raise ValueError(f"backend='native' solves on the CPU but the pairs are on {device}: "
                              "use backend='auto' (the device path) or move them with .cpu()")
-        if self._backend == "torch" or not on_cpu:
+        # The native core stores dense pairs only: factored pairs take the device path, whose
+        # cost terms use the factors, unless the native core was asked for.
+        if self._backend == "torch" or not on_cpu or (factored and self._backend == "auto"):
             return _TorchPath(compiled, device)
         return _NativePath(compiled)
 

@@ -16,9 +16,14 @@ full rebuild when more than half did), as the native core does.
 
 from __future__ import annotations
 
+import bisect
+import math
+import time
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from .factored import Factored, factored_pays
 
 __all__ = ["TorchPairs"]
 
@@ -40,6 +45,11 @@ class _Member:
 
 class TorchPairs:
     """Weighted (target, source) pairs as stacked float32 tensors on one device.
+
+    A pair may carry a tensor as its dense gradient or as its factors
+    (:class:`~trajtransfer.core.factored.Factored`, ``G = Δᵀ A``): a tensor's dense pairs are
+    stacked in one store, its factored pairs kept as their (weighted Δ_t, A_t, Δ_s, A_s), and
+    every cost term, correction and objective sums over both kinds.
 
     Parameters
     ----------
@@ -69,53 +79,106 @@ class TorchPairs:
                 neighbours[g].update(h for _, h in permuted if h != g)
         self.neighbours = [sorted(nb) for nb in neighbours]
         self.axis_groups = [list(axes) for axes in axis_groups]
+        # Factors serve (n_out, n_in) tensors, up to unpermuted trailing axes of size 1.
+        self._factorable = [len(shape) >= 2 and all(s == 1 and g < 0 for s, g in
+                                                    zip(shape[2:], axes[2:]))
+                            for shape, axes in zip(self.shapes, self.axis_groups)]
         self.num_pairs = 0
         self._capacity = 0
-        self._targets: list = []   # per tensor: (capacity, *shape), pre-multiplied by the weight
-        self._sources: list = []
+        T = len(self.shapes)
+        self._targets: list = [None] * T   # per tensor: (capacity, *shape), weight folded in
+        self._sources: list = [None] * T
+        self._dense_before: list = [[0] for _ in range(T)]  # dense rows before pair k
+        self._factor_pairs: list = [[] for _ in range(T)]   # pair indices stored as factors
+        self._factors: list = [[] for _ in range(T)]        # their (w Δ_t, A_t, Δ_s, A_s)
+        # While every factored pair of a tensor has the same number of rows, its factors live
+        # in four (capacity, rows, units) stacks (the entries above are views): batched GEMMs
+        # then replace a loop over the pairs and a copy of their factors per cost build.
+        self._stacks: list = [None] * T
         self._static = [torch.zeros((n, n), dtype=torch.float32, device=self.device) for n in self.sizes]
+        self._cost_buffers: list = [None] * len(self.sizes)
         # Exact objective at the identity, summed per pair as it is added (float64, on device).
         self._identity_objective = torch.zeros((), dtype=torch.float64, device=self.device)
         self.gemm_flops = 0.0
+        self.add_gemm_seconds = 0.0   # static terms built by add() since the caller last reset
+        self.add_gemm_flops = 0.0     # these two
 
     # ---------------------------------------------------------------------------- the store
     def reserve(self, num_pairs: int) -> None:
-        """Room for ``num_pairs`` pairs in total without regrowth copies."""
+        """Room for ``num_pairs`` pairs in total without regrowth copies (a tensor whose pairs
+        so far all came as factors gets its dense store when it first needs one)."""
         if num_pairs <= self._capacity:
             return
+        self._capacity = int(num_pairs)
+        for t in range(len(self.shapes)):
+            if self._targets[t] is not None and self._targets[t].shape[0] < self._capacity:
+                self._grow(t, self._capacity)
+            if self._stacks[t] is not None and self._stacks[t][0].shape[0] < self._capacity:
+                self._grow_stacks(t, self._capacity)
+
+    def _grow(self, t: int, rows: int) -> None:
         torch = self.torch
-        grown_t, grown_s = [], []
-        for t, shape in enumerate(self.shapes):
-            new_t = torch.empty((num_pairs, *shape), dtype=torch.float32, device=self.device)
-            new_s = torch.empty_like(new_t)
-            if self.num_pairs:
-                new_t[: self.num_pairs] = self._targets[t][: self.num_pairs]
-                new_s[: self.num_pairs] = self._sources[t][: self.num_pairs]
-            grown_t.append(new_t)
-            grown_s.append(new_s)
-        self._targets, self._sources, self._capacity = grown_t, grown_s, int(num_pairs)
+        new_t = torch.empty((rows, *self.shapes[t]), dtype=torch.float32, device=self.device)
+        new_s = torch.empty_like(new_t)
+        used = self._dense_before[t][-1]
+        if used:
+            new_t[:used] = self._targets[t][:used]
+            new_s[:used] = self._sources[t][:used]
+        self._targets[t], self._sources[t] = new_t, new_s
+
+    def _dense_row(self, t: int) -> int:
+        """The next free row of tensor t's dense store (grown if full)."""
+        used = self._dense_before[t][-1]
+        store = self._targets[t]
+        if store is None or used == store.shape[0]:
+            self._grow(t, max(4, self._capacity, 2 * used))
+        return used
+
+    def _keeps_factors(self, t: int, x: Any, y: Any) -> bool:
+        if not (isinstance(x, Factored) and isinstance(y, Factored) and self._factorable[t]):
+            return False
+        n_out, n_in = x.shape[0], math.prod(x.shape[1:])
+        return factored_pays(max(x.rows, y.rows), n_out, n_in)
 
     def add(self, targets: Sequence[Any], sources: Sequence[Any], weight: float) -> None:
-        """Append one pair (float32 tensors on this device, in tensor order)."""
+        """Append one pair (float32 tensors or :class:`Factored` of them on this device, in
+        tensor order). Factors are kept where :meth:`_keeps_factors` says, else made dense."""
         torch = self.torch
-        if self.num_pairs == self._capacity:
-            self.reserve(max(4, 2 * self._capacity))
         k = self.num_pairs
         term = torch.zeros((), dtype=torch.float64, device=self.device)
         for t, (x, y) in enumerate(zip(targets, sources)):
-            self._targets[t][k].copy_(x).mul_(weight)
-            self._sources[t][k].copy_(y)
-            term += torch.sum(self._targets[t][k].double() * self._sources[t][k].double())
+            before = self._dense_before[t]
+            if self._keeps_factors(t, x, y):
+                f = self._store_factors(t, (x.delta * weight, x.inputs, y.delta, y.inputs))
+                self._factor_pairs[t].append(k)
+                self._factors[t].append(f)
+                term += self._factor_dot(t, f, None)
+                before.append(before[-1])
+                continue
+            x = x.dense() if isinstance(x, Factored) else x
+            y = y.dense() if isinstance(y, Factored) else y
+            r = self._dense_row(t)
+            self._targets[t][r].copy_(x).mul_(weight)
+            self._sources[t][r].copy_(y)
+            term += torch.sum(self._targets[t][r].double() * self._sources[t][r].double())
+            before.append(r + 1)
         self._identity_objective += term
         self.num_pairs = k + 1
+        t0, flops0 = time.perf_counter(), self.gemm_flops
         for g, members in enumerate(self.members):
             for mb in members:
                 if mb.is_static:
                     self._accumulate(self._static[g], mb, k, k + 1, None)
+        self.add_gemm_seconds += time.perf_counter() - t0
+        self.add_gemm_flops += self.gemm_flops - flops0
 
     def clear(self) -> None:
-        """Drop every pair, keeping the memory."""
+        """Drop every pair, keeping the dense stores' memory."""
         self.num_pairs = 0
+        for t in range(len(self.shapes)):
+            self._dense_before[t] = [0]
+            self._factor_pairs[t] = []
+            self._factors[t] = []
         for s in self._static:
             s.zero_()
         self._identity_objective.zero_()
@@ -123,17 +186,107 @@ class TorchPairs:
             for mb in members:
                 mb.contrib, mb.upto, mb.built_at = None, 0, []
 
+    def _store_factors(self, t: int, f: tuple) -> tuple:
+        """Keep one pair's factors: in tensor t's stacks while the rows agree, else as given."""
+        i = len(self._factors[t])
+        stacks = self._stacks[t]
+        if i == 0:
+            if f[0].shape[0] != f[2].shape[0]:
+                self._stacks[t] = None
+                return f
+            if stacks is None or any(x.shape != s.shape[1:] for x, s in zip(f, stacks)):
+                stacks = self._stacks[t] = [x.new_empty((max(4, self._capacity), *x.shape))
+                                            for x in f]
+        elif stacks is None or any(x.shape != s.shape[1:] for x, s in zip(f, stacks)):
+            self._stacks[t] = None  # rows differ: the per-pair loop from now on
+            return f
+        if i == stacks[0].shape[0]:
+            self._grow_stacks(t, 2 * i)
+        for s, x in zip(self._stacks[t], f):
+            s[i].copy_(x)
+        return tuple(s[i] for s in self._stacks[t])
+
+    def _grow_stacks(self, t: int, pairs: int) -> None:
+        used = len(self._factors[t])
+        grown = [s.new_empty((pairs, *s.shape[1:])) for s in self._stacks[t]]
+        for g, s in zip(grown, self._stacks[t]):
+            g[:used] = s[:used]
+        self._stacks[t] = grown
+        # The stored entries view the old stacks: point them at the grown ones.
+        self._factors[t] = [tuple(s[j] for s in grown) for j in range(used)]
+
+    def store_bytes(self) -> int:
+        """Bytes held by the pairs: dense stores (their capacity) plus the kept factors."""
+        total = 0
+        for t in range(len(self.shapes)):
+            if self._targets[t] is not None:
+                total += 2 * self._targets[t].numel() * 4
+            if self._stacks[t] is not None:
+                total += sum(x.numel() * 4 for x in self._stacks[t])
+            else:
+                total += sum(sum(x.numel() for x in f) * 4 for f in self._factors[t])
+        return total
+
+    def _dense_rows(self, t: int, k0: int, k1: int) -> tuple:
+        before = self._dense_before[t]
+        return before[k0], before[k1]
+
+    def _factors_in(self, t: int, k0: int, k1: int) -> Any:
+        """Tensor t's factored pairs among pairs [k0, k1): four (pairs, rows, units) stacks
+        when it has them, else a list of per-pair tuples."""
+        ks = self._factor_pairs[t]
+        i0, i1 = bisect.bisect_left(ks, k0), bisect.bisect_left(ks, k1)
+        if i1 <= i0:
+            return []
+        if self._stacks[t] is not None:
+            return [tuple(s[i0:i1] for s in self._stacks[t])]
+        return [tuple(x[None] for x in f) for f in self._factors[t][i0:i1]]
+
     # ----------------------------------------------------------------------- the arithmetic
     def _accumulate(self, out: Any, mb: _Member, k0: int, k1: int, perms: Any) -> None:
         """``out += unfold_a(T[k0:k1]) @ unfold_a(π_{-a}(S[k0:k1]))ᵀ`` for member ``mb``."""
         torch = self.torch
-        tgt = self._targets[mb.tensor][k0:k1]
-        src = self._sources[mb.tensor][k0:k1]
-        for b, h in mb.others:  # the other groups' permutations (gather along their axes)
-            src = src.index_select(b + 1, perms[h])
-        dims = [d for d in range(tgt.dim()) if d != mb.axis + 1]
-        out += torch.tensordot(tgt, src, dims=(dims, dims))
-        self.gemm_flops += 2.0 * tgt.numel() * self.sizes[self.axis_groups[mb.tensor][mb.axis]]
+        r0, r1 = self._dense_rows(mb.tensor, k0, k1)
+        n = self.sizes[self.axis_groups[mb.tensor][mb.axis]]
+        if r1 > r0:
+            tgt = self._targets[mb.tensor][r0:r1]
+            src = self._sources[mb.tensor][r0:r1]
+            for b, h in mb.others:  # the other groups' permutations (gather along their axes)
+                src = src.index_select(b + 1, perms[h])
+            dims = [d for d in range(tgt.dim()) if d != mb.axis + 1]
+            out += torch.tensordot(tgt, src, dims=(dims, dims))
+            self.gemm_flops += 2.0 * tgt.numel() * n
+        factors = self._factors_in(mb.tensor, k0, k1)
+        if factors:
+            self._accumulate_factors(out, mb, factors, perms)
+
+    def _accumulate_factors(self, out: Any, mb: _Member, factors: list, perms: Any) -> None:
+        """The factored pairs' share: Σ Δ_tᵀ (A_t π(A_s)ᵀ) π(Δ_s) along the output axis,
+        Σ A_tᵀ (Δ_t π(Δ_s)ᵀ) π(A_s) along the input axis; ``factors`` are (pairs, rows, units)
+        stacks, one GEMM per stack over all its pairs' rows."""
+        torch = self.torch
+        g_out, g_in = self.axis_groups[mb.tensor][:2]
+        for dt, at, ds, as_ in factors:
+            if mb.axis == 0:
+                a_s = as_[:, :, perms[g_in]] if g_in >= 0 else as_
+                left, right = dt, torch.bmm(torch.bmm(at, a_s.transpose(1, 2)), ds)
+            else:
+                d_s = ds[:, :, perms[g_out]] if g_out >= 0 else ds
+                left, right = at, torch.bmm(torch.bmm(dt, d_s.transpose(1, 2)), as_)
+            own, inner = left.shape[2], at.shape[2] + dt.shape[2] - left.shape[2]
+            k, rt, rs = dt.shape[0], dt.shape[1], ds.shape[1]
+            out.addmm_(left.reshape(-1, own).T, right.reshape(-1, own))
+            self.gemm_flops += 2.0 * k * (rt * rs * inner + rt * rs * own + rt * own * own)
+
+    def _factor_dot(self, t: int, f: tuple, perms: Any) -> Any:
+        """Exact float64 ``<T, π(S)>`` of one factored pair: Σ (Δ_t π(Δ_s)ᵀ) ⊙ (A_t π(A_s)ᵀ)."""
+        dt, at, ds, as_ = (x.double() for x in f)
+        g_out, g_in = self.axis_groups[t][:2]
+        if perms is not None and g_out >= 0:
+            ds = ds.index_select(1, perms[g_out])
+        if perms is not None and g_in >= 0:
+            as_ = as_.index_select(1, perms[g_in])
+        return ((dt @ ds.T) * (at @ as_.T)).sum()
 
     def cost(self, g: int, perms: Sequence[Any], host_perms: Optional[Sequence[Any]] = None,
              assigned: Optional[Sequence[bool]] = None) -> tuple:
@@ -145,11 +298,16 @@ class TorchPairs:
         involve an unset group are left out (the greedy start). Returns the matrix and
         (full rebuilds, corrections) of dynamic terms.
         """
+        torch = self.torch
         dynamic = [mb for mb in self.members[g] if not mb.is_static
                    and (assigned is None or all(assigned[h] for _, h in mb.others))]
         if not dynamic:
             return self._static[g], (0, 0)
-        out = self._static[g].clone()
+        # One buffer per group, reused by every visit: a fresh (n, n) tensor per visit costs
+        # its page faults on the CPU. Callers use the matrix before the group's next cost().
+        if self._cost_buffers[g] is None:
+            self._cost_buffers[g] = torch.empty_like(self._static[g])
+        out = self._cost_buffers[g].copy_(self._static[g])
         full = delta = 0
         for mb in dynamic:
             if host_perms is None:
@@ -169,7 +327,7 @@ class TorchPairs:
         if mb.contrib is not None and len(mb.others) == 1:
             (b, h), = mb.others
             moved = np.flatnonzero(mb.built_at[0] != host_perms[h])
-            if 2 * moved.size <= host_perms[h].size:
+            if 2 * moved.size <= host_perms[h].size and moved.size <= self._correction_limit(mb):
                 changed = (b, h, moved)
         elif mb.contrib is not None and all(np.array_equal(old, host_perms[h])
                                             for old, (_, h) in zip(mb.built_at, mb.others)):
@@ -182,21 +340,50 @@ class TorchPairs:
             return True
         b, h, moved = changed
         if moved.size and mb.upto:
-            # Only the slices whose source moved: Σ T[.., c, ..] ⊗ (S[.., new c, ..] − S[.., old c, ..]).
-            pos = torch.from_numpy(moved).to(self.device)
-            new = torch.from_numpy(host_perms[h][moved]).to(self.device)
-            old = torch.from_numpy(mb.built_at[0][moved]).to(self.device)
-            tgt = self._targets[mb.tensor][: mb.upto].index_select(b + 1, pos)
-            src = self._sources[mb.tensor][: mb.upto]
-            diff = src.index_select(b + 1, new) - src.index_select(b + 1, old)
-            dims = [d for d in range(tgt.dim()) if d != mb.axis + 1]
-            mb.contrib += torch.tensordot(tgt, diff, dims=(dims, dims))
-            self.gemm_flops += 2.0 * tgt.numel() * self.sizes[self.axis_groups[mb.tensor][mb.axis]]
+            self._correct(mb, b, moved, host_perms[h][moved], mb.built_at[0][moved])
             mb.built_at[0][moved] = host_perms[h][moved]
         if mb.upto < self.num_pairs:  # pairs added since: their share at the current perms
             self._accumulate(mb.contrib, mb, mb.upto, self.num_pairs, perms)
             mb.upto = self.num_pairs
         return False
+
+    def _correction_limit(self, mb: _Member) -> float:
+        """Most moved slices for which a correction beats a rebuild, on top of the half rule:
+        a factored pair's rebuild costs about rows × n², its correction moved × n²."""
+        if self._dense_before[mb.tensor][mb.upto] or not self._factor_pairs[mb.tensor]:
+            return math.inf
+        return max(f[0].shape[0] for f in self._factors[mb.tensor])
+
+    def _correct(self, mb: _Member, b: int, moved: Any, new: Any, old: Any) -> None:
+        """``contrib += Σ T[.., c, ..] ⊗ (S[.., new c, ..] − S[.., old c, ..])`` over the slices
+        c whose source moved (along axis b), for pairs [0, upto)."""
+        torch = self.torch
+        pos = torch.from_numpy(moved).to(self.device)
+        new = torch.from_numpy(new).to(self.device)
+        old = torch.from_numpy(old).to(self.device)
+        n = self.sizes[self.axis_groups[mb.tensor][mb.axis]]
+        r0, r1 = self._dense_rows(mb.tensor, 0, mb.upto)
+        if r1 > r0:
+            tgt = self._targets[mb.tensor][r0:r1].index_select(b + 1, pos)
+            src = self._sources[mb.tensor][r0:r1]
+            diff = src.index_select(b + 1, new) - src.index_select(b + 1, old)
+            dims = [d for d in range(tgt.dim()) if d != mb.axis + 1]
+            mb.contrib += torch.tensordot(tgt, diff, dims=(dims, dims))
+            self.gemm_flops += 2.0 * tgt.numel() * n
+        factors = self._factors_in(mb.tensor, 0, mb.upto)
+        if not factors:
+            return
+        # The moved slices of the factored pairs, made dense: rows (axis 0) or columns (axis 1).
+        for dt, at, ds, as_ in factors:
+            if b == 0:
+                left = torch.bmm(dt[:, :, pos].transpose(1, 2), at)
+                right = torch.bmm((ds[:, :, new] - ds[:, :, old]).transpose(1, 2), as_)
+            else:
+                left = torch.bmm(at[:, :, pos].transpose(1, 2), dt)
+                right = torch.bmm((as_[:, :, new] - as_[:, :, old]).transpose(1, 2), ds)
+            mb.contrib.addmm_(left.reshape(-1, n).T, right.reshape(-1, n))
+            k, rows = dt.shape[0], dt.shape[1] + ds.shape[1]
+            self.gemm_flops += 2.0 * k * moved.size * (rows * (dt.shape[2] + at.shape[2] - n) + n * n)
 
     def identity_objective(self) -> Any:
         """Exact float64 objective at the identity (a 0-d tensor on the device)."""
@@ -208,9 +395,13 @@ class TorchPairs:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         k = self.num_pairs
         for t, axes in enumerate(self.axis_groups):
-            src = self._sources[t][:k]
-            for a, g in enumerate(axes):
-                if g >= 0:
-                    src = src.index_select(a + 1, perms[g])
-            total += torch.sum(self._targets[t][:k].double() * src.double())
+            r0, r1 = self._dense_rows(t, 0, k)
+            if r1 > r0:
+                src = self._sources[t][r0:r1]
+                for a, g in enumerate(axes):
+                    if g >= 0:
+                        src = src.index_select(a + 1, perms[g])
+                total += torch.sum(self._targets[t][r0:r1].double() * src.double())
+            for f in self._factors[t]:
+                total += self._factor_dot(t, f, perms)
         return total

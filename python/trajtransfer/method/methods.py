@@ -65,6 +65,8 @@ class TransferMethod:
     name = ""
     #: Oracle needs the target's trained end point.
     needs_target_final = False
+    #: GMT/FGMT add gradient pairs to a GradientMatcher, which takes weight gradients as factors.
+    takes_factored_pairs = False
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -117,6 +119,8 @@ class Oracle(TransferMethod):
 
 class _GradientMatching(TransferMethod):
     """Shared by GMT and FGMT: adding pairs and the solve options."""
+
+    takes_factored_pairs = True
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)

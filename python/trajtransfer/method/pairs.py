@@ -7,9 +7,11 @@ at point k under a permutation π (algorithm-spec §2.3, without the official co
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Mapping, Optional, Sequence
 
 from .._devices import batch_to
+from .factor_capture import FactorCapture
 
 __all__ = ["GradientPairSource", "mean_gradient", "paired_gradients", "load_params"]
 
@@ -23,16 +25,22 @@ def load_params(model: Any, params: Mapping[str, Any]) -> None:
             p.copy_(params[name])
 
 
-def mean_gradient(model: Any, batches: Sequence) -> dict:
-    """Mean over ``batches`` of the mean cross-entropy gradient, train mode."""
+def mean_gradient(model: Any, batches: Sequence, capture: Optional[FactorCapture] = None) -> dict:
+    """Mean over ``batches`` of the mean cross-entropy gradient, train mode.
+
+    With ``capture`` (a :class:`FactorCapture` of ``model``), the weights it covers come as
+    :class:`~trajtransfer.core.factored.Factored` from the same backward passes.
+    """
     import torch.nn.functional as F
 
     model.train()
     model.zero_grad(set_to_none=True)
-    for x, y in batches:
-        F.cross_entropy(model(x), y).backward()
-    out = {n: p.grad.detach().clone() / len(batches) for n, p in model.named_parameters()
-           if p.requires_grad and p.grad is not None}
+    with capture.recording() if capture is not None else contextlib.nullcontext():
+        for x, y in batches:
+            F.cross_entropy(model(x), y).backward()
+    factors = capture.factors(1.0 / len(batches)) if capture is not None else {}
+    out = {n: factors[n] if n in factors else p.grad.detach().clone() / len(batches)
+           for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
     model.zero_grad(set_to_none=True)
     return out
 
@@ -82,10 +90,13 @@ class GradientPairSource:
     cache_source : bool
         Keep each point's source gradient with its minibatches (GMT's opt-in).
     device : torch.device
+    factored : bool
+        Return the weights of Linear and pointwise-convolution layers as their factors
+        (:class:`~trajtransfer.method.factor_capture.FactorCapture`).
     """
 
     def __init__(self, model: Any, trajectory: Any, base: dict, spec: Any, loader: Any,
-                 grad_batches: int, cache_source: bool, device: Any) -> None:
+                 grad_batches: int, cache_source: bool, device: Any, factored: bool = False) -> None:
         import copy
 
         self.device = device
@@ -102,6 +113,8 @@ class GradientPairSource:
         self.origin = {n: batch_to(start[n], device) for n in self.names}
         self.num_source_gradients = 0
         self._source_cache: dict = {}  # point k -> (minibatches, source gradient)
+        self._captures = ((FactorCapture(self.target_model), FactorCapture(self.source_model))
+                          if factored else (None, None))
 
     def point(self, k: int) -> dict:
         """θ₁ᵏ's parameters on the device."""
@@ -130,8 +143,8 @@ class GradientPairSource:
         else:
             batches = [batch_to(b, self.device) for b in self.loader.take(self.grad_batches)]
             load_params(self.source_model, point)
-            g_s = mean_gradient(self.source_model, batches)
+            g_s = mean_gradient(self.source_model, batches, self._captures[1])
             self.num_source_gradients += 1
             if self.cache_source:
                 self._source_cache[k] = (batches, g_s)
-        return mean_gradient(self.target_model, batches), g_s
+        return mean_gradient(self.target_model, batches, self._captures[0]), g_s

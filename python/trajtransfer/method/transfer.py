@@ -284,6 +284,7 @@ def transfer(
     device: Any = None,
     backend: str = "auto",
     num_threads: Optional[int] = None,
+    factored_pairs: bool = True,
     verbose: bool = False,
     callback: Optional[Callable[[StepInfo], None]] = None,
 ) -> TransferResult:
@@ -370,6 +371,17 @@ def transfer(
         :mod:`trajtransfer.core.threads`). Default: ``TRAJTRANSFER_NUM_THREADS``, else the cores
         not busy with other work, at most ``torch.get_num_threads()``. Both settings are restored
         afterwards.
+    factored_pairs : bool, default True
+        GMT/FGMT: capture the weight gradients of Linear layers and pointwise (1×1, stride 1)
+        convolutions as their low-rank factors ``Δᵀ A`` (hooks on the same backward passes)
+        and match them as :class:`~trajtransfer.core.factored.Factored` pairs: the matcher keeps
+        a tensor's factors when ``rows · (n_in + n_out) < n_in · n_out`` (rows = samples per
+        pair × spatial positions) and builds its cost terms from them; other tensors (biases,
+        BatchNorm, larger kernels, small layers) stay dense. The same permutations up to
+        float32 rounding, with 3–4× less cost-building work and pair memory on wide MLPs
+        (docs/dev/factored-pairs.md). When some layer keeps its factors the matching runs on
+        the device path (torch ops), on the CPU too, unless ``backend="native"`` (which makes
+        every pair dense). False: dense gradients only.
     verbose : bool
         Print one progress line per step to stderr.
     callback : callable(StepInfo), optional
@@ -469,7 +481,8 @@ def transfer(
 
     uses_bn = has_batchnorm(model)
     pairs = GradientPairSource(model, trajectory, base, spec, Loader(data, batch_size, seed=seed),
-                               grad_batches, cache_source, dev)
+                               grad_batches, cache_source, dev,
+                               factored=bool(factored_pairs) and method_cls.takes_factored_pairs)
     bn_loader = Loader(data, bn_batch_size or batch_size, seed=seed + 1_000_003) if uses_bn else None
     evaluation = _Evaluation(pairs, eval_data, bn_loader, int(bn_batches), eval_batch_size, timer)
     runner: TransferMethod = method_cls(_Context(spec, pairs, settings, timer, K, final))
@@ -522,6 +535,7 @@ def transfer(
         "cache_source": bool(cache_source), "tol": tol, "rtol": rtol,
         "max_sweeps": int(max_sweeps), "seed": int(seed), "device": str(dev), "backend": backend,
         "num_threads": current_budget(),
+        "factored_pairs": bool(factored_pairs),
     }
     return TransferResult(
         method=method, num_steps=K, best_step=int(evaluation.best_step or K),

@@ -1,0 +1,116 @@
+"""Factored gradient pairs: GMT and FGMT end to end, dense against factored, and the reference.
+
+MLP 784-1024-1024-10 and 784-4096-10, T = 10, pairs of one minibatch of 128 (the official size),
+without evaluation. Loops per case: the reference-style loop (:mod:`reference_transfer`, FGMT
+only: its GMT takes many minutes), ours with dense pairs (the native core on the CPU) and ours
+with ``factored_pairs=True`` (the Linear weights as their factors, on the device path).
+Check: the factored run gives the dense run's permutations at every step. The pair stores'
+sizes go into ``extra_info``; a summary is printed and written to
+``bench/results/factored_summary.json``. On a machine shared with other jobs, run it with
+``OMP_WAIT_POLICY=PASSIVE`` (torch's spinning threads, see docs/dev/factored-pairs.md).
+
+Run::
+
+    OMP_WAIT_POLICY=PASSIVE env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python \
+        python -m pytest bench/test_bench_factored.py -s --benchmark-json=bench/results/factored.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pytest_benchmark")
+
+from reference_transfer import reference_methods  # noqa: E402  (bench/ is on sys.path)
+from transfer_problem import random_transfer_problem, timing_info  # noqa: E402
+
+from trajtransfer.core.match import GradientMatcher  # noqa: E402
+from trajtransfer.kit.models import MLP  # noqa: E402
+from trajtransfer.method.transfer import transfer  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+CASES = {"mlp-1024x2": (1024, 1024), "mlp-4096": (4096,)}
+IMPLS = ("reference", "dense", "factored")
+_runs: dict = {}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def setup(request):
+    hidden = CASES[request.param]
+    data, traj, target_init = random_transfer_problem(lambda: MLP(784, hidden, 10), (784,), 10)
+    return request.param, hidden, data, traj, target_init
+
+
+def _store_bytes() -> tuple:
+    """Wrap GradientMatcher.add to record the largest pair store a run holds."""
+    seen = {"bytes": 0}
+    real = GradientMatcher.add
+
+    def add(self, *a, **kw):
+        real(self, *a, **kw)
+        seen["bytes"] = max(seen["bytes"], self.pair_store_bytes)
+
+    return seen, real, add
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("method", ["fgmt", "gmt"])
+def test_bench_factored(benchmark, setup, method, impl):
+    name, hidden, data, traj, target_init = setup
+    if impl == "reference" and method == "gmt":
+        pytest.skip("the reference GMT takes many minutes: the reference comparison is FGMT's")
+    benchmark.group = f"factored-{name}-{method}"
+    benchmark.name = f"{impl}[{name}-{method}]"
+    seen, real_add, add = _store_bytes()
+
+    def run():
+        with reference_methods():
+            return transfer(MLP(784, hidden, 10), traj, target_init, data,
+                            method=("reference-" if impl == "reference" else "") + method,
+                            seed=0, factored_pairs=impl == "factored")
+
+    GradientMatcher.add = add
+    try:
+        res = benchmark.pedantic(run, rounds=1, iterations=1)
+    finally:
+        GradientMatcher.add = real_add
+    info = {**timing_info(res), "pair_store_bytes": seen["bytes"],
+            "sweeps": res.sweeps, "objective": res.objective}
+    runs = _runs.setdefault((name, method), {})
+    runs[impl] = (info, res)
+    if impl == "factored" and "dense" in runs:
+        for step, (pd, pf) in enumerate(zip(runs["dense"][1].perms, res.perms), 1):
+            assert all(torch.equal(pd[g], pf[g]) for g in pd), f"step {step}"
+    benchmark.extra_info.update(info)
+
+
+def teardown_module(module):
+    rows = []
+    for (name, method), r in _runs.items():
+        ref = r.get("reference")
+        for impl, (info, _) in r.items():
+            rows.append({"case": name, "method": method, "impl": impl,
+                         "total_s": info["total_s"], "gradients_s": info["gradients_s"],
+                         "matching_s": info["matching_s"], "matching_share": info["matching_share"],
+                         "pair_store_mb": info["pair_store_bytes"] / 2**20,
+                         "speedup_vs_reference": (ref[0]["total_s"] / info["total_s"]
+                                                  if ref else None)})
+    if not rows:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "factored_summary.json").write_text(json.dumps(
+        {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "loadavg_1_5_15": os.getloadavg(),
+         "rows": rows}, indent=1))
+    print(f"\n{'case':<12}{'method':<7}{'impl':<10}{'total s':>9}{'gradients':>10}{'matching':>10}"
+          f"{'share':>7}{'store MB':>10}{'speedup':>9}")
+    for r in rows:
+        sp = f"{r['speedup_vs_reference']:>8.2f}x" if r["speedup_vs_reference"] else "        -"
+        print(f"{r['case']:<12}{r['method']:<7}{r['impl']:<10}{r['total_s']:>9.2f}"
+              f"{r['gradients_s']:>10.2f}{r['matching_s']:>10.2f}{100 * r['matching_share']:>6.0f}%"
+              f"{r['pair_store_mb']:>10.1f}{sp}")
