@@ -25,6 +25,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from trajtransfer.core.factored import Factored  # noqa: E402
 from trajtransfer.core.permute import apply_permutation, random_permutation  # noqa: E402
 from trajtransfer.kit.data import FASHION_MNIST_DIR, load_fashion_mnist  # noqa: E402
 from trajtransfer.kit.models import Conv8, ResNet18  # noqa: E402
@@ -114,9 +115,12 @@ def test_planted_permutation_reproduces_the_source_trajectory(name, fmnist, monk
     recorded: list = []
     original = pairs_mod.GradientPairSource.pair
 
+    def _dense_copy(grads):  # a pair's gradients, factored ones (Δᵀ A) multiplied out
+        return {n: v.dense() if isinstance(v, Factored) else v.clone() for n, v in grads.items()}
+
     def recording_pair(self, k, perm):
         g_t, g_s = original(self, k, perm)
-        recorded.append(({n: v.clone() for n, v in g_t.items()}, {n: v.clone() for n, v in g_s.items()}))
+        recorded.append((_dense_copy(g_t), _dense_copy(g_s)))
         return g_t, g_s
 
     monkeypatch.setattr(pairs_mod.GradientPairSource, "pair", recording_pair)
