@@ -377,8 +377,8 @@ class _TorchPath:
                 raise ValueError(f"{what}[{n!r}] has shape {shape}, expected {compiled.shapes[n]} "
                                  "(the shape of the first pair added)")
             if isinstance(x, Factored):
-                t = Factored(*(self._factor(f, what, n, part) for f, part in
-                               ((x.delta, "delta"), (x.inputs, "inputs"))), x.shape)
+                t = Factored(self._factor(x.delta, what, n, "delta"),
+                             self._factor(x.inputs, what, n, "inputs"), x.shape)
             elif is_torch_tensor(x):
                 if x.is_complex() or x.dtype == torch.bool:
                     raise TypeError(f"{what}[{n!r}] must be a real numeric tensor, got {x.dtype}")
