@@ -256,6 +256,14 @@ def _integer(value: Any, name: str) -> int:
 _STARTS = ("identity", "greedy")
 
 
+def _physical_memory_bytes() -> float:
+    """This machine's RAM, or infinity where the OS does not say."""
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return math.inf
+
+
 def _placement(x: Any) -> Any:
     """The device a matched tensor lives on: a torch.device, or "cpu" for numpy and the like."""
     return x.device if is_torch_tensor(x) else "cpu"
@@ -689,12 +697,17 @@ class GradientMatcher:
                 raise ValueError(f"reserve: num_pairs must be >= 0 and < 2**63, got {num_pairs}")
             # Two float32 gradients (target and source) per pair.
             pair_bytes = 8 * sum(math.prod(s) for s in self._path.compiled.shapes.values())
+            need = num_pairs * pair_bytes
+            too_big = MemoryError(f"reserve: {num_pairs} pairs of this spec need {need / 2**30:.3g} GiB "
+                                  f"({pair_bytes} bytes a pair), more than can be allocated")
+            # Refused before allocating: with overcommit a huge reservation can succeed and the
+            # store's pre-faulting then meets the OOM killer instead of an exception.
+            if need > _physical_memory_bytes():
+                raise too_big
             try:
                 self._path.reserve(num_pairs)
             except (MemoryError, RuntimeError, ValueError):  # std::bad_alloc, length_error, torch
-                need = num_pairs * pair_bytes
-                raise MemoryError(f"reserve: {num_pairs} pairs of this spec need {need / 2**30:.3g} GiB "
-                                  f"({pair_bytes} bytes a pair), more than can be allocated") from None
+                raise too_big from None
 
     def clear_pairs(self) -> None:
         """Drop every pair, keeping the matcher's state for a new set of pairs of the same shapes.
