@@ -14,7 +14,8 @@ import pytest
 from native_testing import load_testing_module
 from trajtransfer.core.match import GradientMatcher, MatchResult, match_gradients, match_weights
 from trajtransfer.core.permute import apply_permutation, invert_permutation, random_permutation
-from trajtransfer.core.spec import chain_spec, mlp_spec, permutation_spec_from_axes_to_perm
+from trajtransfer.core.spec import chain_spec, permutation_spec_from_axes_to_perm
+from spec_shapes import conv_chain_spec_and_shapes, mlp_spec_and_shapes
 
 _BASELINE_PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "baseline.py"
 
@@ -40,26 +41,10 @@ def _random_params(spec, shapes, rng, scale=1.0):
 
 
 def _mlp(widths, rng, bias=True):
-    """Spec and shapes of an MLP with layer widths [in, h1, ..., out]."""
-    spec = mlp_spec(len(widths) - 2, bias=bias)
-    shapes = {}
-    for i in range(len(widths) - 1):
-        shapes[f"layers.{i}.weight"] = (widths[i + 1], widths[i])
-        if bias:
-            shapes[f"layers.{i}.bias"] = (widths[i + 1],)
-    return spec, shapes
+    return mlp_spec_and_shapes(widths, bias)
 
 
-def _small_conv():
-    """A conv chain (two 3x3 convs with both axes permuted) plus a Linear-like 1x1 head."""
-    spec = chain_spec([("c1", "g1", 2), ("c2", "g2", 2), ("c3", "g3", 2), ("head", None, 2)])
-    shapes = {
-        "c1.weight": (6, 3, 3, 3), "c1.bias": (6,),
-        "c2.weight": (8, 6, 3, 3), "c2.bias": (8,),
-        "c3.weight": (5, 8, 3, 3), "c3.bias": (5,),
-        "head.weight": (4, 5, 1, 1), "head.bias": (4,),
-    }
-    return spec, shapes
+_small_conv = conv_chain_spec_and_shapes
 
 
 def _odd_axes():

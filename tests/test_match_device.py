@@ -19,25 +19,15 @@ from trajtransfer import _core  # noqa: E402
 from trajtransfer.core import device_lap  # noqa: E402
 from trajtransfer.core.match import GradientMatcher, match_gradients, match_weights  # noqa: E402
 from trajtransfer.core.permute import apply_permutation, random_permutation  # noqa: E402
-from trajtransfer.core.spec import chain_spec, mlp_spec, permutation_spec_from_axes_to_perm  # noqa: E402
+from trajtransfer.core.spec import permutation_spec_from_axes_to_perm  # noqa: E402
+from spec_shapes import conv_chain_spec_and_shapes, mlp_spec_and_shapes  # noqa: E402
 
 
 def _mlp():
-    widths = [12, 24, 20, 16, 5]
-    spec = mlp_spec(len(widths) - 2, bias=True)
-    shapes = {}
-    for i in range(len(widths) - 1):
-        shapes[f"layers.{i}.weight"] = (widths[i + 1], widths[i])
-        shapes[f"layers.{i}.bias"] = (widths[i + 1],)
-    return spec, shapes
+    return mlp_spec_and_shapes([12, 24, 20, 16, 5])
 
 
-def _conv():
-    spec = chain_spec([("c1", "g1", 2), ("c2", "g2", 2), ("c3", "g3", 2), ("head", None, 2)])
-    shapes = {"c1.weight": (6, 3, 3, 3), "c1.bias": (6,), "c2.weight": (8, 6, 3, 3),
-              "c2.bias": (8,), "c3.weight": (5, 8, 3, 3), "c3.bias": (5,),
-              "head.weight": (4, 5, 1, 1), "head.bias": (4,)}
-    return spec, shapes
+_conv = conv_chain_spec_and_shapes
 
 
 def _odd_axes():

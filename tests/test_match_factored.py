@@ -17,18 +17,13 @@ torch = pytest.importorskip("torch")
 import trajtransfer as tt  # noqa: E402
 from trajtransfer.core.factored import Factored, factored_pays  # noqa: E402
 from trajtransfer.core.match import GradientMatcher, _CompiledSpec, match_gradients  # noqa: E402
-from trajtransfer.core.spec import mlp_spec, permutation_spec_from_axes_to_perm  # noqa: E402
+from trajtransfer.core.spec import permutation_spec_from_axes_to_perm  # noqa: E402
 from trajtransfer.core.torch_pairs import TorchPairs  # noqa: E402
+from spec_shapes import mlp_spec_and_shapes  # noqa: E402
 
 
 def _mlp():
-    widths = [40, 48, 36, 5]
-    spec = mlp_spec(len(widths) - 2, bias=True)
-    shapes = {}
-    for i in range(len(widths) - 1):
-        shapes[f"layers.{i}.weight"] = (widths[i + 1], widths[i])
-        shapes[f"layers.{i}.bias"] = (widths[i + 1],)
-    return spec, shapes
+    return mlp_spec_and_shapes([40, 48, 36, 5])
 
 
 def _mixed():

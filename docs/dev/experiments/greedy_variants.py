@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from trajtransfer.core import descent
-from trajtransfer.core.match import match_gradients
-from trajtransfer.kit.models import MLP, Conv8, ResNet18
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+from test_bench_match import _conv8_gradients, _weights_problem  # noqa: E402
+
+from trajtransfer.core import descent  # noqa: E402
+from trajtransfer.core.match import match_gradients  # noqa: E402
+from trajtransfer.kit.models import MLP, ResNet18  # noqa: E402
 
 _spec_order_pass = descent._greedy_pass
 ORDER: list = []
@@ -37,37 +42,11 @@ def _ordered_pass(pairs, lap, perms, host_perms, counters):
     return time.perf_counter() - t0, 0.0
 
 
-def _state(m):
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}
-
-
-def _weights(make, seed=0):
-    torch.manual_seed(seed)
-    a, b = make(), make()
-    return a.permutation_spec(), [(_state(a), _state(b))]
-
-
-def _conv8_gradients(k=30, batch=8, seed=0):
-    torch.manual_seed(seed)
-    ma, mb = Conv8(), Conv8()
-    gen = torch.Generator().manual_seed(seed + 1)
-    pairs = []
-    for _ in range(k):
-        x, y = torch.randn(batch, 3, 32, 32, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
-        grads = []
-        for m in (ma, mb):
-            m.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(m(x), y).backward()
-            grads.append({n: p.grad.detach().clone() for n, p in m.named_parameters()})
-        pairs.append((grads[0], grads[1]))
-    return ma.permutation_spec(), pairs
-
-
-PROBLEMS = {
-    "mlp3 (784-1024³-10)": lambda: _weights(lambda: MLP(784, (1024, 1024, 1024), 10)),
-    "mlp5 (784-512⁵-10)": lambda: _weights(lambda: MLP(784, (512,) * 5, 10)),
-    "resnet18 w64": lambda: _weights(lambda: ResNet18(num_classes=10, width=64, stem="cifar")),
-    "conv8 K=30 gradients": _conv8_gradients,
+PROBLEMS = {  # the matcher benchmark's problems (bench/test_bench_match.py), without its extra field
+    "mlp3 (784-1024³-10)": lambda: _weights_problem(lambda: MLP(784, (1024, 1024, 1024), 10))[:2],
+    "mlp5 (784-512⁵-10)": lambda: _weights_problem(lambda: MLP(784, (512,) * 5, 10))[:2],
+    "resnet18 w64": lambda: _weights_problem(lambda: ResNet18(num_classes=10, width=64, stem="cifar"))[:2],
+    "conv8 K=30 gradients": lambda: _conv8_gradients()[:2],
 }
 
 
