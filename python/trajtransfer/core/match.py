@@ -373,7 +373,6 @@ class _TorchPath:
         return self.pairs.num_pairs
 
     def _tensors(self, params: Mapping[str, Any], what: str) -> list:
-        torch = self.torch
         compiled = self.compiled
         if params.keys() != compiled._name_set:
             validate_spec(compiled.spec, params, require_all=True)
@@ -384,33 +383,35 @@ class _TorchPath:
             if shape != compiled.shapes[n]:
                 raise ValueError(f"{what}[{n!r}] has shape {shape}, expected {compiled.shapes[n]} "
                                  "(the shape of the first pair added)")
+            label = f"{what}[{n!r}]"
             if isinstance(x, Factored):
-                t = Factored(self._factor(x.delta, what, n, "delta"),
-                             self._factor(x.inputs, what, n, "inputs"), x.shape)
-            elif is_torch_tensor(x):
-                if x.is_complex() or x.dtype == torch.bool:
-                    raise TypeError(f"{what}[{n!r}] must be a real numeric tensor, got {x.dtype}")
-                t = x.detach().to(device=self.device, dtype=torch.float32)
+                t = Factored(self._on_device(x.delta, f"{label}.delta"),
+                             self._on_device(x.inputs, f"{label}.inputs"), x.shape)
             else:
-                t = torch.from_numpy(_as_float32(x, f"{what}[{n!r}]")).to(self.device)
+                t = self._on_device(x, label)
             out.append(t)
         return out
 
-    def _factor(self, x: Any, what: str, name: str, part: str) -> Any:
+    def _on_device(self, x: Any, label: str) -> Any:
+        """``x`` as a float32 tensor on this path's device."""
         torch = self.torch
         if is_torch_tensor(x):
+            if x.is_complex() or x.dtype == torch.bool:
+                raise TypeError(f"{label} must be a real numeric tensor, got {x.dtype}")
             return x.detach().to(device=self.device, dtype=torch.float32)
-        return torch.from_numpy(_as_float32(x, f"{what}[{name!r}].{part}")).to(self.device)
+        return torch.from_numpy(_as_float32(x, label)).to(self.device)
 
     def add(self, target: Mapping[str, Any], source: Mapping[str, Any], weight: float) -> None:
         torch = self.torch
         ts = self._tensors(target, "target")
         ss = self._tensors(source, "source")
-        finite = torch.stack([torch.isfinite(f).all() for t in ts + ss
-                              for f in ((t.delta, t.inputs) if isinstance(t, Factored) else (t,))])
+        def parts(t: Any) -> tuple:
+            return (t.delta, t.inputs) if isinstance(t, Factored) else (t,)
+
+        finite = torch.stack([torch.isfinite(f).all() for t in ts + ss for f in parts(t)])
         if not bool(finite.all()):  # one host read per pair; the slow path names the tensor
-            finite = torch.stack([torch.stack([torch.isfinite(f).all() for f in (
-                (t.delta, t.inputs) if isinstance(t, Factored) else (t,))]).all() for t in ts + ss])
+            finite = torch.stack([torch.stack([torch.isfinite(f).all() for f in parts(t)]).all()
+                                  for t in ts + ss])
             bad = int(finite.logical_not().nonzero()[0])
             side = "target" if bad < len(ts) else "source"
             name = self.compiled.names[bad % len(ts)]
