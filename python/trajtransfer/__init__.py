@@ -7,6 +7,7 @@ Three layers, each usable on its own:
 * permutation matching with Git Re-Basin specs: :func:`match_weights`, :func:`match_gradients`,
   :class:`GradientMatcher`, :func:`apply_permutation`, :func:`spec_from_model`;
 * learning transfer (Chijiwa, ICLR 2024): :func:`transfer` with GMT, FGMT, Naive and Oracle,
+  :func:`transfer_many` (one trajectory onto many inits: an ensemble),
   :class:`Trajectory`, :class:`TrajectoryRecorder`.
 
 Only numpy is needed for the first two layers with numpy inputs; torch is imported lazily by the
@@ -63,6 +64,9 @@ _LAZY = {
     "TrajectoryRecorder": "method.trajectory",
     "lambda_schedule": "method.trajectory",
     "transfer": "method.transfer",
+    "transfer_many": "method.transfer_many",
+    "EnsembleResult": "method.transfer_many",
+    "ensemble_accuracy": "method.transfer_many",
     "TransferResult": "method.transfer",
     "StepInfo": "method.transfer",
     "paired_gradients": "method.pairs",

@@ -1,4 +1,4 @@
-"""Command line: ``trajtransfer demo`` and ``trajtransfer transfer``.
+"""Command line: ``trajtransfer demo``, ``trajtransfer transfer`` and ``trajtransfer ensemble``.
 
 ``demo`` trains a source and a target MLP 64-512-10 on scikit-learn's bundled digits (recording
 the source trajectory), transfers the source trajectory onto the target's init with Naive, GMT and
@@ -7,6 +7,9 @@ FGMT (plus the Oracle), prints a table and writes ``results.json`` and ``transfe
 ``transfer`` runs the same pipeline on a configurable dataset/model, optionally followed by E
 epochs of fine-tuning from each method's best step, compared with E epochs from the target init
 ("scratch").
+
+``ensemble`` transfers one source trajectory onto several target inits at once
+(:mod:`trajtransfer.kit.ensemble_run`).
 
 Everything is seeded; nothing is downloaded.
 """
@@ -449,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transfer", help="a configured experiment; writes results.json + PNGs")
     _add_common(tr, dataset="fashion-mnist", hidden="512", epochs=3, steps=10, lr=0.01, batch=128,
                 methods="naive,gmt,fgmt,oracle", finetune=1, out="trajtransfer-run", threads=0)
+    ens = sub.add_parser("ensemble", help="one source trajectory onto N target inits (transfer_many); "
+                                          "member and ensemble accuracy, ensemble.png")
+    _add_common(ens, dataset="fashion-mnist", hidden="512", epochs=3, steps=10, lr=0.01, batch=128,
+                methods="fgmt", finetune=0, out="trajtransfer-ensemble", threads=0)
+    ens.add_argument("--members", type=int, default=4, help="target inits (ensemble members)")
     return parser
 
 
@@ -458,12 +466,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     problem = _check_args(args)
+    if problem is None and args.command == "ensemble":
+        from .ensemble_run import check_ensemble_args
+
+        problem = check_ensemble_args(args)
     if problem is not None:
         # Like argparse's own errors: one line, exit code 2, before anything is trained.
         print(f"trajtransfer: error: {problem}", file=sys.stderr)
         raise SystemExit(2)
     try:
-        run_experiment(args)
+        if args.command == "ensemble":
+            from .ensemble_run import run_ensemble
+
+            run_ensemble(args)
+        else:
+            run_experiment(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, MissingExtraError) as exc:
         # Bad input (a missing data path or optional dependency, an unknown preset, ...): one
         # line, not a traceback.

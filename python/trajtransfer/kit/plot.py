@@ -7,7 +7,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 from ._extras import require
 
-__all__ = ["plot_transfer_curves", "plot_finetune_curves", "require_matplotlib"]
+__all__ = ["plot_transfer_curves", "plot_finetune_curves", "plot_ensemble_curves", "require_matplotlib"]
 
 _COLORS = {"oracle": "tab:green", "naive": "tab:gray", "gmt": "tab:blue", "fgmt": "tab:red",
            "target": "black", "source": "tab:purple", "scratch": "black"}
@@ -103,4 +103,50 @@ def plot_finetune_curves(
                 color=_COLORS.get(name.split()[0].lower()), ls="--" if name == "scratch" else "-")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epochs of training")
+    return _finish(fig, ax, path, title)
+
+
+def plot_ensemble_curves(
+    result,
+    path: Union[str, "os.PathLike[str]"],
+    *,
+    title: str = "",
+    reference: Optional[Mapping[str, float]] = None,
+) -> str:
+    """Accuracy (%) of each member and of the ensemble along the transfer steps.
+
+    Parameters
+    ----------
+    result : EnsembleResult or its ``to_dict()``
+        From :func:`~trajtransfer.method.transfer_many.transfer_many` with ``eval_data``.
+    path : path of the PNG to write (folders are created)
+    title : str
+    reference : mapping label -> accuracy (fraction), optional
+        Horizontal lines, e.g. ``{"target trained": 0.87}``.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        If nothing was evaluated (no ``eval_data``).
+    """
+    d = result if isinstance(result, Mapping) else result.to_dict()
+    steps, ensemble = list(d["eval_steps"]), list(d["accuracy"])
+    if not steps:
+        raise ValueError("plot_ensemble_curves: the ensemble was not evaluated (run transfer_many "
+                         "with eval_data=)")
+    fig, ax = _figure()
+    for i, member in enumerate(d["members"]):
+        ax.plot(member["eval_steps"], [100 * a for a in member["accuracy"]], lw=1, alpha=0.6,
+                color="tab:blue", label="members" if i == 0 else None)
+    method = d["members"][0]["method"].upper() if d["members"] else ""
+    ax.plot(steps, [100 * a for a in ensemble], marker="o", ms=3, lw=2, color="tab:red",
+            label=f"ensemble of {len(d['members'])} (mean probabilities)")
+    for label, value in (reference or {}).items():
+        ax.axhline(100 * value, ls="--", lw=1, color="black", label=f"{label} ({100 * value:.1f}%)")
+    ax.set_xlabel(f"transfer step s ({method})")
     return _finish(fig, ax, path, title)

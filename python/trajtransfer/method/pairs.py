@@ -1,8 +1,9 @@
 """Gradient pairs for learning transfer: source and transferred target on the same minibatches.
 
-:class:`GradientPairSource` owns the two working copies of the model on the transfer's device,
-the source trajectory's points there, and the minibatch stream; the methods ask it for the pair
-at point k under a permutation π (algorithm-spec §2.3, without the official code's BN warm-up).
+:class:`SourceSide` owns the source's working copy of the model on the transfer's device, the
+source trajectory's points there, the minibatch stream and the source gradients;
+:class:`GradientPairSource` owns a target's copy. The methods ask the latter for the pair at
+point k under a permutation π (algorithm-spec §2.3, without the official code's BN warm-up).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 from .._devices import batch_to
 from .factor_capture import FactorCapture
 
-__all__ = ["GradientPairSource", "mean_gradient", "paired_gradients", "load_params"]
+__all__ = ["GradientPairSource", "SourceSide", "mean_gradient", "paired_gradients", "load_params"]
 
 
 def load_params(model: Any, params: Mapping[str, Any]) -> None:
@@ -71,18 +72,21 @@ def paired_gradients(target_model: Any, source_model: Any, batches: Sequence) ->
     return mean_gradient(target_model, batches), mean_gradient(source_model, batches)
 
 
-class GradientPairSource:
-    """Gradient pairs along a source trajectory, for a target moved by a permutation.
+class SourceSide:
+    """The source half of the gradient pairs: trajectory points, minibatches, source gradients.
+
+    One per transfer, shared by the ``consumers`` targets of
+    :func:`~trajtransfer.method.transfer_many.transfer_many`. Every target asks for the same
+    sequence of (point, minibatches), since each single transfer draws from a loader seeded
+    alike, so the j-th source gradient a target asks for is computed once, by the first target
+    that asks, and kept until all of them got it.
 
     Parameters
     ----------
     model : torch.nn.Module
-        The architecture; two deep copies are made on ``device``.
+        The architecture; one deep copy is made on ``device``.
     trajectory : Trajectory
         Its points are moved to ``device`` as they are used.
-    base : dict[str, Tensor]
-        θ₂⁰ (the target init's parameters), float32, on ``device``.
-    spec : PermutationSpec
     loader : Loader
         Minibatches (anywhere); each is moved to ``device`` as it is drawn.
     grad_batches : int
@@ -93,38 +97,114 @@ class GradientPairSource:
     factored : bool
         Return the weights of Linear and pointwise-convolution layers as their factors
         (:class:`~trajtransfer.method.factor_capture.FactorCapture`).
+    consumers : int
+        Targets asking for the same sequence of source gradients.
     """
 
-    def __init__(self, model: Any, trajectory: Any, base: dict, spec: Any, loader: Any,
-                 grad_batches: int, cache_source: bool, device: Any, factored: bool = False) -> None:
+    def __init__(self, model: Any, trajectory: Any, loader: Any, grad_batches: int,
+                 cache_source: bool, device: Any, factored: bool = False, consumers: int = 1) -> None:
         import copy
 
         self.device = device
-        self.target_model = copy.deepcopy(model).to(device)
-        self.source_model = copy.deepcopy(model).to(device)
+        self.model = copy.deepcopy(model).to(device)
         self.names = [n for n, _ in model.named_parameters()]
         self.trajectory = trajectory
-        self.spec = spec
-        self.base = base
         self.loader = loader
         self.grad_batches = int(grad_batches)
         self.cache_source = bool(cache_source)
+        self.consumers = int(consumers)
         start = trajectory.checkpoint(0)
         self.origin = {n: batch_to(start[n], device) for n in self.names}
         self.num_source_gradients = 0
-        self._source_cache: dict = {}  # point k -> (minibatches, source gradient)
-        self._captures = ((FactorCapture(self.target_model), FactorCapture(self.source_model))
-                          if factored else (None, None))
+        self._cache: dict = {}  # point k -> (minibatches, source gradient), cache_source only
+        self._seen: list = [set() for _ in range(self.consumers)]  # cached points each target had
+        self._asked = [0] * self.consumers  # source gradients each target has asked for
+        self._pending: dict = {}  # ask index -> [point k, minibatches, gradient, targets left]
+        self._points: dict = {}  # the last points asked for (several targets ask in turn)
+        self._capture = FactorCapture(self.model) if factored else None
 
     def point(self, k: int) -> dict:
         """θ₁ᵏ's parameters on the device."""
+        if k in self._points:
+            return self._points[k]
         pt = self.trajectory[k]
-        return {n: batch_to(pt[n], self.device) for n in self.names}
+        pt = {n: batch_to(pt[n], self.device) for n in self.names}
+        if self.consumers > 1:  # the targets ask for the same points in turn
+            if len(self._points) >= 2:
+                del self._points[next(iter(self._points))]
+            self._points[k] = pt
+        return pt
 
     def displacement(self, k: int) -> dict:
         """θ₁ᵏ − θ₁⁰ on the device."""
         pt = self.point(k)
         return {n: pt[n] - self.origin[n] for n in self.names}
+
+    def gradient(self, consumer: int, k: int, point: Optional[dict] = None) -> tuple:
+        """(minibatches, source gradient at point k, whether it is not a ``cache_source`` hit)
+        for target ``consumer``; ``point``: θ₁ᵏ if the caller has it."""
+        if self.cache_source and k in self._seen[consumer]:
+            return (*self._cache[k], False)
+        j = self._asked[consumer]
+        self._asked[consumer] += 1
+        entry = self._pending.get(j)
+        if entry is None:
+            batches = [batch_to(b, self.device) for b in self.loader.take(self.grad_batches)]
+            load_params(self.model, self.point(k) if point is None else point)
+            g_s = mean_gradient(self.model, batches, self._capture)
+            self.num_source_gradients += 1
+            if self.cache_source:
+                self._cache[k] = (batches, g_s)
+            entry = [k, batches, g_s, self.consumers]
+            if self.consumers > 1:
+                self._pending[j] = entry
+        elif entry[0] != k:  # cannot happen while the targets share one method and schedule
+            raise RuntimeError(f"target {consumer} asked for point {k} as its source gradient "
+                               f"{j}, but an earlier target asked for point {entry[0]}")
+        if self.cache_source:
+            self._seen[consumer].add(k)
+        entry[3] -= 1
+        if entry[3] == 0:
+            self._pending.pop(j, None)
+        return entry[1], entry[2], True
+
+
+class GradientPairSource:
+    """Gradient pairs along a source trajectory, for a target moved by a permutation.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The architecture; a deep copy (the target's) is made on ``device``.
+    source : SourceSide
+        The trajectory's points and the source gradients (shared by the targets of
+        ``transfer_many``).
+    base : dict[str, Tensor]
+        θ₂⁰ (the target init's parameters), float32, on ``device``.
+    spec : PermutationSpec
+    consumer : int
+        This target's index among the source's consumers.
+    """
+
+    def __init__(self, model: Any, source: SourceSide, base: dict, spec: Any,
+                 consumer: int = 0) -> None:
+        import copy
+
+        self.device = source.device
+        self.target_model = copy.deepcopy(model).to(self.device)
+        self.source = source
+        self.names = source.names
+        self.spec = spec
+        self.base = base
+        self.consumer = int(consumer)
+        #: Source gradients this target's pairs used that were not cache hits: what a single
+        #: transfer computes.
+        self.num_source_gradients = 0
+        self._capture = FactorCapture(self.target_model) if source._capture is not None else None
+
+    def displacement(self, k: int) -> dict:
+        """θ₁ᵏ − θ₁⁰ on the device."""
+        return self.source.displacement(k)
 
     def target_point(self, displacement: dict, perm: Optional[Mapping[str, Any]]) -> dict:
         """θ₂⁰ + π(displacement); ``perm`` None is the identity."""
@@ -135,16 +215,9 @@ class GradientPairSource:
 
     def pair(self, k: int, perm: Optional[Mapping[str, Any]]) -> tuple:
         """(target gradient, source gradient) at point k, the target moved by ``perm``."""
-        point = self.point(k)
-        d = {n: point[n] - self.origin[n] for n in self.names}
+        point = self.source.point(k)
+        d = {n: point[n] - self.source.origin[n] for n in self.names}
         load_params(self.target_model, self.target_point(d, perm))
-        if k in self._source_cache:
-            batches, g_s = self._source_cache[k]
-        else:
-            batches = [batch_to(b, self.device) for b in self.loader.take(self.grad_batches)]
-            load_params(self.source_model, point)
-            g_s = mean_gradient(self.source_model, batches, self._captures[1])
-            self.num_source_gradients += 1
-            if self.cache_source:
-                self._source_cache[k] = (batches, g_s)
-        return mean_gradient(self.target_model, batches, self._captures[0]), g_s
+        batches, g_s, fresh = self.source.gradient(self.consumer, k, point)
+        self.num_source_gradients += fresh
+        return mean_gradient(self.target_model, batches, self._capture), g_s

@@ -37,7 +37,7 @@ from ..kit.training import evaluate
 from .bn import has_batchnorm, recalibrate_bn
 from .methods import METHODS as _METHOD_CLASSES
 from .methods import MatchSettings, StepMatch, TransferMethod
-from .pairs import GradientPairSource, load_params, paired_gradients
+from .pairs import GradientPairSource, SourceSide, load_params, paired_gradients
 from .timer import PhaseTimer
 from .trajectory import Trajectory
 
@@ -416,8 +416,71 @@ def transfer(
     >>> sorted(res.perms[-1]["c1"].tolist()) == list(range(16))
     True
     """
-    import torch
+    setup = _setup(model, trajectory, data, method, steps, target_init, eval_data=eval_data, spec=spec,
+                   grad_batches=grad_batches, batch_size=batch_size, bn_batches=bn_batches,
+                   bn_batch_size=bn_batch_size, eval_every=eval_every, eval_batch_size=eval_batch_size,
+                   warm_start=warm_start, match_init=match_init, reuse_duals=reuse_duals,
+                   cache_source=cache_source, tol=tol, rtol=rtol, max_sweeps=max_sweeps, seed=seed,
+                   keep_perms=keep_perms, device=device, backend=backend, factored_pairs=factored_pairs)
+    member = _Member(setup, setup.new_source(1), 0, target_init, target_final)
+    member.start()
+    for s in range(1, setup.num_steps + 1):
+        report_step(member.step(s), verbose, callback)
+    return member.finish()
 
+
+def report_step(info: StepInfo, verbose: bool, callback: Optional[Callable[[StepInfo], None]]) -> None:
+    """A step's progress line (``verbose``) and the user's ``callback``."""
+    if verbose:
+        print(info.line(), file=sys.stderr, flush=True)
+    if callback is not None:
+        callback(info)
+
+
+@dataclass
+class _Setup:
+    """A transfer's checked options, shared by every target of the same source trajectory."""
+
+    model: Any
+    method: str
+    method_cls: type
+    data: ArrayDataset
+    eval_data: Optional[ArrayDataset]
+    trajectory: Trajectory
+    spec: Any
+    settings: MatchSettings
+    device: Any
+    grad_batches: int
+    batch_size: int
+    bn_batches: int
+    bn_batch_size: int
+    eval_every: int
+    eval_batch_size: int
+    cache_source: bool
+    seed: int
+    keep_perms: str
+    factored: bool
+    config: dict
+
+    @property
+    def num_steps(self) -> int:
+        return self.trajectory.num_steps
+
+    def new_source(self, consumers: int) -> SourceSide:
+        """The source side of the pairs, for ``consumers`` targets."""
+        return SourceSide(self.model, self.trajectory, Loader(self.data, self.batch_size, seed=self.seed),
+                          self.grad_batches, self.cache_source, self.device,
+                          factored=self.factored and self.method_cls.takes_factored_pairs,
+                          consumers=consumers)
+
+
+def _setup(model: Any, trajectory: Any, data: Any, method: Any, steps: Optional[int], target_init: Any, *,
+           eval_data: Optional[ArrayDataset], spec: Any, grad_batches: int, batch_size: int,
+           bn_batches: int, bn_batch_size: Optional[int], eval_every: int, eval_batch_size: int,
+           warm_start: Union[bool, str], match_init: str, reuse_duals: bool, cache_source: bool,
+           tol: float, rtol: Optional[float], max_sweeps: int, seed: int, keep_perms: str,
+           device: Any, backend: str, factored_pairs: bool) -> _Setup:
+    """Check :func:`transfer`'s options (``target_init`` only places the device)."""
     method = str(method).lower()
     if method not in _METHOD_CLASSES:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -442,8 +505,6 @@ def transfer(
         raise ValueError(f"match_init must be 'identity' or 'greedy', got {match_init!r}")
     if keep_perms not in ("all", "final"):
         raise ValueError(f"keep_perms must be 'all' or 'final', got {keep_perms!r}")
-    if method_cls.needs_target_final and target_final is None:
-        raise ValueError(f"method={method!r} needs target_final= (the target's trained end point)")
     settings = MatchSettings(warm_start=warm_start, init=match_init, reuse_duals=bool(reuse_duals), tol=tol,
                              rtol=rtol, max_sweeps=int(max_sweeps), seed=int(seed), backend=backend)
 
@@ -453,98 +514,120 @@ def transfer(
             raise ValueError(f"steps={steps} must be a positive multiple of the trajectory's "
                              f"{segments} segment(s)")
         trajectory = trajectory.with_splits(int(steps) // segments)
-    K = trajectory.num_steps
     if spec is None:
         if not hasattr(model, "permutation_spec"):
             raise ValueError("model has no permutation_spec(); pass spec=")
         spec = model.permutation_spec()
-
     dev = _resolve_device(device, target_init, model)
-    timer = PhaseTimer(dev, ("gradients", "matching", "evaluation", "matching_gemm",
-                             "matching_lap", "bn"))
-    names = [n for n, _ in model.named_parameters()]
-    origin = trajectory.checkpoint(0)
-    base_state = _state(target_init, "target_init")
-    missing = [n for n in names if n not in origin or n not in base_state]
-    if missing:
-        raise ValueError(f"parameters {missing[:5]} missing from the trajectory or target_init")
-    for n, p in model.named_parameters():
-        for what, d in (("trajectory", origin), ("target_init", base_state)):
-            if tuple(d[n].shape) != tuple(p.shape):
-                raise ValueError(f"{what}[{n!r}] has shape {tuple(d[n].shape)}, model has {tuple(p.shape)}")
-    base = {n: batch_to(base_state[n], dev).to(torch.float32) for n in names}
-    sizes = _group_sizes(spec, base)
-    final = None
-    if method_cls.needs_target_final:
-        final_state = _state(target_final, "target_final")
-        final = {n: batch_to(final_state[n], dev).to(torch.float32) for n in names}
-
-    uses_bn = has_batchnorm(model)
-    pairs = GradientPairSource(model, trajectory, base, spec, Loader(data, batch_size, seed=seed),
-                               grad_batches, cache_source, dev,
-                               factored=bool(factored_pairs) and method_cls.takes_factored_pairs)
-    bn_loader = Loader(data, bn_batch_size or batch_size, seed=seed + 1_000_003) if uses_bn else None
-    evaluation = _Evaluation(pairs, eval_data, bn_loader, int(bn_batches), eval_batch_size, timer)
-    runner: TransferMethod = method_cls(_Context(spec, pairs, settings, timer, K, final))
-
-    if eval_data is not None:
-        evaluation(0, base)
-    runner.start()
-    identity = {p: torch.arange(n, dtype=torch.int64, device=dev) for p, n in sizes.items()}
-    perm: Optional[dict] = None  # π_{s-1}; None = identity
-    objectives: list = []
-    sweeps: list = []
-    perms: list = []
-    for s in range(1, K + 1):
-        match: StepMatch = runner.step(s, perm)
-        perm = match.perm
-        objectives.append(match.objective)
-        sweeps.append(match.sweeps)
-        if keep_perms == "all" or s == K:
-            perms.append(_perm_tensors(perm or identity, dev))
-        acc = None
-        if s % int(eval_every) == 0 or s == K:
-            with timer("evaluation"):
-                params = pairs.target_point(pairs.displacement(s), perm)
-            acc = evaluation(s, params)
-        info = StepInfo(method, s, K, acc, evaluation.best_step or K, evaluation.best_accuracy,
-                        match.objective, match.sweeps, runner.num_gradient_pairs, timer.elapsed())
-        if verbose:
-            print(info.line(), file=sys.stderr, flush=True)
-        if callback is not None:
-            callback(info)
-
-    # Final point: the last evaluation (always at s = K) left θ₂ᴷ, recalibrated, in the model.
-    if eval_data is None:
-        with timer("evaluation"):
-            load_params(pairs.target_model, pairs.target_point(pairs.displacement(K), perm))
-            evaluation.recalibrate()
-    final_state = _state(pairs.target_model, "model")
-    best_state = evaluation.best_state if evaluation.best_state is not None else final_state
-    times = dict(timer.seconds)
-    times["total"] = timer.elapsed()
-    # Everything outside the three timed phases: argument checks, copies of the best state,
-    # permutation bookkeeping, progress lines.
-    times["overhead"] = times["total"] - times["gradients"] - times["matching"] - times["evaluation"]
     config = {
-        "method": method, "steps": K, "num_splits": trajectory.num_splits, "schedule": trajectory.schedule,
-        "grad_batches": int(grad_batches), "batch_size": int(batch_size), "bn_batches": int(bn_batches),
-        "bn_batch_size": int(bn_batch_size or batch_size), "uses_batchnorm": uses_bn,
-        "eval_every": int(eval_every), "warm_start": warm_start, "match_init": match_init,
-        "reuse_duals": bool(reuse_duals),
-        "cache_source": bool(cache_source), "tol": tol, "rtol": rtol,
-        "max_sweeps": int(max_sweeps), "seed": int(seed), "device": str(dev), "backend": backend,
-        "num_threads": current_budget(),
-        "factored_pairs": bool(factored_pairs),
+        "method": method, "steps": trajectory.num_steps, "num_splits": trajectory.num_splits,
+        "schedule": trajectory.schedule, "grad_batches": int(grad_batches), "batch_size": int(batch_size),
+        "bn_batches": int(bn_batches), "bn_batch_size": int(bn_batch_size or batch_size),
+        "uses_batchnorm": has_batchnorm(model), "eval_every": int(eval_every), "warm_start": warm_start,
+        "match_init": match_init, "reuse_duals": bool(reuse_duals), "cache_source": bool(cache_source),
+        "tol": tol, "rtol": rtol, "max_sweeps": int(max_sweeps), "seed": int(seed), "device": str(dev),
+        "backend": backend, "factored_pairs": bool(factored_pairs),
     }
-    return TransferResult(
-        method=method, num_steps=K, best_step=int(evaluation.best_step or K),
-        best_accuracy=evaluation.best_accuracy, best_params=best_state, final_params=final_state,
-        eval_steps=evaluation.steps, accuracy=evaluation.accuracy, objective=objectives,
-        sweeps=sweeps, perms=perms, num_gradient_pairs=runner.num_gradient_pairs,
-        num_source_gradients=pairs.num_source_gradients, num_solves=runner.num_solves,
-        timings=times, config=config,
-    )
+    return _Setup(model, method, method_cls, data, eval_data, trajectory, spec, settings, dev,
+                  int(grad_batches), int(batch_size), int(bn_batches), int(bn_batch_size or batch_size),
+                  int(eval_every), eval_batch_size, bool(cache_source), int(seed), keep_perms,
+                  bool(factored_pairs), config)
+
+
+class _Member:
+    """One target's transfer: its init, its method's state, its evaluation, its records.
+
+    The driver (:func:`transfer`, or :func:`~.transfer_many.transfer_many` for several targets
+    of one source) calls :meth:`start`, then :meth:`step` for s = 1 … K, then :meth:`finish`.
+    """
+
+    def __init__(self, setup: _Setup, source: SourceSide, consumer: int, target_init: Any,
+                 target_final: Any) -> None:
+        import torch
+
+        model, dev = setup.model, setup.device
+        if setup.method_cls.needs_target_final and target_final is None:
+            raise ValueError(f"method={setup.method!r} needs target_final= (the target's trained end point)")
+        self.setup = setup
+        self.timer = PhaseTimer(dev, ("gradients", "matching", "evaluation", "matching_gemm",
+                                      "matching_lap", "bn"))
+        names = [n for n, _ in model.named_parameters()]
+        origin = setup.trajectory.checkpoint(0)
+        base_state = _state(target_init, "target_init")
+        missing = [n for n in names if n not in origin or n not in base_state]
+        if missing:
+            raise ValueError(f"parameters {missing[:5]} missing from the trajectory or target_init")
+        for n, p in model.named_parameters():
+            for what, d in (("trajectory", origin), ("target_init", base_state)):
+                if tuple(d[n].shape) != tuple(p.shape):
+                    raise ValueError(f"{what}[{n!r}] has shape {tuple(d[n].shape)}, model has {tuple(p.shape)}")
+        self.base = {n: batch_to(base_state[n], dev).to(torch.float32) for n in names}
+        sizes = _group_sizes(setup.spec, self.base)
+        final = None
+        if setup.method_cls.needs_target_final:
+            final_state = _state(target_final, "target_final")
+            final = {n: batch_to(final_state[n], dev).to(torch.float32) for n in names}
+
+        self.pairs = GradientPairSource(model, source, self.base, setup.spec, consumer)
+        bn_loader = (Loader(setup.data, setup.bn_batch_size, seed=setup.seed + 1_000_003)
+                     if setup.config["uses_batchnorm"] else None)
+        self.evaluation = _Evaluation(self.pairs, setup.eval_data, bn_loader, setup.bn_batches,
+                                      setup.eval_batch_size, self.timer)
+        self.runner: TransferMethod = setup.method_cls(
+            _Context(setup.spec, self.pairs, setup.settings, self.timer, setup.num_steps, final))
+        self.identity = {p: torch.arange(n, dtype=torch.int64, device=dev) for p, n in sizes.items()}
+        self.perm: Optional[dict] = None  # π_{s-1}; None = identity
+        self.objectives: list = []
+        self.sweeps: list = []
+        self.perms: list = []
+
+    def start(self) -> None:
+        if self.setup.eval_data is not None:
+            self.evaluation(0, self.base)
+        self.runner.start()
+
+    def step(self, s: int) -> StepInfo:
+        """Transfer step s: π_s, and θ₂ˢ evaluated when it is an evaluation step."""
+        setup, timer, pairs, evaluation = self.setup, self.timer, self.pairs, self.evaluation
+        K = setup.num_steps
+        match: StepMatch = self.runner.step(s, self.perm)
+        self.perm = match.perm
+        self.objectives.append(match.objective)
+        self.sweeps.append(match.sweeps)
+        if setup.keep_perms == "all" or s == K:
+            self.perms.append(_perm_tensors(self.perm or self.identity, setup.device))
+        acc = None
+        if s % setup.eval_every == 0 or s == K:
+            with timer("evaluation"):
+                params = pairs.target_point(pairs.displacement(s), self.perm)
+            acc = evaluation(s, params)
+        return StepInfo(setup.method, s, K, acc, evaluation.best_step or K, evaluation.best_accuracy,
+                        match.objective, match.sweeps, self.runner.num_gradient_pairs, timer.elapsed())
+
+    def finish(self) -> TransferResult:
+        setup, timer, pairs, evaluation = self.setup, self.timer, self.pairs, self.evaluation
+        K = setup.num_steps
+        # Final point: the last evaluation (always at s = K) left θ₂ᴷ, recalibrated, in the model.
+        if setup.eval_data is None:
+            with timer("evaluation"):
+                load_params(pairs.target_model, pairs.target_point(pairs.displacement(K), self.perm))
+                evaluation.recalibrate()
+        final_state = _state(pairs.target_model, "model")
+        best_state = evaluation.best_state if evaluation.best_state is not None else final_state
+        times = dict(timer.seconds)
+        times["total"] = timer.elapsed()
+        # Everything outside the three timed phases: argument checks, copies of the best state,
+        # permutation bookkeeping, progress lines.
+        times["overhead"] = times["total"] - times["gradients"] - times["matching"] - times["evaluation"]
+        config = dict(setup.config, num_threads=current_budget())
+        return TransferResult(
+            method=setup.method, num_steps=K, best_step=int(evaluation.best_step or K),
+            best_accuracy=evaluation.best_accuracy, best_params=best_state, final_params=final_state,
+            eval_steps=evaluation.steps, accuracy=evaluation.accuracy, objective=self.objectives,
+            sweeps=self.sweeps, perms=self.perms, num_gradient_pairs=self.runner.num_gradient_pairs,
+            num_source_gradients=pairs.num_source_gradients, num_solves=self.runner.num_solves,
+            timings=times, config=config,
+        )
 
 
 def _perm_tensors(perm: Mapping[str, Any], device: Any) -> dict:
