@@ -443,7 +443,7 @@ class _Setup:
 
     model: Any
     method: str
-    method_cls: type
+    method_cls: "type[TransferMethod]"
     data: ArrayDataset
     eval_data: Optional[ArrayDataset]
     trajectory: Trajectory

@@ -116,7 +116,7 @@ def ensemble_accuracy(models: Sequence[Any], dataset: ArrayDataset, batch_size: 
     with torch.no_grad():
         for batch in eval_batches(dataset, batch_size):
             x, y = batch_to(batch, device)
-            probs = sum(torch.softmax(m(x).float(), dim=1) for m in models)
+            probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in models]).sum(dim=0)
             correct += (probs.argmax(dim=1) == y).sum()
     for m, mode in zip(models, modes):
         m.train(mode)
@@ -233,15 +233,15 @@ def transfer_many(
     eval_steps: list = []
     accuracy: list = []
 
-    def evaluate_ensemble(s: int) -> None:
+    def evaluate_ensemble(s: int, eval_data: ArrayDataset) -> None:
         nonlocal ens_seconds
         t0 = time.perf_counter()
         eval_steps.append(s)
-        accuracy.append(ensemble_accuracy(models, setup.eval_data, setup.eval_batch_size))
+        accuracy.append(ensemble_accuracy(models, eval_data, setup.eval_batch_size))
         ens_seconds += time.perf_counter() - t0
 
     if setup.eval_data is not None:
-        evaluate_ensemble(0)
+        evaluate_ensemble(0, setup.eval_data)
     K = setup.num_steps
     for s in range(1, K + 1):
         for i, m in enumerate(members):
@@ -251,7 +251,7 @@ def transfer_many(
                 callback(i, info)
         # Each member's evaluation left its recalibrated θ₂ˢ in its model.
         if setup.eval_data is not None and (s % setup.eval_every == 0 or s == K):
-            evaluate_ensemble(s)
+            evaluate_ensemble(s, setup.eval_data)
     results = [m.finish() for m in members]
     timings = {p: sum(r.timings[p] for r in results) for p in ("gradients", "matching", "evaluation")}
     timings.update(ensemble=ens_seconds, total=time.perf_counter() - t_start)
