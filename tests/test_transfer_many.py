@@ -133,12 +133,12 @@ def test_ensemble_accuracy_is_the_mean_probability_vote(setup):
     data, traj, inits, _ = setup
     res = transfer_many(tanh_mlp(0), traj, inits, data, method="fgmt", batch_size=64, eval_every=2)
     assert res.eval_steps == [0, 2, 4] and len(res.accuracy) == 3
-    assert res.accuracy[0] == _numpy_ensemble(inits, lambda: tanh_mlp(0), data.val)
-    assert res.final_accuracy == _numpy_ensemble([m.final_params for m in res.members],
-                                                 lambda: tanh_mlp(0), data.val)
+    # float32 against float64 probabilities: a near-tie may flip one sample's vote
+    one = 1 / len(data.val)
+    assert abs(res.accuracy[0] - _numpy_ensemble(inits, lambda: tanh_mlp(0), data.val)) <= one
+    assert abs(res.final_accuracy - _numpy_ensemble([m.final_params for m in res.members],
+                                                    lambda: tanh_mlp(0), data.val)) <= one
     assert res.member_accuracy == [m.accuracy for m in res.members]
-    # a vote of the members that disagree somewhere differs from each member somewhere
-    assert 0 < res.final_accuracy <= 1
     d = res.to_dict()
     assert d["final_accuracy"] == res.final_accuracy and len(d["members"]) == N
 
@@ -146,7 +146,8 @@ def test_ensemble_accuracy_is_the_mean_probability_vote(setup):
 def test_ensemble_of_bn_members_uses_their_recalibrated_statistics():
     data, traj, inits = _bn_problem()
     res = transfer_many(BNNet(), traj, inits, data, method="fgmt", batch_size=16, bn_batches=2)
-    assert res.final_accuracy == _numpy_ensemble([m.final_params for m in res.members], BNNet, data.val)
+    want = _numpy_ensemble([m.final_params for m in res.members], BNNet, data.val)
+    assert abs(res.final_accuracy - want) <= 1 / len(data.val)
 
 
 def test_one_member_ensemble_is_the_member(setup):
@@ -245,3 +246,14 @@ def test_ensemble_plot_needs_an_evaluated_ensemble(setup, tmp_path):
     res = transfer_many(tanh_mlp(0), traj, inits[:2], data.train, method="naive")
     with pytest.raises(ValueError, match="not evaluated"):
         plot_ensemble_curves(res, tmp_path / "e.png")
+
+
+def test_progress_names_the_member(setup, capsys):
+    data, traj, inits, _ = setup
+    seen = []
+    transfer_many(tanh_mlp(0), traj, inits[:2], data, method="fgmt", batch_size=64, verbose=True,
+                  callback=lambda i, info: seen.append((i, info.step)))
+    assert seen == [(i, s) for s in range(1, K + 1) for i in range(2)]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 * K and err[0].startswith("member 0: [fgmt] step   1/4")
+    assert err[1].startswith("member 1: [fgmt] step   1/4")

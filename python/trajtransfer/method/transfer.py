@@ -425,16 +425,12 @@ def transfer(
     member = _Member(setup, setup.new_source(1), 0, target_init, target_final)
     member.start()
     for s in range(1, setup.num_steps + 1):
-        report_step(member.step(s), verbose, callback)
+        info = member.step(s)
+        if verbose:
+            print(info.line(), file=sys.stderr, flush=True)
+        if callback is not None:
+            callback(info)
     return member.finish()
-
-
-def report_step(info: StepInfo, verbose: bool, callback: Optional[Callable[[StepInfo], None]]) -> None:
-    """A step's progress line (``verbose``) and the user's ``callback``."""
-    if verbose:
-        print(info.line(), file=sys.stderr, flush=True)
-    if callback is not None:
-        callback(info)
 
 
 @dataclass

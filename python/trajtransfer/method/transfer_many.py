@@ -24,6 +24,7 @@ logits), evaluated at each evaluation step, every member with its own BatchNorm 
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -31,7 +32,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from .._devices import batch_to, module_device
 from ..core.threads import with_thread_budget
 from ..kit.data import ArrayDataset, DatasetSplits, eval_batches
-from .transfer import StepInfo, _Member, _setup, report_step
+from .transfer import StepInfo, _Member, _setup
 from .trajectory import Trajectory
 
 __all__ = ["EnsembleResult", "ensemble_accuracy", "transfer_many"]
@@ -171,7 +172,7 @@ def transfer_many(
     target_finals : list, optional
         Oracle only: each member's trained end point.
     verbose : bool
-        One progress line per member and step on stderr.
+        One progress line per member and step on stderr (``member i: [fgmt] step ...``).
     callback : callable(member index, StepInfo), optional
         After every member's step.
     **options
@@ -246,7 +247,8 @@ def transfer_many(
     for s in range(1, K + 1):
         for i, m in enumerate(members):
             info = m.step(s)
-            report_step(info, verbose, None)
+            if verbose:
+                print(f"member {i}: {info.line()}", file=sys.stderr, flush=True)
             if callback is not None:
                 callback(i, info)
         # Each member's evaluation left its recalibrated θ₂ˢ in its model.
