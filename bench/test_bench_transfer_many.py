@@ -4,8 +4,9 @@ Case: Fashion-MNIST (the Debian idx files; skipped without them), MLP 784-512-10
 trained for one epoch on 8,192 training images, its trajectory cut into T = 10 steps, FGMT onto
 N = 4 target inits, pairs of one minibatch of 128, ``eval_data=None``. Timed: gradients plus
 matching (the phases ``TransferResult.timings`` records), summed over the 4 single transfers
-against ``transfer_many``'s; the target is a ≥ 2× speedup. Both run in one session, on one
-machine, one round each.
+against ``transfer_many``'s; the target is a ≥ 2× speedup, above what sharing the source
+gradients can give (at most 2N / (N + 1) = 1.6×, see docs/dev/transfer-many.md), so the speedup
+is recorded, not asserted. Both run in one session, on one machine, one round each.
 
 Check: every member's permutations equal the single transfer's at every step, and its
 parameters agree to float32 rounding. The summary (times, speedup, gradient counts) is printed
