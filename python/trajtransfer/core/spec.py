@@ -213,6 +213,9 @@ class PermutationSpec:
         return permutation_spec_from_axes_to_perm(data["axes_to_perm"], data.get("buffers", ()))
 
 
+_ROLE = {"plain": "a plain group", "block": "a block group", "inner": "an inner group"}
+
+
 def _block_roles(a2p: Mapping[str, tuple]) -> tuple:
     """Block counts and inner-group owners, checking that every group keeps one role."""
     role: dict = {}
@@ -221,8 +224,8 @@ def _block_roles(a2p: Mapping[str, tuple]) -> tuple:
 
     def claim(g: str, r: str, where: str) -> None:
         if role.setdefault(g, (r, where))[0] != r:
-            raise ValueError(f"group {g!r} is a {role[g][0]} group at {role[g][1]} but a {r} "
-                             f"group at {where}")
+            raise ValueError(f"group {g!r} is used as {_ROLE[role[g][0]]} at {role[g][1]} and "
+                             f"as {_ROLE[r]} at {where}; a group has one role")
 
     for name, axes in a2p.items():
         for ax, entry in enumerate(axes):
