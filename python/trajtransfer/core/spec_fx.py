@@ -27,7 +27,8 @@ Each traced tensor then carries at most one *permuted axis*, labelled by a union
 
 Anything else (custom attention, ``cat`` along the permuted axis, other indexing, functional
 layers with explicit weights, unknown modules) raises ``ValueError`` naming the node: a spec
-that silently missed an op would break the function invariance f(x; π·θ) = f(x; θ) that everything downstream relies on.
+that silently missed an op would break the function invariance f(x; π·θ) = f(x; θ) that
+everything downstream relies on.
 
 >>> import torch
 >>> from trajtransfer.kit.models import MLP
@@ -741,9 +742,15 @@ def spec_from_model(
     channel axis, or over several axes such as ``LayerNorm([C, H, W])``), GroupNorm with one
     group or one channel per group, elementwise activations, dropout, softmax, max/avg/adaptive
     pooling, additions and other elementwise binary ops (residual connections), sums/means over
-    axes, ``permute``, and flatten/view/reshape that keep the channel axis whole (after a global
-    pool, or spatial size 1). Groups are named after the module that first produces them (e.g.
-    ``"layers.0"``, ``"conv1"``).
+    axes, ``permute``, ``transpose``, flatten/view/reshape that keep the channel axis whole (after
+    a global pool, or spatial size 1), ``cat`` along unpermuted axes, indexing that keeps the
+    channel axis whole, parameters added to or concatenated with a permuted tensor (class
+    tokens, position embeddings), and self-attention: ``nn.MultiheadAttention`` (packed
+    ``in_proj``, no ``add_bias_kv``/``add_zero_attn``), ``nn.TransformerEncoderLayer`` (pre- or
+    post-norm, either ``batch_first``) and ``nn.TransformerEncoder``, whose heads become block
+    groups (see :mod:`trajtransfer.core.block_axes`). Groups are named after the module that
+    first produces them (e.g. ``"layers.0"``, ``"conv1"``; ``"blocks.0.heads"``,
+    ``"blocks.0.qk"``, ``"blocks.0.v"``, ``"blocks.0.mlp"`` for an encoder layer ``blocks.0``).
 
     Parameters
     ----------
@@ -773,8 +780,10 @@ def spec_from_model(
     Raises
     ------
     ValueError
-        Naming the node and op, for anything not understood (``cat``, attention, indexing,
-        functional layers with explicit weights, grouped convolutions, unknown modules), for a
+        Naming the node and op, for anything not understood (``cat`` along a permuted axis,
+        custom attention such as grouped-query or rotary modules, ``add_bias_kv``, ``kdim`` /
+        ``vdim`` other than ``embed_dim``, indexing a permuted axis, functional layers with
+        explicit weights, grouped convolutions, unknown modules), for a
         reshape that mixes a permuted channel axis with other axes, for a layer mapping a group
         onto itself (``on_self_map="raise"``), if tracing fails, or if ``example_input`` does not
         run through the model.
