@@ -204,7 +204,7 @@ class BlockPairs:
             out += torch.tensordot(tgt, src, dims=(dims, dims))
             self.gemm_flops += 2.0 * tgt.numel() * n
             builds += 1
-        if best:
+        if best and assigned is not None:
             out += self._best_alignment(g, perms, assigned)
         return out, (builds, 0)
 
@@ -289,7 +289,7 @@ class BlockLap:
         self.device = device
         self.inner = inner
         on_device = cuda_lap_available(device)
-        self.base = (CudaLap if on_device else HostLap)(sizes, device)
+        self.base: Any = (CudaLap if on_device else HostLap)(sizes, device)
         self.synchronous = self.base.synchronous
 
     def forget(self, g: int) -> None:

@@ -365,8 +365,9 @@ class _Tracer:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         if not isinstance(seq, (list, tuple)) or not all(isinstance(n, fx.Node) for n in seq):
             self.fail(node, "cat of a non-literal sequence is not supported")
-        ndim = len(self.shape(node))
-        dim = dim % ndim
+        if not isinstance(dim, int):
+            self.fail(node, "cat with a non-constant dim is not supported")
+        dim = dim % len(self.shape(node))
         labelled = [self.state[n] for n in seq if isinstance(self.state[n], tuple)]
         if not labelled:
             return None
@@ -439,12 +440,11 @@ class _Tracer:
         qkv = [node.args[i] if len(node.args) > i else node.kwargs.get(k)
                for i, k in enumerate(names)]
         self.masks_unpermuted(node, qkv)
-        lab = None
+        lab = self.label_of(self.state[qkv[0]])
         for n in qkv:
             st = self.state[n]
             self.expect_axis(node, st, -1, len(self.shape(n)), "MultiheadAttention")
             # One packed in_proj: query, key and value share their input columns' group.
-            lab = self.label_of(st) if lab is None else lab
             self.uf.union(lab, self.label_of(st))
         target = str(node.target)
         self.assign(mod, "in_proj_weight", 1, lab)
@@ -489,7 +489,8 @@ class _Tracer:
         target = str(node.target)
         if isinstance(mod, nn.TransformerEncoderLayer):
             return self.encoder_layer(node, mod, target, st, ndim)
-        for i, layer in enumerate(mod.layers):
+        layers: Any = mod.layers
+        for i, layer in enumerate(layers):
             st = self.encoder_layer(node, layer, f"{target}.layers.{i}", st, ndim)
         if mod.norm is not None:
             if not isinstance(mod.norm, nn.LayerNorm):
