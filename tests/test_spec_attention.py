@@ -429,3 +429,13 @@ class _Cross(nn.Module):
 
     def forward(self, x):
         return self.attn(self.proj(x), x, x)[0]
+
+
+def test_cli_builds_a_vit_for_square_images():
+    from trajtransfer.kit.cli import _build_model
+
+    vit = _build_model("vit", (1, 28, 28), 10, (), "relu", width=0.5)
+    assert isinstance(vit, ViT) and vit.head.in_features == 32 and vit.patch_embed.kernel_size == (7, 7)
+    assert _build_model("vit", (3, 32, 32), 10, (), "relu").patch_embed.kernel_size == (4, 4)
+    with pytest.raises(ValueError, match="square images whose side 7 or 4 divides"):
+        _build_model("vit", (1, 30, 30), 10, (), "relu")
