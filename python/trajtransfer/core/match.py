@@ -686,7 +686,7 @@ class GradientMatcher:
             if self._backend == "native":
                 raise ValueError("backend='native' does not take specs with block-structured "
                                  "groups (Blocks/Concat entries): use backend='auto' or 'torch'")
-            from .block_groups import BlockPath
+            from .block_path import BlockPath
 
             return BlockPath(compiled, device)
         if self._backend == "native" and not on_cpu:
