@@ -180,8 +180,11 @@ class BlockPairs:
         return all(assigned[h] for h in others)
 
     def cost(self, g: int, perms: Sequence[Any], host_perms: Optional[Sequence[Any]] = None,
-             assigned: Optional[Sequence[bool]] = None) -> tuple:
-        """Group ``g``'s cost: (n, n), or (H, d, d) for an inner group; and (full builds, 0)."""
+             assigned: Optional[Sequence[bool]] = None, aligns: Optional[dict] = None) -> tuple:
+        """Group ``g``'s cost: (n, n), or (H, d, d) for an inner group; and (full builds, 0).
+
+        With ``assigned`` leaving every inner group of block group ``g`` unset, each head pair
+        takes its best within-head alignment (their maximisers go to ``aligns``)."""
         if g in self.outer_of:
             return self._inner_cost(g, perms, assigned), (1, 0)
         torch = self.torch
@@ -204,7 +207,7 @@ class BlockPairs:
             self.gemm_flops += 2.0 * tgt.numel() * n
             builds += 1
         if best and assigned is not None:
-            out += self._best_alignment(g, perms, assigned)
+            out += self._best_alignment(g, perms, assigned, aligns)
         return out, (builds, 0)
 
     def _pair_blocks(self, p: int, a: int, perms: Sequence[Any], skip_outer: int,
@@ -223,8 +226,10 @@ class BlockPairs:
         local[u] = self.torch.arange(self.sizes[u], device=self.device).expand(self.sizes[o], -1)
         return self._source(p, local, o)
 
-    def _best_alignment(self, g: int, perms: Sequence[Any], assigned: Sequence[bool]) -> Any:
-        """``C[i, h] = Σ_inner max_τ Σ <T block i, S block h permuted by τ>`` (greedy start)."""
+    def _best_alignment(self, g: int, perms: Sequence[Any], assigned: Sequence[bool],
+                        aligns: Optional[dict] = None) -> Any:
+        """``C[i, h] = Σ_inner max_τ Σ <T block i, S block h permuted by τ>`` (greedy start and
+        joint moves); ``aligns`` receives each inner group's maximisers, ``(n, n, d)``."""
         from .lap import linear_sum_assignment_batch
 
         torch = self.torch
@@ -244,7 +249,40 @@ class BlockPairs:
             cols = linear_sum_assignment_batch(host, maximize=True)
             best = np.take_along_axis(host, cols[:, :, None], -1).sum(axis=(1, 2), dtype=np.float64)
             total += torch.from_numpy(best.reshape(n, n))
+            if aligns is not None:
+                aligns[u] = cols.reshape(n, n, d)
         return total.to(device=self.device, dtype=torch.float32)
+
+    def joint_move(self, g: int, perms: list, tol: float) -> Optional[float]:
+        """Move block group ``g`` and its inner groups jointly to their exact optimum with every
+        other group held fixed; returns the gain, or None (perms unchanged) without a gain
+        above ``tol``.
+
+        For each target head i and source head h the best within-head alignment is one LAP of
+        size d per inner group; the heads then take the LAP over those best values. Both this
+        cost and the inner-fixed one leave out the same terms, so their difference is the exact
+        change of the objective (up to float32 cost entries).
+        """
+        from .lap import linear_sum_assignment
+
+        torch = self.torch
+        n = self.sizes[g]
+        held, _ = self.cost(g, perms)
+        before = float(held.double().gather(1, perms[g][:, None]).sum())
+        assigned = [u not in self.inners[g] for u in range(len(self.sizes))]
+        aligns: dict = {}
+        joint, _ = self.cost(g, perms, None, assigned, aligns)
+        host = joint.double().cpu().numpy()
+        _, sigma = linear_sum_assignment(host, maximize=True)
+        after = float(host[np.arange(n), sigma].sum())
+        if not after - before > tol:
+            return None
+        perms[g] = torch.from_numpy(sigma.astype(np.int64)).to(self.device)
+        for u, cols in aligns.items():
+            tau = np.empty((n, self.sizes[u]), dtype=np.int64)
+            tau[sigma] = cols[np.arange(n), sigma]  # row h = σ[i]: source head h's alignment
+            perms[u] = torch.from_numpy(tau).to(self.device)
+        return after - before
 
     def _inner_cost(self, u: int, perms: Sequence[Any], assigned: Optional[Sequence[bool]]) -> Any:
         """(H, d, d): row block h is source block h, matched to the target block i with σ[i] = h."""

@@ -7,6 +7,7 @@ coordinate descent of :mod:`trajtransfer.core.descent`, LAPs placed by
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 from .block_groups import BlockLap, BlockPairs
@@ -104,12 +105,45 @@ class BlockPath:
                               exact_objective=exact_objective, greedy_start=init == "greedy")
         try:
             res = self._descent(self.pairs, self.lap, perms, opts, at_identity=at_identity)
+            history, sweeps = list(res.history), res.sweeps
+            gemm, lap, counters = res.time_gemm, res.time_lap, dict(res.counters)
+            # Joint moves of each block group with its inner groups, then the descent again,
+            # until none gains: coordinate moves alone can stall with heads matched on
+            # misaligned dimensions (from the identity: two heads swapped). Each round counts as
+            # one sweep in the history.
+            while sweeps < max_sweeps:
+                t0 = time.perf_counter()
+                flops0 = self.pairs.gemm_flops
+                gain = 0.0
+                # Both costs are float32 sums (relative error ~1e-6): a smaller "gain" could be
+                # rounding, and the descent would undo it (an endless cycle).
+                floor = max(tol, 1e-6) * max(1.0, abs(history[-1]))
+                for g in self.pairs.inners:
+                    step = self.pairs.joint_move(g, res.perms, floor)
+                    if step is not None:
+                        gain += step
+                        for h in (g, *self.pairs.inners[g]):
+                            self.lap.forget(h)
+                gemm += time.perf_counter() - t0
+                counters["gemm_flops"] += self.pairs.gemm_flops - flops0
+                if not gain:
+                    break
+                history.append(history[-1] + gain)
+                sweeps += 1
+                again = DescentOptions(max_sweeps=max_sweeps - sweeps, tol=tol, seed=seed,
+                                       exact_objective=exact_objective)
+                res = self._descent(self.pairs, self.lap, res.perms, again)
+                history += res.history[1:]
+                sweeps += res.sweeps
+                gemm, lap = gemm + res.time_gemm, lap + res.time_lap
+                for k, v in res.counters.items():
+                    counters[k] = counters.get(k, 0) + v
         except LapFailed as exc:
             raise ValueError(_overflow_message(self.compiled.groups[exc.group])) from None
         self.perms = res.perms
-        return {"perms": res.perms, "objective": res.objective, "history": res.history,
-                "sweeps": res.sweeps, "converged": res.converged,
-                "gemm": res.time_gemm, "lap": res.time_lap, **res.counters}
+        return {"perms": res.perms, "objective": res.objective, "history": history,
+                "sweeps": sweeps, "converged": res.converged, "gemm": gemm, "lap": lap,
+                **counters}
 
     def objective(self, perms: Mapping[str, Any]) -> float:
         return float(self.pairs.objective(self._init(perms)))
