@@ -18,7 +18,9 @@ Cost matrices, each with every other group held fixed (coordinate descent,
 
 The greedy start (``init="greedy"``) visits a block group before its inner groups, so its cost
 then takes for each (i, h) the best within-head alignment (one LAP of size d per head pair and
-inner group) instead of the unset ones; its inner groups are then solved with σ fixed.
+inner group) instead of the unset ones; its inner groups are then solved with σ fixed. The same
+best alignments give :meth:`BlockPairs.joint_move`, the exact optimum over a block group and its
+inner groups together, which the block path runs whenever the descent converges.
 
 Every visit rebuilds its cost from all pairs (no cached terms): block specs are small models.
 The native core does not know block groups, so these specs always take this torch path
