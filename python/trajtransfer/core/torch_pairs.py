@@ -1,9 +1,10 @@
 """The matcher's arithmetic on torch tensors, on whatever device they live (the device path).
 
 Holds the (target, source) pairs of a :class:`~trajtransfer.core.match.GradientMatcher` on their
-device, stacked per tensor, and builds one group's cost matrix from them with torch ops (gathers
-plus one GEMM per (group, tensor)). The coordinate descent itself is in
-:mod:`trajtransfer.core.descent`; the native CPU path does the same arithmetic in C++.
+device, stacked per tensor, and builds one group's cost matrix from them with torch ops
+(gathers, the factors' small products, and one GEMM per update of an (n, n) matrix). The
+coordinate descent itself is in :mod:`trajtransfer.core.descent`; the native CPU path does the
+same arithmetic in C++ (on dense pairs).
 
 Cost of group g at permutations π (gather semantics, π applied to the source):
 ``C_g[i, j] = Σ_k Σ_(tensor w, axis a of g) <w_k T_k[w] slice i along a, π_{-a}(S_k[w]) slice j>``.
@@ -113,7 +114,7 @@ class TorchPairs:
         for t in range(len(self.shapes)):
             if self._targets[t] is not None and self._targets[t].shape[0] < self._capacity:
                 self._grow(t, self._capacity)
-            if self._stacks[t] is not None and self._stacks[t][0].shape[0] < self._capacity:
+            if self._stacks[t] is not None and self._stacks[t][0].shape[1] < self._capacity:
                 self._grow_stacks(t, self._capacity)
 
     def _grow(self, t: int, rows: int) -> None:
@@ -166,9 +167,8 @@ class TorchPairs:
         self.num_pairs = k + 1
         t0, flops0 = time.perf_counter(), self.gemm_flops
         for g, members in enumerate(self.members):
-            for mb in members:
-                if mb.is_static:
-                    self._accumulate(self._static[g], mb, k, k + 1, None)
+            self._accumulate(self._static[g], [mb for mb in members if mb.is_static], k, k + 1,
+                             None)
         self.add_gemm_seconds += time.perf_counter() - t0
         self.add_gemm_flops += self.gemm_flops - flops0
 
@@ -187,33 +187,36 @@ class TorchPairs:
                 mb.contrib, mb.upto, mb.built_at = None, 0, []
 
     def _store_factors(self, t: int, f: tuple) -> tuple:
-        """Keep one pair's factors: in tensor t's stacks while the rows agree, else as given."""
+        """Keep one pair's factors: in tensor t's stacks while the rows agree, else as given.
+        Returns them as (rows, units) tensors (views of the stacks when stacked)."""
         i = len(self._factors[t])
         stacks = self._stacks[t]
+        fits = stacks is not None and all(x.shape == (s.shape[2], s.shape[0])
+                                          for x, s in zip(f, stacks))
         if i == 0:
             if f[0].shape[0] != f[2].shape[0]:
                 self._stacks[t] = None
                 return f
-            if stacks is None or any(x.shape != s.shape[1:] for x, s in zip(f, stacks)):
-                stacks = self._stacks[t] = [x.new_empty((max(4, self._capacity), *x.shape))
-                                            for x in f]
-        elif stacks is None or any(x.shape != s.shape[1:] for x, s in zip(f, stacks)):
+            if not fits:
+                stacks = self._stacks[t] = [x.new_empty((x.shape[1], max(4, self._capacity),
+                                                         x.shape[0])) for x in f]
+        elif not fits:
             self._stacks[t] = None  # rows differ: the per-pair loop from now on
             return f
-        if i == stacks[0].shape[0]:
+        if i == self._stacks[t][0].shape[1]:
             self._grow_stacks(t, 2 * i)
         for s, x in zip(self._stacks[t], f):
-            s[i].copy_(x)
-        return tuple(s[i] for s in self._stacks[t])
+            s[:, i].copy_(x.T)
+        return tuple(s[:, i].T for s in self._stacks[t])
 
     def _grow_stacks(self, t: int, pairs: int) -> None:
         used = len(self._factors[t])
-        grown = [s.new_empty((pairs, *s.shape[1:])) for s in self._stacks[t]]
+        grown = [s.new_empty((s.shape[0], pairs, s.shape[2])) for s in self._stacks[t]]
         for g, s in zip(grown, self._stacks[t]):
-            g[:used] = s[:used]
+            g[:, :used] = s[:, :used]
         self._stacks[t] = grown
         # The stored entries view the old stacks: point them at the grown ones.
-        self._factors[t] = [tuple(s[j] for s in grown) for j in range(used)]
+        self._factors[t] = [tuple(s[:, j].T for s in grown) for j in range(used)]
 
     def store_bytes(self) -> int:
         """Bytes held by the pairs: dense stores (their capacity) plus the kept factors."""
@@ -232,51 +235,75 @@ class TorchPairs:
         return before[k0], before[k1]
 
     def _factors_in(self, t: int, k0: int, k1: int) -> Any:
-        """Tensor t's factored pairs among pairs [k0, k1): four (pairs, rows, units) stacks
-        when it has them, else a list of per-pair tuples."""
+        """Tensor t's factored pairs among pairs [k0, k1), unit-major: four (units, pairs, rows)
+        tensors when it has stacks (views), else one such tuple per pair."""
         ks = self._factor_pairs[t]
         i0, i1 = bisect.bisect_left(ks, k0), bisect.bisect_left(ks, k1)
         if i1 <= i0:
             return []
         if self._stacks[t] is not None:
-            return [tuple(s[i0:i1] for s in self._stacks[t])]
-        return [tuple(x[None] for x in f) for f in self._factors[t][i0:i1]]
+            return [tuple(s[:, i0:i1] for s in self._stacks[t])]
+        return [tuple(x.T[:, None] for x in f) for f in self._factors[t][i0:i1]]
 
     # ----------------------------------------------------------------------- the arithmetic
-    def _accumulate(self, out: Any, mb: _Member, k0: int, k1: int, perms: Any) -> None:
-        """``out += unfold_a(T[k0:k1]) @ unfold_a(π_{-a}(S[k0:k1]))ᵀ`` for member ``mb``."""
+    def _accumulate(self, out: Any, members: Sequence[_Member], k0: int, k1: int,
+                    perms: Any) -> None:
+        """``out += Σ_mb unfold_a(T[k0:k1]) @ unfold_a(π_{-a}(S[k0:k1]))ᵀ`` over ``members``
+        (all along one group's axis)."""
+        ops: list = []
+        for mb in members:
+            ops += self._operands(mb, k0, k1, perms)
+        self._gemm(out, ops)
+
+    def _gemm(self, out: Any, ops: list) -> None:
+        """``out += Σ L @ R`` over (L (n, r), R (r, n)) operands, as one GEMM: the operands are
+        joined along r, so the (n, n) output is read and written once, with no (n, n) temporary
+        per term (on a 4096-unit group those passes cost more than the products)."""
+        if not ops:
+            return
+        torch = self.torch
+        if len(ops) == 1:
+            left, right = ops[0]
+        else:
+            left = torch.cat([x for x, _ in ops], dim=1)
+            right = torch.cat([y for _, y in ops], dim=0)
+        out.addmm_(left, right)
+        self.gemm_flops += 2.0 * out.shape[0] * out.shape[1] * left.shape[1]
+
+    def _operands(self, mb: _Member, k0: int, k1: int, perms: Any) -> list:
+        """GEMM operands of ``mb``'s term over pairs [k0, k1): the dense pairs unfolded along
+        the member's axis, and per factor stack Σ Δ_tᵀ (A_t π(A_s)ᵀ) Δ_s along the output
+        axis, Σ A_tᵀ (Δ_t π(Δ_s)ᵀ) A_s along the input axis. The factors are unit-major
+        (units, pairs, rows): the permutation gathers whole rows (a gather along the last axis
+        took as long as the two small products), and the sum over the pairs is one GEMM of
+        inner dimension pairs × rows on a view of the stack."""
         torch = self.torch
         r0, r1 = self._dense_rows(mb.tensor, k0, k1)
         n = self.sizes[self.axis_groups[mb.tensor][mb.axis]]
+        ops = []
         if r1 > r0:
-            tgt = self._targets[mb.tensor][r0:r1]
             src = self._sources[mb.tensor][r0:r1]
             for b, h in mb.others:  # the other groups' permutations (gather along their axes)
                 src = src.index_select(b + 1, perms[h])
-            dims = [d for d in range(tgt.dim()) if d != mb.axis + 1]
-            out += torch.tensordot(tgt, src, dims=(dims, dims))
-            self.gemm_flops += 2.0 * tgt.numel() * n
-        factors = self._factors_in(mb.tensor, k0, k1)
-        if factors:
-            self._accumulate_factors(out, mb, factors, perms)
+            ops.append(self._unfolded(self._targets[mb.tensor][r0:r1], src, mb.axis, n))
+        for dt, at, ds, as_ in self._factors_in(mb.tensor, k0, k1):
+            other = self.axis_groups[mb.tensor][1 - mb.axis]  # factored: (n_out, n_in, 1, ..)
+            # own: the factor along the member's axis; inner: the one the product contracts.
+            own_t, inner_t, own_s, inner_s = (dt, at, ds, as_) if mb.axis == 0 else (at, dt, as_, ds)
+            if other >= 0:
+                inner_s = inner_s.index_select(0, perms[other])
+            gram = torch.bmm(inner_t.permute(1, 2, 0), inner_s.permute(1, 0, 2))
+            right = torch.bmm(gram, own_s.permute(1, 2, 0))
+            _, k, rt = own_t.shape
+            ops.append((own_t.reshape(n, k * rt), right.reshape(k * rt, n)))
+            self.gemm_flops += 2.0 * k * rt * own_s.shape[2] * (inner_t.shape[0] + n)
+        return ops
 
-    def _accumulate_factors(self, out: Any, mb: _Member, factors: list, perms: Any) -> None:
-        """The factored pairs' share: Σ Δ_tᵀ (A_t π(A_s)ᵀ) π(Δ_s) along the output axis,
-        Σ A_tᵀ (Δ_t π(Δ_s)ᵀ) π(A_s) along the input axis; ``factors`` are (pairs, rows, units)
-        stacks, one GEMM per stack over all its pairs' rows."""
-        torch = self.torch
-        g_out, g_in = self.axis_groups[mb.tensor][:2]
-        for dt, at, ds, as_ in factors:
-            if mb.axis == 0:
-                a_s = as_[:, :, perms[g_in]] if g_in >= 0 else as_
-                left, right = dt, torch.bmm(torch.bmm(at, a_s.transpose(1, 2)), ds)
-            else:
-                d_s = ds[:, :, perms[g_out]] if g_out >= 0 else ds
-                left, right = at, torch.bmm(torch.bmm(dt, d_s.transpose(1, 2)), as_)
-            own, inner = left.shape[2], at.shape[2] + dt.shape[2] - left.shape[2]
-            k, rt, rs = dt.shape[0], dt.shape[1], ds.shape[1]
-            out.addmm_(left.reshape(-1, own).T, right.reshape(-1, own))
-            self.gemm_flops += 2.0 * k * (rt * rs * inner + rt * rs * own + rt * own * own)
+    @staticmethod
+    def _unfolded(tgt: Any, src: Any, axis: int, n: int) -> tuple:
+        """(n, r) and (r, n) unfoldings of dense pairs (pairs, *shape) along ``axis``: their
+        product contracts every other axis and the pairs."""
+        return tgt.movedim(axis + 1, 0).reshape(n, -1), src.movedim(axis + 1, 0).reshape(n, -1).T
 
     def _factor_dot(self, t: int, f: tuple, perms: Any) -> Any:
         """Exact float64 ``<T, π(S)>`` of one factored pair: Σ (Δ_t π(Δ_s)ᵀ) ⊙ (A_t π(A_s)ᵀ)."""
@@ -307,18 +334,19 @@ class TorchPairs:
         # its page faults on the CPU. Callers use the matrix before the group's next cost().
         if self._cost_buffers[g] is None:
             self._cost_buffers[g] = torch.empty_like(self._static[g])
-        out = self._cost_buffers[g].copy_(self._static[g])
-        full = delta = 0
+        out = self._cost_buffers[g]
+        if host_perms is None:
+            out.copy_(self._static[g])
+            self._accumulate(out, dynamic, 0, self.num_pairs, perms)
+            return out, (len(dynamic), 0)
+        full = 0
         for mb in dynamic:
-            if host_perms is None:
-                self._accumulate(out, mb, 0, self.num_pairs, perms)
-                full += 1
-                continue
-            rebuilt = self._refresh(mb, perms, host_perms)
-            full += rebuilt
-            delta += not rebuilt
+            full += self._refresh(mb, perms, host_perms)
+        # static + the cached terms in one pass over the matrix (a copy then adds took two).
+        torch.add(self._static[g], dynamic[0].contrib, out=out)
+        for mb in dynamic[1:]:
             out += mb.contrib
-        return out, (full, delta)
+        return out, (full, len(dynamic) - full)
 
     def _refresh(self, mb: _Member, perms: Sequence[Any], host_perms: Sequence[Any]) -> bool:
         """Bring ``mb``'s cached term to ``perms`` and every pair; True if it was rebuilt."""
@@ -333,8 +361,11 @@ class TorchPairs:
                                             for old, (_, h) in zip(mb.built_at, mb.others)):
             changed = (None, None, np.empty(0, dtype=np.int64))
         if changed is None:  # first build, many slices moved, or a tensor with 3+ permuted axes
-            mb.contrib = torch.zeros_like(self._static[self.axis_groups[mb.tensor][mb.axis]])
-            self._accumulate(mb.contrib, mb, 0, self.num_pairs, perms)
+            if mb.contrib is None:
+                mb.contrib = torch.zeros_like(self._static[self.axis_groups[mb.tensor][mb.axis]])
+            else:  # the same buffer again: a fresh one costs its page faults
+                mb.contrib.zero_()
+            self._accumulate(mb.contrib, [mb], 0, self.num_pairs, perms)
             mb.upto = self.num_pairs
             mb.built_at = [host_perms[h].copy() for _, h in mb.others]
             return True
@@ -343,7 +374,7 @@ class TorchPairs:
             self._correct(mb, b, moved, host_perms[h][moved], mb.built_at[0][moved])
             mb.built_at[0][moved] = host_perms[h][moved]
         if mb.upto < self.num_pairs:  # pairs added since: their share at the current perms
-            self._accumulate(mb.contrib, mb, mb.upto, self.num_pairs, perms)
+            self._accumulate(mb.contrib, [mb], mb.upto, self.num_pairs, perms)
             mb.upto = self.num_pairs
         return False
 
@@ -363,27 +394,21 @@ class TorchPairs:
         old = torch.from_numpy(old).to(self.device)
         n = self.sizes[self.axis_groups[mb.tensor][mb.axis]]
         r0, r1 = self._dense_rows(mb.tensor, 0, mb.upto)
+        ops = []
         if r1 > r0:
             tgt = self._targets[mb.tensor][r0:r1].index_select(b + 1, pos)
             src = self._sources[mb.tensor][r0:r1]
             diff = src.index_select(b + 1, new) - src.index_select(b + 1, old)
-            dims = [d for d in range(tgt.dim()) if d != mb.axis + 1]
-            mb.contrib += torch.tensordot(tgt, diff, dims=(dims, dims))
-            self.gemm_flops += 2.0 * tgt.numel() * n
-        factors = self._factors_in(mb.tensor, 0, mb.upto)
-        if not factors:
-            return
-        # The moved slices of the factored pairs, made dense: rows (axis 0) or columns (axis 1).
-        for dt, at, ds, as_ in factors:
-            if b == 0:
-                left = torch.bmm(dt[:, :, pos].transpose(1, 2), at)
-                right = torch.bmm((ds[:, :, new] - ds[:, :, old]).transpose(1, 2), as_)
-            else:
-                left = torch.bmm(at[:, :, pos].transpose(1, 2), dt)
-                right = torch.bmm((as_[:, :, new] - as_[:, :, old]).transpose(1, 2), ds)
-            mb.contrib.addmm_(left.reshape(-1, n).T, right.reshape(-1, n))
-            k, rows = dt.shape[0], dt.shape[1] + ds.shape[1]
-            self.gemm_flops += 2.0 * k * moved.size * (rows * (dt.shape[2] + at.shape[2] - n) + n * n)
+            ops.append(self._unfolded(tgt, diff, mb.axis, n))
+        # The moved slices of the factored pairs, made dense: rows (b = 0) or columns (b = 1).
+        for dt, at, ds, as_ in self._factors_in(mb.tensor, 0, mb.upto):
+            moved_t, own_t, moved_s, own_s = (dt, at, ds, as_) if b == 0 else (at, dt, as_, ds)
+            left = torch.bmm(moved_t.index_select(0, pos).permute(1, 0, 2), own_t.permute(1, 2, 0))
+            diff = moved_s.index_select(0, new) - moved_s.index_select(0, old)
+            right = torch.bmm(diff.permute(1, 0, 2), own_s.permute(1, 2, 0))
+            ops.append((left.reshape(-1, n).T, right.reshape(-1, n)))
+            self.gemm_flops += 2.0 * dt.shape[1] * moved.size * n * (dt.shape[2] + ds.shape[2])
+        self._gemm(mb.contrib, ops)
 
     def identity_objective(self) -> Any:
         """Exact float64 objective at the identity (a 0-d tensor on the device)."""
