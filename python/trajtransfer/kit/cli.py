@@ -1,4 +1,4 @@
-"""Command line: ``trajtransfer demo`` and ``trajtransfer transfer``.
+"""Command line: ``trajtransfer demo``, ``trajtransfer transfer`` and ``trajtransfer finetune-transfer``.
 
 ``demo`` trains a source and a target MLP 64-512-10 on scikit-learn's bundled digits (recording
 the source trajectory), transfers the source trajectory onto the target's init with Naive, GMT and
@@ -7,6 +7,9 @@ FGMT (plus the Oracle), prints a table and writes ``results.json`` and ``transfe
 ``transfer`` runs the same pipeline on a configurable dataset/model, optionally followed by E
 epochs of fine-tuning from each method's best step, compared with E epochs from the target init
 ("scratch").
+
+``finetune-transfer`` transfers a fine-tuning between two pre-trained models
+(:mod:`trajtransfer.kit.cli_finetune`).
 
 Everything is seeded; nothing is downloaded.
 """
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from . import cli_finetune
 from ._extras import MissingExtraError
 
 __all__ = ["main", "run_experiment", "build_parser"]
@@ -449,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transfer", help="a configured experiment; writes results.json + PNGs")
     _add_common(tr, dataset="fashion-mnist", hidden="512", epochs=3, steps=10, lr=0.01, batch=128,
                 methods="naive,gmt,fgmt,oracle", finetune=1, out="trajtransfer-run", threads=0)
+    cli_finetune.add_parser(sub)
     return parser
 
 
@@ -457,13 +462,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    problem = _check_args(args)
+    finetune = args.command == cli_finetune.COMMAND
+    problem = cli_finetune.check_args(args) if finetune else _check_args(args)
     if problem is not None:
         # Like argparse's own errors: one line, exit code 2, before anything is trained.
         print(f"trajtransfer: error: {problem}", file=sys.stderr)
         raise SystemExit(2)
     try:
-        run_experiment(args)
+        cli_finetune.run(args) if finetune else run_experiment(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, MissingExtraError) as exc:
         # Bad input (a missing data path or optional dependency, an unknown preset, ...): one
         # line, not a traceback.
