@@ -1,4 +1,4 @@
-"""Command line: ``trajtransfer demo``, ``trajtransfer transfer`` and ``trajtransfer ensemble``.
+"""Command line: ``trajtransfer demo``, ``transfer``, ``ensemble`` and ``finetune-transfer``.
 
 ``demo`` trains a source and a target MLP 64-512-10 on scikit-learn's bundled digits (recording
 the source trajectory), transfers the source trajectory onto the target's init with Naive, GMT and
@@ -10,6 +10,9 @@ epochs of fine-tuning from each method's best step, compared with E epochs from 
 
 ``ensemble`` transfers one source trajectory onto several target inits at once
 (:mod:`trajtransfer.kit.ensemble_run`).
+
+``finetune-transfer`` transfers a fine-tuning between two pre-trained models
+(:mod:`trajtransfer.kit.cli_finetune`).
 
 Everything is seeded; nothing is downloaded.
 """
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from . import cli_finetune
 from ._extras import MissingExtraError
 
 __all__ = ["main", "run_experiment", "build_parser"]
@@ -466,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ens, dataset="fashion-mnist", hidden="512", epochs=3, steps=10, lr=0.01, batch=128,
                 methods="fgmt", finetune=0, out="trajtransfer-ensemble", threads=0)
     ens.add_argument("--members", type=int, default=4, help="target inits (ensemble members)")
+    cli_finetune.add_parser(sub)
     return parser
 
 
@@ -474,7 +479,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    problem = _check_args(args)
+    finetune = args.command == cli_finetune.COMMAND
+    problem = cli_finetune.check_args(args) if finetune else _check_args(args)
     if problem is None and args.command == "ensemble":
         from .ensemble_run import check_ensemble_args
 
@@ -484,7 +490,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"trajtransfer: error: {problem}", file=sys.stderr)
         raise SystemExit(2)
     try:
-        if args.command == "ensemble":
+        if finetune:
+            cli_finetune.run(args)
+        elif args.command == "ensemble":
             from .ensemble_run import run_ensemble
 
             run_ensemble(args)

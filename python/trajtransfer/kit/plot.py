@@ -7,10 +7,11 @@ from typing import Mapping, Optional, Sequence, Union
 
 from ._extras import require
 
-__all__ = ["plot_transfer_curves", "plot_finetune_curves", "plot_ensemble_curves", "require_matplotlib"]
+__all__ = ["plot_transfer_curves", "plot_finetune_curves", "plot_lmc_curves", "plot_ensemble_curves",
+           "require_matplotlib"]
 
 _COLORS = {"oracle": "tab:green", "naive": "tab:gray", "gmt": "tab:blue", "fgmt": "tab:red",
-           "target": "black", "source": "tab:purple", "scratch": "black"}
+           "target": "black", "source": "tab:purple", "scratch": "black", "direct": "tab:orange"}
 
 
 def require_matplotlib() -> None:
@@ -35,7 +36,6 @@ def _curve(res) -> tuple:
     return list(res.eval_steps), list(res.accuracy), res.best_step
 
 
-
 def _finish(fig, ax, path, title: str) -> str:
     """Shared styling of the accuracy figures, then save to ``path`` (folders created)."""
     ax.set_ylabel("validation accuracy (%)")
@@ -44,10 +44,16 @@ def _finish(fig, ax, path, title: str) -> str:
     ax.legend(loc="lower right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> str:
+    """Lay out and write the figure (folders created); returns the path."""
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
     return os.fspath(path)
+
 
 def plot_transfer_curves(
     results: Mapping[str, object],
@@ -104,6 +110,55 @@ def plot_finetune_curves(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epochs of training")
     return _finish(fig, ax, path, title)
+
+
+def plot_lmc_curves(
+    curves: Mapping[str, object],
+    path: Union[str, "os.PathLike[str]"],
+    *,
+    title: str = "",
+    label_a: str = "α = 0",
+    label_b: str = "α = 1",
+) -> str:
+    """Linear-mode-connectivity curves: accuracy (left) and loss (right) against α, one line each.
+
+    Parameters
+    ----------
+    curves : mapping label -> LMCResult or its ``to_dict()``
+        E.g. ``{"fgmt": ..., "naive": ...}``, each from the same ``params_a``; the legend shows
+        each curve's loss barrier.
+    path : path of the PNG to write (folders are created)
+    title : str
+    label_a, label_b : str
+        What the ends of the α axis are (e.g. ``"target fine-tuned"``, ``"transferred"``).
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.6, 4.0), dpi=110)
+    FigureCanvasAgg(fig)
+    ax_acc, ax_loss = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for name, res in curves.items():
+        d = res if isinstance(res, Mapping) else res.to_dict()  # type: ignore[attr-defined]
+        color = _COLORS.get(name.split()[0].lower())
+        label = f"{name.upper() if len(name) <= 6 else name} (barrier {d['barrier']:.3f})"
+        ax_acc.plot(d["alphas"], [100 * a for a in d["accuracy"]], marker="o", ms=3, color=color, label=label)
+        ax_loss.plot(d["alphas"], d["loss"], marker="o", ms=3, color=color, label=label)
+    for ax in (ax_acc, ax_loss):
+        ax.set_xlabel(f"α   ({label_a} → {label_b})")
+        ax.grid(alpha=0.3)
+    ax_acc.set_ylabel("validation accuracy (%)")
+    ax_loss.set_ylabel("validation loss (cross-entropy)")
+    ax_loss.legend(loc="best", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
 
 
 def plot_ensemble_curves(
