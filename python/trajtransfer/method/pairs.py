@@ -11,6 +11,7 @@ import contextlib
 from typing import Any, Mapping, Optional, Sequence
 
 from .._devices import batch_to
+from .distributed import Distributed
 from .factor_capture import FactorCapture
 
 __all__ = ["GradientPairSource", "mean_gradient", "paired_gradients", "load_params"]
@@ -25,19 +26,22 @@ def load_params(model: Any, params: Mapping[str, Any]) -> None:
             p.copy_(params[name])
 
 
-def mean_gradient(model: Any, batches: Sequence, capture: Optional[FactorCapture] = None) -> dict:
+def mean_gradient(model: Any, batches: Sequence, capture: Optional[FactorCapture] = None,
+                  weights: Optional[Sequence[float]] = None) -> dict:
     """Mean over ``batches`` of the mean cross-entropy gradient, train mode.
 
     With ``capture`` (a :class:`FactorCapture` of ``model``), the weights it covers come as
-    :class:`~trajtransfer.core.factored.Factored` from the same backward passes.
+    :class:`~trajtransfer.core.factored.Factored` from the same backward passes. ``weights``
+    (one per batch) scale each batch's loss: a rank's share of a sharded minibatch.
     """
     import torch.nn.functional as F
 
     model.train()
     model.zero_grad(set_to_none=True)
     with capture.recording() if capture is not None else contextlib.nullcontext():
-        for x, y in batches:
-            F.cross_entropy(model(x), y).backward()
+        for i, (x, y) in enumerate(batches):
+            loss = F.cross_entropy(model(x), y)
+            (loss if weights is None else loss * weights[i]).backward()
     factors = capture.factors(1.0 / len(batches)) if capture is not None else {}
     out = {n: factors[n] if n in factors else p.grad.detach().clone() / len(batches)
            for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
@@ -93,10 +97,15 @@ class GradientPairSource:
     factored : bool
         Return the weights of Linear and pointwise-convolution layers as their factors
         (:class:`~trajtransfer.method.factor_capture.FactorCapture`).
+    distributed : Distributed, optional
+        Data parallelism (:mod:`~trajtransfer.method.distributed`): this process computes its
+        shard of every minibatch and every pair is combined over the ranks, so each rank gets
+        the full-batch pair.
     """
 
     def __init__(self, model: Any, trajectory: Any, base: dict, spec: Any, loader: Any,
-                 grad_batches: int, cache_source: bool, device: Any, factored: bool = False) -> None:
+                 grad_batches: int, cache_source: bool, device: Any, factored: bool = False,
+                 distributed: Optional[Distributed] = None) -> None:
         import copy
 
         self.device = device
@@ -111,8 +120,11 @@ class GradientPairSource:
         self.cache_source = bool(cache_source)
         start = trajectory.checkpoint(0)
         self.origin = {n: batch_to(start[n], device) for n in self.names}
+        self.distributed = distributed
+        if distributed is not None:
+            distributed.check_batch_size(loader.batch_size)
         self.num_source_gradients = 0
-        self._source_cache: dict = {}  # point k -> (minibatches, source gradient)
+        self._source_cache: dict = {}  # point k -> (minibatches, their weights, source gradient)
         self._captures = ((FactorCapture(self.target_model), FactorCapture(self.source_model))
                           if factored else (None, None))
 
@@ -133,18 +145,34 @@ class GradientPairSource:
         moved = apply_permutation(self.spec, perm, displacement) if perm is not None else displacement
         return {n: self.base[n] + moved[n] for n in self.names}
 
+    def draw(self) -> tuple:
+        """The next ``grad_batches`` minibatches on the device (this rank's shards of them) and
+        their weights (None in one process)."""
+        batches = self.loader.take(self.grad_batches)
+        if self.distributed is None:
+            return [batch_to(b, self.device) for b in batches], None
+        shards = [self.distributed.shard(b) for b in batches]
+        return [batch_to(b, self.device) for b, _ in shards], [w for _, w in shards]
+
     def pair(self, k: int, perm: Optional[Mapping[str, Any]]) -> tuple:
         """(target gradient, source gradient) at point k, the target moved by ``perm``."""
         point = self.point(k)
         d = {n: point[n] - self.origin[n] for n in self.names}
         load_params(self.target_model, self.target_point(d, perm))
-        if k in self._source_cache:
-            batches, g_s = self._source_cache[k]
+        cached = k in self._source_cache
+        if cached:
+            batches, weights, g_s = self._source_cache[k]
         else:
-            batches = [batch_to(b, self.device) for b in self.loader.take(self.grad_batches)]
+            batches, weights = self.draw()
             load_params(self.source_model, point)
-            g_s = mean_gradient(self.source_model, batches, self._captures[1])
+            g_s = mean_gradient(self.source_model, batches, self._captures[1], weights)
             self.num_source_gradients += 1
-            if self.cache_source:
-                self._source_cache[k] = (batches, g_s)
-        return mean_gradient(self.target_model, batches, self._captures[0]), g_s
+        g_t = mean_gradient(self.target_model, batches, self._captures[0], weights)
+        if self.distributed is not None:
+            if cached:  # the cache holds the source side already combined
+                (g_t,) = self.distributed.reduce(g_t)
+            else:
+                g_t, g_s = self.distributed.reduce(g_t, g_s)
+        if self.cache_source and not cached:
+            self._source_cache[k] = (batches, weights, g_s)
+        return g_t, g_s

@@ -35,6 +35,7 @@ from ..core.threads import current_budget, with_thread_budget
 from ..kit.data import ArrayDataset, DatasetSplits, Loader
 from ..kit.training import evaluate
 from .bn import has_batchnorm, recalibrate_bn
+from .distributed import Distributed
 from .methods import METHODS as _METHOD_CLASSES
 from .methods import MatchSettings, StepMatch, TransferMethod
 from .pairs import GradientPairSource, load_params, paired_gradients
@@ -285,6 +286,7 @@ def transfer(
     backend: str = "auto",
     num_threads: Optional[int] = None,
     factored_pairs: bool = True,
+    distributed: Any = None,
     verbose: bool = False,
     callback: Optional[Callable[[StepInfo], None]] = None,
 ) -> TransferResult:
@@ -382,6 +384,13 @@ def transfer(
         (docs/dev/factored-pairs.md). When some layer keeps its factors the matching runs on
         the device path (torch ops), on the CPU too, unless ``backend="native"`` (which makes
         every pair dense). False: dense gradients only.
+    distributed : True, torch.distributed.ProcessGroup or Distributed, optional
+        Data-parallel gradient pairs over an initialised process group (True: the default one;
+        any backend, e.g. gloo on CPUs, NCCL with one GPU per rank): every rank calls
+        ``transfer`` with the same arguments and data, computes its shard of each minibatch, the
+        pairs are combined over the ranks, every rank matches, and π is broadcast from rank 0;
+        all ranks return the same result. ``timings`` gains ``communication``
+        (:mod:`~trajtransfer.method.distributed`).
     verbose : bool
         Print one progress line per step to stderr.
     callback : callable(StepInfo), optional
@@ -479,10 +488,17 @@ def transfer(
         final_state = _state(target_final, "target_final")
         final = {n: batch_to(final_state[n], dev).to(torch.float32) for n in names}
 
+    dp = Distributed.resolve(distributed)
+    if dp is not None:  # ranks given different arguments would compute other pairs, or hang
+        dp.check_same(method=method, steps=K, seed=int(seed), settings=settings, batch_size=int(batch_size),
+                      grad_batches=int(grad_batches), cache_source=bool(cache_source),
+                      factored_pairs=bool(factored_pairs), data=(data.x, data.y), target_init=base,
+                      trajectory=(origin, trajectory.checkpoint(trajectory.num_checkpoints - 1)))
     uses_bn = has_batchnorm(model)
     pairs = GradientPairSource(model, trajectory, base, spec, Loader(data, batch_size, seed=seed),
                                grad_batches, cache_source, dev,
-                               factored=bool(factored_pairs) and method_cls.takes_factored_pairs)
+                               factored=bool(factored_pairs) and method_cls.takes_factored_pairs,
+                               distributed=dp)
     bn_loader = Loader(data, bn_batch_size or batch_size, seed=seed + 1_000_003) if uses_bn else None
     evaluation = _Evaluation(pairs, eval_data, bn_loader, int(bn_batches), eval_batch_size, timer)
     runner: TransferMethod = method_cls(_Context(spec, pairs, settings, timer, K, final))
@@ -497,7 +513,7 @@ def transfer(
     perms: list = []
     for s in range(1, K + 1):
         match: StepMatch = runner.step(s, perm)
-        perm = match.perm
+        perm = match.perm if dp is None else dp.broadcast(match.perm)
         objectives.append(match.objective)
         sweeps.append(match.sweeps)
         if keep_perms == "all" or s == K:
@@ -523,9 +539,12 @@ def transfer(
     best_state = evaluation.best_state if evaluation.best_state is not None else final_state
     times = dict(timer.seconds)
     times["total"] = timer.elapsed()
-    # Everything outside the three timed phases: argument checks, copies of the best state,
+    if dp is not None:
+        dp.split_timings(times)
+    # Everything outside the timed phases: argument checks, copies of the best state,
     # permutation bookkeeping, progress lines.
-    times["overhead"] = times["total"] - times["gradients"] - times["matching"] - times["evaluation"]
+    times["overhead"] = times["total"] - times["gradients"] - times["matching"] - times["evaluation"] \
+        - times.get("communication", 0.0)
     config = {
         "method": method, "steps": K, "num_splits": trajectory.num_splits, "schedule": trajectory.schedule,
         "grad_batches": int(grad_batches), "batch_size": int(batch_size), "bn_batches": int(bn_batches),
@@ -536,6 +555,7 @@ def transfer(
         "max_sweeps": int(max_sweeps), "seed": int(seed), "device": str(dev), "backend": backend,
         "num_threads": current_budget(),
         "factored_pairs": bool(factored_pairs),
+        "world_size": dp.world_size if dp is not None else 1,
     }
     return TransferResult(
         method=method, num_steps=K, best_step=int(evaluation.best_step or K),
