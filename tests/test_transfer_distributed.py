@@ -6,6 +6,7 @@ the ranks; the oracle is the same transfer in this process without a process gro
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -146,3 +147,19 @@ def _tiny_setup() -> dict:
     return {"x": torch.randn(64, 64), "y": torch.randint(0, 10, (64,)), "num_classes": 10,
             "src_init": src.state_dict(), "src_final": src.state_dict(),
             "target_init": tgt.state_dict()}
+
+
+def test_demo_under_torchrun_matches_one_process(tmp_path):
+    """The documented launcher: torchrun, 2 gloo ranks, rank 0 checks itself against 1 process."""
+    env = dict(os.environ, PYTHONPATH=_python_path(), OMP_NUM_THREADS="1")
+    out = tmp_path / "demo.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
+         "-m", "trajtransfer.kit.distributed_demo", "--hidden", "32", "--steps", "3", "--threads", "1",
+         "--check", "--json", str(out)],
+        env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "same permutations at all 3 steps" in proc.stdout
+    res = json.loads(out.read_text())
+    assert res["config"]["world_size"] == WORLD and res["check"]["same_permutations"]
+    assert res["timings"]["communication"] > 0

@@ -112,8 +112,8 @@ class Distributed:
 
         if distributed is None or distributed is False:
             return None
-        if isinstance(distributed, Distributed):
-            return distributed
+        if isinstance(distributed, Distributed):  # fresh counters: timings are per transfer
+            return cls(distributed.group)
         if distributed is True:
             return cls()
         if dist.is_available() and isinstance(distributed, dist.ProcessGroup):
