@@ -122,6 +122,12 @@ def main(setup_path: str, out_path: str, init_file: str, rank: int, world_size: 
     out["mismatch_error"] = _error(lambda: transfer(
         model, traj, target_init, data, method="fgmt", steps=2, seed=rank, distributed=True,
         num_threads=1))
+    # Data split per rank beforehand (the DistributedSampler habit) instead of the whole set.
+    from trajtransfer.kit.data import ArrayDataset
+
+    mine = ArrayDataset(data.x[rank::world_size], data.y[rank::world_size], data.num_classes)
+    out["presharded_error"] = _error(lambda: transfer(
+        model, traj, target_init, mine, method="fgmt", steps=2, distributed=True, num_threads=1))
     out["assigned"] = list(dp.assign(5))
     out["gathered"] = dp.gather({j: j * j for j in dp.assign(5)}, 5)
     torch.save(out, out_path)

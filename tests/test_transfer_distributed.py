@@ -113,6 +113,11 @@ def test_ranks_given_different_arguments_are_refused_on_every_rank(run):
         assert "ranks were given different seed" in out["mismatch_error"]
 
 
+def test_ranks_given_their_own_part_of_the_data_are_refused(run):
+    for out in run[1]:
+        assert "ranks were given different data" in out["presharded_error"]
+
+
 def test_jobs_are_spread_over_the_ranks_and_gathered(run):
     outs = run[1]
     assigned = [out["assigned"] for out in outs]

@@ -100,6 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     kwargs = dict(method=args.method, steps=args.steps, eval_data=data.val if args.eval else None,
                   batch_size=args.batch_size, grad_batches=args.grad_batches,
                   factored_pairs=not args.dense, num_threads=threads, device=device)
+    if world > 1:  # rank 0's timings should not count another rank's slower start
+        dist.barrier()
     res = transfer(model, traj, problem["target_init"], data.train,
                    distributed=True if world > 1 else None, **kwargs)
     status = 0

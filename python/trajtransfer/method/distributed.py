@@ -52,12 +52,21 @@ def shard_bounds(size: int, world_size: int, rank: int) -> tuple:
     return start, start + base + (1 if rank < extra else 0)
 
 
+#: Rows of a tensor that its fingerprint sums (evenly spaced): a data set is checked in
+#: milliseconds, not in a pass over all of it (1.3 s for Fashion-MNIST on a busy core).
+_FINGERPRINT_ROWS = 1024
+
+
 def _fingerprint(value: Any) -> Any:
-    """A comparable summary of a setting: tensors and dicts of tensors by their float64 sums."""
+    """A comparable summary of a setting: a tensor by its shape and the float64 sum of at most
+    ``_FINGERPRINT_ROWS`` evenly spaced rows; mappings and sequences item by item."""
     import torch
 
     if isinstance(value, torch.Tensor):
-        return (tuple(value.shape), float(value.detach().sum(dtype=torch.float64)))
+        rows = value.detach()
+        if rows.dim() > 0 and rows.shape[0] > _FINGERPRINT_ROWS:
+            rows = rows[::-(-rows.shape[0] // _FINGERPRINT_ROWS)]
+        return (tuple(value.shape), float(rows.sum(dtype=torch.float64)))
     if isinstance(value, Mapping):
         return tuple((k, _fingerprint(v)) for k, v in value.items())
     if isinstance(value, (tuple, list)):
@@ -133,7 +142,8 @@ class Distributed:
         """Raise ValueError on every rank if any rank was given different ``values``.
 
         A rank with other settings (or other data) would compute other pairs, or a different
-        number of collectives and hang; tensors are compared by their float64 sums.
+        number of collectives and hang; tensors are compared by their shapes and float64 sums
+        (of at most 1024 evenly spaced rows).
         """
         import torch.distributed as dist
 
