@@ -23,6 +23,7 @@ if not dist.is_available():  # pragma: no cover
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker as worker  # noqa: E402
 
+from trajtransfer.core.factored import factored_pays  # noqa: E402
 from trajtransfer.method.distributed import Distributed, shard_bounds  # noqa: E402
 from trajtransfer.method.transfer import transfer  # noqa: E402
 
@@ -93,14 +94,18 @@ def test_sharded_pair_is_the_full_batch_pair(run):
         for mine, theirs in zip(out["pair"], (one_t, one_s)):
             assert mine.keys() == theirs.keys()
             for n, g in theirs.items():
-                if hasattr(g, "delta"):  # factored: the same rows, in the same order
+                if hasattr(g, "delta") and factored_pays(g.rows, g.shape[0], g.shape[1]):
+                    # kept as factors: the same rows, in the same order
                     delta, inputs = mine[n]
                     assert delta.shape == g.delta.shape and delta.shape[0] == worker.PAIR_BATCH
                     torch.testing.assert_close(delta, g.delta, rtol=1e-5, atol=1e-8)
                     torch.testing.assert_close(inputs, g.inputs, rtol=0, atol=0)
-                else:
-                    torch.testing.assert_close(mine[n], g, rtol=1e-5, atol=1e-7)
-    assert any(hasattr(g, "delta") for g in one_t.values())
+                else:  # summed, factors that do not pay made dense first
+                    dense = g.dense() if hasattr(g, "delta") else g
+                    torch.testing.assert_close(mine[n], dense, rtol=1e-5, atol=1e-7)
+    kinds = [hasattr(g, "delta") and factored_pays(g.rows, g.shape[0], g.shape[1])
+             for g in one_t.values() if hasattr(g, "delta")]
+    assert any(kinds) and not all(kinds)  # both ways of combining factors are exercised
 
 
 def test_minibatch_smaller_than_the_group_is_refused(run):

@@ -13,7 +13,8 @@ pair:
   summed but all-gathered: the rows of ``Δ`` and ``A`` are concatenated in rank order. The same
   weighting leaves ``1/B`` in every row of ``Δ``, as in one process, so the gathered factors are
   the full-batch ones (with ``grad_batches > 1`` their rows come in another order, which does not
-  change ``Δᵀ A``).
+  change ``Δᵀ A``). Factors that the full batch makes larger than the dense gradient (which the
+  matcher would densify) are made dense first and all-reduced with the rest.
 
 The matcher then runs on every rank, on the same pairs: the methods need no distributed code and
 no rank idles while another solves. π is broadcast from the group's rank 0 after each solve so
@@ -32,11 +33,12 @@ targets of an ensemble) over the ranks instead: rank r takes jobs r, r + W, …
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from .._devices import synchronize
-from ..core.factored import Factored
+from ..core.factored import Factored, factored_pays
 
 __all__ = ["Distributed", "shard_bounds"]
 
@@ -167,21 +169,48 @@ class Distributed:
     def reduce(self, *grads: Mapping[str, Any]) -> tuple:
         """Combine each rank's weighted gradients (one dict per model) into the full-batch ones.
 
-        Dense tensors are all-reduced (summed) in one flat buffer per call; :class:`Factored`
-        weights are all-gathered and their rows concatenated in rank order. Every rank must pass
-        dicts with the same keys in the same order.
+        Dense tensors are all-reduced (summed) in one flat buffer per call. A :class:`Factored`
+        weight is all-gathered (its rows concatenated in rank order) when the full batch's
+        factors are the form the matcher keeps (:func:`~trajtransfer.core.factored.factored_pays`
+        with all ranks' rows); otherwise it is made dense here and summed with the others,
+        the smaller message and what the matcher would build from it anyway. Every rank must
+        pass dicts with the same keys in the same order.
         """
         with self._timed("reduce"):
-            dense = [(i, n) for i, g in enumerate(grads) for n, v in g.items()
-                     if not isinstance(v, Factored)]
+            out = [dict(g) for g in grads]
             factored = [(i, n) for i, g in enumerate(grads) for n, v in g.items()
                         if isinstance(v, Factored)]
-            out = [dict(g) for g in grads]
-            for (i, n), t in zip(dense, self._all_reduce([grads[i][n] for i, n in dense])):
+            counts = self._row_counts([grads[i][n] for i, n in factored])
+            kept = []
+            for j, (i, n) in enumerate(factored):
+                f = grads[i][n]
+                if f.is_matrix() and factored_pays(sum(c[j] for c in counts), f.shape[0],
+                                                   math.prod(f.shape[1:])):
+                    kept.append(j)
+                else:
+                    out[i][n] = f.dense()
+            dense = [(i, n) for i, g in enumerate(out) for n, v in g.items()
+                     if not isinstance(v, Factored)]
+            for (i, n), t in zip(dense, self._all_reduce([out[i][n] for i, n in dense])):
                 out[i][n] = t
-            for (i, n), f in zip(factored, self._all_gather_rows([grads[i][n] for i, n in factored])):
+            gathered = self._all_gather_rows([grads[i][n] for i, n in (factored[j] for j in kept)],
+                                             [[c[j] for j in kept] for c in counts])
+            for j, f in zip(kept, gathered):
+                i, n = factored[j]
                 out[i][n] = f
         return tuple(out)
+
+    def _row_counts(self, factors: list) -> list:
+        """Every rank's row counts of ``factors``: ``counts[rank][j]``."""
+        import torch
+        import torch.distributed as dist
+
+        if not factors:
+            return [[] for _ in range(self.world_size)]
+        rows = torch.tensor([f.rows for f in factors], dtype=torch.int64, device=self.comm_device)
+        everyone = [torch.empty_like(rows) for _ in range(self.world_size)]
+        dist.all_gather(everyone, rows, group=self.group)
+        return [[int(r) for r in c.tolist()] for c in everyone]
 
     def _all_reduce(self, tensors: list) -> list:
         import torch.distributed as dist
@@ -192,18 +221,15 @@ class Distributed:
         dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
         return _unpack(flat, [(t.shape, t.dtype, t.device) for t in tensors])
 
-    def _all_gather_rows(self, factors: list) -> list:
-        """The factors with every rank's rows, concatenated in rank order."""
+    def _all_gather_rows(self, factors: list, counts: list) -> list:
+        """The factors with every rank's rows (``counts[rank][j]``), concatenated in rank order."""
         import torch
         import torch.distributed as dist
 
         if not factors:
             return []
-        rows = torch.tensor([f.rows for f in factors], dtype=torch.int64, device=self.comm_device)
-        all_rows = [torch.empty_like(rows) for _ in range(self.world_size)]
-        dist.all_gather(all_rows, rows, group=self.group)
         widths = [int(f.delta.shape[1]) + int(f.inputs.shape[1]) for f in factors]
-        lengths = [sum(int(r) * w for r, w in zip(rr.tolist(), widths)) for rr in all_rows]
+        lengths = [sum(r * w for r, w in zip(c, widths)) for c in counts]
         local = _pack([t for f in factors for t in (f.delta, f.inputs)], self.comm_device)
         # all_gather needs equal sizes: pad every rank's buffer to the longest.
         padded = torch.zeros(max(lengths), dtype=local.dtype, device=self.comm_device)
@@ -211,9 +237,9 @@ class Distributed:
         gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(gathered, padded, group=self.group)
         per_rank = []
-        for buf, rr, n in zip(gathered, all_rows, lengths):
-            layout = [((int(r), int(t.shape[1])), t.dtype, t.device)
-                      for r, f in zip(rr.tolist(), factors) for t in (f.delta, f.inputs)]
+        for buf, c, n in zip(gathered, counts, lengths):
+            layout = [((r, int(t.shape[1])), t.dtype, t.device)
+                      for r, f in zip(c, factors) for t in (f.delta, f.inputs)]
             per_rank.append(_unpack(buf[:n], layout))
         out = []
         for j, f in enumerate(factors):
