@@ -28,7 +28,8 @@ def _args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--hidden", type=int, nargs="+", default=[512], help="MLP hidden widths")
     ap.add_argument("--method", default="fgmt", choices=("gmt", "fgmt"))
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--epochs", type=int, default=1, help="source training epochs")
+    ap.add_argument("--epochs", type=int, default=2, help="source training epochs")
+    ap.add_argument("--lr", type=float, default=0.05, help="source training learning rate")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--grad-batches", type=int, default=1)
     ap.add_argument("--dense", action="store_true", help="dense pairs (factored_pairs=False)")
@@ -58,7 +59,7 @@ def _problem(args: argparse.Namespace, data: Any) -> dict:
     torch.manual_seed(1)
     src = MLP(dims, tuple(args.hidden), data.train.num_classes)
     start = {k: v.clone() for k, v in src.state_dict().items()}
-    train(src, data.train, epochs=args.epochs, batch_size=128, seed=0)
+    train(src, data.train, epochs=args.epochs, lr=args.lr, batch_size=128, seed=0)
     torch.manual_seed(2)
     tgt = MLP(dims, tuple(args.hidden), data.train.num_classes)
     problem = {"start": start, "end": {k: v.clone() for k, v in src.state_dict().items()},
@@ -72,6 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
     import torch.distributed as dist
 
+    from ..core.threads import usable_cores
     from ..method.trajectory import Trajectory
     from ..method.transfer import transfer
     from .data import load_dataset
@@ -88,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dist.init_process_group(args.backend)  # env:// from torchrun
     rank = dist.get_rank() if world > 1 else 0
     # Ranks sharing a machine share its cores: oversubscribed threads cost far more than idle ones.
-    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // local_world)
+    threads = args.threads or max(1, usable_cores() // local_world)
     torch.set_num_threads(threads)
     data = load_dataset(args.dataset)
     box: list = [_problem(args, data) if rank == 0 else None]
