@@ -12,6 +12,7 @@ import contextlib
 from typing import Any, Mapping, Optional, Sequence
 
 from .._devices import batch_to
+from .distributed import Distributed
 from .factor_capture import FactorCapture
 
 __all__ = ["GradientPairSource", "SourceSide", "mean_gradient", "paired_gradients", "load_params"]
@@ -26,19 +27,22 @@ def load_params(model: Any, params: Mapping[str, Any]) -> None:
             p.copy_(params[name])
 
 
-def mean_gradient(model: Any, batches: Sequence, capture: Optional[FactorCapture] = None) -> dict:
+def mean_gradient(model: Any, batches: Sequence, capture: Optional[FactorCapture] = None,
+                  weights: Optional[Sequence[float]] = None) -> dict:
     """Mean over ``batches`` of the mean cross-entropy gradient, train mode.
 
     With ``capture`` (a :class:`FactorCapture` of ``model``), the weights it covers come as
-    :class:`~trajtransfer.core.factored.Factored` from the same backward passes.
+    :class:`~trajtransfer.core.factored.Factored` from the same backward passes. ``weights``
+    (one per batch) scale each batch's loss: a rank's share of a sharded minibatch.
     """
     import torch.nn.functional as F
 
     model.train()
     model.zero_grad(set_to_none=True)
     with capture.recording() if capture is not None else contextlib.nullcontext():
-        for x, y in batches:
-            F.cross_entropy(model(x), y).backward()
+        for i, (x, y) in enumerate(batches):
+            loss = F.cross_entropy(model(x), y)
+            (loss if weights is None else loss * weights[i]).backward()
     factors = capture.factors(1.0 / len(batches)) if capture is not None else {}
     out = {n: factors[n] if n in factors else p.grad.detach().clone() / len(batches)
            for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
@@ -99,10 +103,15 @@ class SourceSide:
         (:class:`~trajtransfer.method.factor_capture.FactorCapture`).
     consumers : int
         Targets asking for the same sequence of source gradients.
+    distributed : Distributed, optional
+        Data parallelism (:mod:`~trajtransfer.method.distributed`): this process computes its
+        shard of every minibatch and every gradient is combined over the ranks, so each rank
+        gets the full-batch one.
     """
 
     def __init__(self, model: Any, trajectory: Any, loader: Any, grad_batches: int,
-                 cache_source: bool, device: Any, factored: bool = False, consumers: int = 1) -> None:
+                 cache_source: bool, device: Any, factored: bool = False, consumers: int = 1,
+                 distributed: Optional[Distributed] = None) -> None:
         import copy
 
         self.device = device
@@ -115,11 +124,14 @@ class SourceSide:
         self.consumers = int(consumers)
         start = trajectory.checkpoint(0)
         self.origin = {n: batch_to(start[n], device) for n in self.names}
+        self.distributed = distributed
+        if distributed is not None:
+            distributed.check_batch_size(loader.batch_size)
         self.num_source_gradients = 0
-        self._cache: dict = {}  # point k -> (minibatches, source gradient), cache_source only
+        self._cache: dict = {}  # point k -> (minibatches, weights, source gradient), cache_source only
         self._seen: list = [set() for _ in range(self.consumers)]  # cached points each target had
         self._asked = [0] * self.consumers  # source gradients each target has asked for
-        self._pending: dict = {}  # ask index -> [point k, minibatches, gradient, targets left]
+        self._pending: dict = {}  # ask index -> [point k, minibatches, weights, gradient, targets left]
         self._points: dict = {}  # the last points asked for (several targets ask in turn)
         self._capture = FactorCapture(self.model) if factored else None
 
@@ -140,22 +152,34 @@ class SourceSide:
         pt = self.point(k)
         return {n: pt[n] - self.origin[n] for n in self.names}
 
+    def draw(self) -> tuple:
+        """The next ``grad_batches`` minibatches on the device (this rank's shards of them) and
+        their weights (None in one process)."""
+        batches = self.loader.take(self.grad_batches)
+        if self.distributed is None:
+            return [batch_to(b, self.device) for b in batches], None
+        shards = [self.distributed.shard(b) for b in batches]
+        return [batch_to(b, self.device) for b, _ in shards], [w for _, w in shards]
+
     def gradient(self, consumer: int, k: int, point: Optional[dict] = None) -> tuple:
-        """(minibatches, source gradient at point k, whether it is not a ``cache_source`` hit)
-        for target ``consumer``; ``point``: θ₁ᵏ if the caller has it."""
+        """(minibatches, their weights, source gradient at point k combined over the ranks,
+        whether it is not a ``cache_source`` hit) for target ``consumer``; ``point``: θ₁ᵏ if
+        the caller has it."""
         if self.cache_source and k in self._seen[consumer]:
             return (*self._cache[k], False)
         j = self._asked[consumer]
         self._asked[consumer] += 1
         entry = self._pending.get(j)
         if entry is None:
-            batches = [batch_to(b, self.device) for b in self.loader.take(self.grad_batches)]
+            batches, weights = self.draw()
             load_params(self.model, self.point(k) if point is None else point)
-            g_s = mean_gradient(self.model, batches, self._capture)
+            g_s = mean_gradient(self.model, batches, self._capture, weights)
+            if self.distributed is not None:
+                (g_s,) = self.distributed.reduce(g_s)
             self.num_source_gradients += 1
             if self.cache_source:
-                self._cache[k] = (batches, g_s)
-            entry = [k, batches, g_s, self.consumers]
+                self._cache[k] = (batches, weights, g_s)
+            entry = [k, batches, weights, g_s, self.consumers]
             if self.consumers > 1:
                 self._pending[j] = entry
         elif entry[0] != k:  # cannot happen while the targets share one method and schedule
@@ -163,10 +187,10 @@ class SourceSide:
                                f"{j}, but an earlier target asked for point {entry[0]}")
         if self.cache_source:
             self._seen[consumer].add(k)
-        entry[3] -= 1
-        if entry[3] == 0:
+        entry[4] -= 1
+        if entry[4] == 0:
             self._pending.pop(j, None)
-        return entry[1], entry[2], True
+        return entry[1], entry[2], entry[3], True
 
 
 class GradientPairSource:
@@ -218,6 +242,9 @@ class GradientPairSource:
         point = self.source.point(k)
         d = {n: point[n] - self.source.origin[n] for n in self.names}
         load_params(self.target_model, self.target_point(d, perm))
-        batches, g_s, fresh = self.source.gradient(self.consumer, k, point)
+        batches, weights, g_s, fresh = self.source.gradient(self.consumer, k, point)
         self.num_source_gradients += fresh
-        return mean_gradient(self.target_model, batches, self._capture), g_s
+        g_t = mean_gradient(self.target_model, batches, self._capture, weights)
+        if self.source.distributed is not None:
+            (g_t,) = self.source.distributed.reduce(g_t)
+        return g_t, g_s

@@ -35,6 +35,7 @@ from ..core.threads import current_budget, with_thread_budget
 from ..kit.data import ArrayDataset, DatasetSplits, Loader
 from ..kit.training import evaluate
 from .bn import has_batchnorm, recalibrate_bn
+from .distributed import Distributed
 from .methods import METHODS as _METHOD_CLASSES
 from .methods import MatchSettings, StepMatch, TransferMethod
 from .pairs import GradientPairSource, SourceSide, load_params, paired_gradients
@@ -281,6 +282,7 @@ def transfer(
     backend: str = "auto",
     num_threads: Optional[int] = None,
     factored_pairs: bool = True,
+    distributed: Any = None,
     verbose: bool = False,
     callback: Optional[Callable[[StepInfo], None]] = None,
 ) -> TransferResult:
@@ -378,6 +380,13 @@ def transfer(
         (docs/dev/factored-pairs.md). When some layer keeps its factors the matching runs on
         the device path (torch ops), on the CPU too, unless ``backend="native"`` (which makes
         every pair dense). False: dense gradients only.
+    distributed : True, torch.distributed.ProcessGroup or Distributed, optional
+        Data-parallel gradient pairs over an initialised process group (True: the default one;
+        any backend, e.g. gloo on CPUs, NCCL with one GPU per rank): every rank calls
+        ``transfer`` with the same arguments and data, computes its shard of each minibatch, the
+        pairs are combined over the ranks, every rank matches, and π is broadcast from rank 0;
+        all ranks return the same result. ``timings`` gains ``communication``
+        (:mod:`~trajtransfer.method.distributed`).
     verbose : bool
         Print one progress line per step to stderr.
     callback : callable(StepInfo), optional
@@ -418,6 +427,16 @@ def transfer(
                    warm_start=warm_start, match_init=match_init, reuse_duals=reuse_duals,
                    cache_source=cache_source, tol=tol, rtol=rtol, max_sweeps=max_sweeps, seed=seed,
                    keep_perms=keep_perms, device=device, backend=backend, factored_pairs=factored_pairs)
+    dp = Distributed.resolve(distributed)
+    if dp is not None:  # ranks given different arguments would compute other pairs, or hang
+        dp.check_same(method=setup.method, steps=setup.num_steps, seed=setup.seed, settings=setup.settings,
+                      batch_size=setup.batch_size, grad_batches=setup.grad_batches,
+                      cache_source=setup.cache_source, factored_pairs=setup.factored,
+                      data=(setup.data.x, setup.data.y), target_init=_state(target_init, "target_init"),
+                      trajectory=(setup.trajectory.checkpoint(0),
+                                  setup.trajectory.checkpoint(setup.trajectory.num_checkpoints - 1)))
+        setup.distributed = dp
+        setup.config["world_size"] = dp.world_size
     member = _Member(setup, setup.new_source(1), 0, target_init, target_final)
     member.start()
     for s in range(1, setup.num_steps + 1):
@@ -453,6 +472,7 @@ class _Setup:
     keep_perms: str
     factored: bool
     config: dict
+    distributed: Optional[Distributed] = None
 
     @property
     def num_steps(self) -> int:
@@ -463,7 +483,7 @@ class _Setup:
         return SourceSide(self.model, self.trajectory, Loader(self.data, self.batch_size, seed=self.seed),
                           self.grad_batches, self.cache_source, self.device,
                           factored=self.factored and self.method_cls.takes_factored_pairs,
-                          consumers=consumers)
+                          consumers=consumers, distributed=self.distributed)
 
 
 def _setup(model: Any, trajectory: Any, data: Any, method: Any, steps: Optional[int], target_init: Any, *,
@@ -518,7 +538,7 @@ def _setup(model: Any, trajectory: Any, data: Any, method: Any, steps: Optional[
         "uses_batchnorm": has_batchnorm(model), "eval_every": int(eval_every), "warm_start": warm_start,
         "match_init": match_init, "reuse_duals": bool(reuse_duals), "cache_source": bool(cache_source),
         "tol": tol, "rtol": rtol, "max_sweeps": int(max_sweeps), "seed": int(seed), "device": str(dev),
-        "backend": backend, "factored_pairs": bool(factored_pairs),
+        "backend": backend, "factored_pairs": bool(factored_pairs), "world_size": 1,
     }
     return _Setup(model, method, method_cls, data, eval_data, trajectory, spec, settings, dev,
                   int(grad_batches), int(batch_size), int(bn_batches), int(bn_batch_size or batch_size),
@@ -585,7 +605,8 @@ class _Member:
         setup, timer, pairs, evaluation = self.setup, self.timer, self.pairs, self.evaluation
         K = setup.num_steps
         match: StepMatch = self.runner.step(s, self.perm)
-        self.perm = match.perm
+        dp = setup.distributed
+        self.perm = match.perm if dp is None else dp.broadcast(match.perm)
         self.objectives.append(match.objective)
         self.sweeps.append(match.sweeps)
         if setup.keep_perms == "all" or s == K:
@@ -610,9 +631,12 @@ class _Member:
         best_state = evaluation.best_state if evaluation.best_state is not None else final_state
         times = dict(timer.seconds)
         times["total"] = timer.elapsed()
-        # Everything outside the three timed phases: argument checks, copies of the best state,
+        if setup.distributed is not None:
+            setup.distributed.split_timings(times)
+        # Everything outside the timed phases: argument checks, copies of the best state,
         # permutation bookkeeping, progress lines.
-        times["overhead"] = times["total"] - times["gradients"] - times["matching"] - times["evaluation"]
+        times["overhead"] = times["total"] - times["gradients"] - times["matching"] - times["evaluation"] \
+            - times.get("communication", 0.0)
         config = dict(setup.config, num_threads=current_budget())
         return TransferResult(
             method=setup.method, num_steps=K, best_step=int(evaluation.best_step or K),
