@@ -67,14 +67,13 @@ def one_pair(setup: dict, distributed) -> tuple:
     import torch
 
     from trajtransfer.kit.data import Loader
-    from trajtransfer.method.pairs import GradientPairSource
+    from trajtransfer.method.pairs import GradientPairSource, SourceSide
 
     model, traj, target_init, data = problem(setup)
     base = {n: target_init[n] for n, _ in model.named_parameters()}
-    src = GradientPairSource(model, traj.with_splits(2), base, model.permutation_spec(),
-                             Loader(data, PAIR_BATCH, seed=3), 1, False, torch.device("cpu"),
-                             factored=True, distributed=distributed)
-    return src.pair(1, None)
+    source = SourceSide(model, traj.with_splits(2), Loader(data, PAIR_BATCH, seed=3), 1, False,
+                        torch.device("cpu"), factored=True, distributed=distributed)
+    return GradientPairSource(model, source, base, model.permutation_spec()).pair(1, None)
 
 
 def _plain(grads: dict) -> dict:
