@@ -19,6 +19,15 @@ CASES = {
     "gmt_cached_source": dict(method="gmt", cache_source=True, batch_size=16, steps=4),
 }
 
+#: transfer_many with its 3 members spread over the ranks (evaluated on the training digits).
+MANY = dict(method="fgmt", steps=3, batch_size=32, num_threads=1, seed=5, distributed=True)
+
+
+def many_inits() -> list:
+    """The 3 members' inits."""
+    return [wide_tanh_mlp(10 + j).state_dict() for j in range(3)]
+
+
 #: The minibatch size of the single-pair check (odd: shards of 9 and 8 on two ranks).
 PAIR_BATCH = 17
 
@@ -95,6 +104,7 @@ def main(setup_path: str, out_path: str, init_file: str, rank: int, world_size: 
 
     from trajtransfer.method.distributed import Distributed
     from trajtransfer.method.transfer import transfer
+    from trajtransfer.method.transfer_many import transfer_many
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
@@ -111,6 +121,11 @@ def main(setup_path: str, out_path: str, init_file: str, rank: int, world_size: 
                               "objective": res.objective, "timings": res.timings,
                               "world_size": res.config["world_size"],
                               "num_gradient_pairs": res.num_gradient_pairs}
+    model, traj, _, data = problem(setup)
+    ens = transfer_many(model, traj, many_inits(), data, eval_data=data, **MANY)
+    out["many"] = {"perms": [r.perms for r in ens.members], "accuracy": ens.accuracy,
+                   "member_accuracy": ens.member_accuracy,
+                   "num_source_gradients": ens.num_source_gradients}
     dp = Distributed()
     g_t, g_s = one_pair(setup, dp)
     out["pair"] = (_plain(g_t), _plain(g_s))

@@ -173,3 +173,26 @@ def test_demo_under_torchrun_matches_one_process(tmp_path):
     res = json.loads(out.read_text())
     assert res["config"]["world_size"] == WORLD and res["check"]["same_permutations"]
     assert res["timings"]["communication"] > 0
+
+
+def test_transfer_many_spread_over_ranks_gives_the_one_process_ensemble(run):
+    """Members r, r + W, ... on rank r: every rank returns all members, each equal to its single
+    transfer, and the ensemble's accuracy from probabilities summed over the ranks."""
+    from trajtransfer.method.transfer_many import transfer_many
+
+    setup, outs = run
+    model, traj, _, data = worker.problem(setup)
+    options = {k: v for k, v in worker.MANY.items() if k != "distributed"}
+    one = transfer_many(model, traj, worker.many_inits(), data, eval_data=data, **options)
+    for out in outs:
+        got = out["many"]
+        assert len(got["perms"]) == len(one.members) == 3
+        for mine, member in zip(got["perms"], one.members):
+            for p_mine, p_one in zip(mine, member.perms):
+                for g in p_one:
+                    assert torch.equal(p_mine[g], p_one[g].cpu()), g
+        assert got["member_accuracy"] == one.member_accuracy
+        # summed in another order: at most one near-tie vote may differ
+        np.testing.assert_allclose(got["accuracy"], one.accuracy, atol=1.0 / len(data) + 1e-12)
+        # each rank computes the source gradients its own members need
+        assert got["num_source_gradients"] == WORLD * one.num_source_gradients

@@ -191,7 +191,7 @@ class Distributed:
                     out[i][n] = f.dense()
             dense = [(i, n) for i, g in enumerate(out) for n, v in g.items()
                      if not isinstance(v, Factored)]
-            for (i, n), t in zip(dense, self._all_reduce([out[i][n] for i, n in dense])):
+            for (i, n), t in zip(dense, self.sum_over_ranks([out[i][n] for i, n in dense])):
                 out[i][n] = t
             gathered = self._all_gather_rows([grads[i][n] for i, n in (factored[j] for j in kept)],
                                              [[c[j] for j in kept] for c in counts])
@@ -212,7 +212,8 @@ class Distributed:
         dist.all_gather(everyone, rows, group=self.group)
         return [[int(r) for r in c.tolist()] for c in everyone]
 
-    def _all_reduce(self, tensors: list) -> list:
+    def sum_over_ranks(self, tensors: list) -> list:
+        """Each tensor summed over the ranks (one all-reduce of a flat buffer), on its device."""
         import torch.distributed as dist
 
         if not tensors:

@@ -148,6 +148,17 @@ class TransferResult:
     def final_perms(self) -> Optional[dict]:
         return self.perms[-1] if self.perms else None
 
+    def to(self, device: Any) -> "TransferResult":
+        """A copy with the parameters and permutations on ``device`` (e.g. ``"cpu"`` to pickle)."""
+        import dataclasses
+
+        def move(d: Mapping[str, Any]) -> dict:
+            return {k: v.to(device) for k, v in d.items()}
+
+        return dataclasses.replace(self, best_params=move(self.best_params),
+                                   final_params=move(self.final_params),
+                                   perms=[move(p) for p in self.perms])
+
     def to_dict(self) -> dict:
         """Everything but the tensors and permutations, JSON-serializable."""
         return {
@@ -428,13 +439,8 @@ def transfer(
                    cache_source=cache_source, tol=tol, rtol=rtol, max_sweeps=max_sweeps, seed=seed,
                    keep_perms=keep_perms, device=device, backend=backend, factored_pairs=factored_pairs)
     dp = Distributed.resolve(distributed)
-    if dp is not None:  # ranks given different arguments would compute other pairs, or hang
-        dp.check_same(method=setup.method, steps=setup.num_steps, seed=setup.seed, settings=setup.settings,
-                      batch_size=setup.batch_size, grad_batches=setup.grad_batches,
-                      cache_source=setup.cache_source, factored_pairs=setup.factored,
-                      data=(setup.data.x, setup.data.y), target_init=_state(target_init, "target_init"),
-                      trajectory=(setup.trajectory.checkpoint(0),
-                                  setup.trajectory.checkpoint(setup.trajectory.num_checkpoints - 1)))
+    if dp is not None:
+        check_ranks_agree(dp, setup, _state(target_init, "target_init"))
         setup.distributed = dp
         setup.config["world_size"] = dp.world_size
     member = _Member(setup, setup.new_source(1), 0, target_init, target_final)
@@ -484,6 +490,17 @@ class _Setup:
                           self.grad_batches, self.cache_source, self.device,
                           factored=self.factored and self.method_cls.takes_factored_pairs,
                           consumers=consumers, distributed=self.distributed)
+
+
+def check_ranks_agree(dp: Distributed, setup: _Setup, target_init: Any) -> None:
+    """Refuse, on every rank, ranks given different options, data or inits: they would compute
+    other pairs, or a different number of collectives and hang."""
+    dp.check_same(method=setup.method, steps=setup.num_steps, seed=setup.seed, settings=setup.settings,
+                  batch_size=setup.batch_size, grad_batches=setup.grad_batches,
+                  cache_source=setup.cache_source, factored_pairs=setup.factored,
+                  data=(setup.data.x, setup.data.y), target_init=target_init,
+                  trajectory=(setup.trajectory.checkpoint(0),
+                              setup.trajectory.checkpoint(setup.trajectory.num_checkpoints - 1)))
 
 
 def _setup(model: Any, trajectory: Any, data: Any, method: Any, steps: Optional[int], target_init: Any, *,

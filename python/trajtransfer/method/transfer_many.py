@@ -20,6 +20,10 @@ mostly building the cost terms from each member's own gradients.
 
 The ensemble predicts with the **average of the members' softmax probabilities** (not of their
 logits), evaluated at each evaluation step, every member with its own BatchNorm recalibration.
+
+With ``distributed=`` the members are spread over the ranks of a process group (rank r takes
+members r, r + W, ...): each rank computes the source gradients its members need, the ensemble's
+probabilities are summed over the ranks, and every rank returns all N results.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from .._devices import batch_to, module_device
 from ..core.threads import with_thread_budget
 from ..kit.data import ArrayDataset, DatasetSplits, eval_batches
-from .transfer import StepInfo, _Member, _setup
+from .distributed import Distributed
+from .transfer import StepInfo, _Member, _setup, _state, check_ranks_agree
 from .trajectory import Trajectory
 
 __all__ = ["EnsembleResult", "ensemble_accuracy", "transfer_many"]
@@ -102,26 +107,40 @@ def ensemble_accuracy(models: Sequence[Any], dataset: ArrayDataset, batch_size: 
     TypeError
         ``dataset`` is not an ArrayDataset.
     """
-    import torch
 
     models = list(models)
     if not models:
         raise ValueError("ensemble_accuracy needs at least one model")
     if not isinstance(dataset, ArrayDataset):
         raise TypeError(f"dataset must be an ArrayDataset, got {type(dataset).__name__}")
+    return _accuracy(_probability_sum(models, dataset, batch_size), dataset)
+
+
+def _probability_sum(models: Sequence[Any], dataset: ArrayDataset, batch_size: int,
+                     device: Any = None) -> Any:
+    """Σ over ``models`` of their softmax probabilities on ``dataset`` (n × classes, float32),
+    each model in eval mode (modes restored); zeros on ``device`` for no models."""
+    import torch
+
+    if not models:
+        return torch.zeros(len(dataset), dataset.num_classes, device=device)
     modes = [m.training for m in models]
     for m in models:
         m.eval()
     device = module_device(models[0])
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    parts = []
     with torch.no_grad():
         for batch in eval_batches(dataset, batch_size):
-            x, y = batch_to(batch, device)
-            probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in models]).sum(dim=0)
-            correct += (probs.argmax(dim=1) == y).sum()
+            x, _ = batch_to(batch, device)
+            parts.append(torch.stack([torch.softmax(m(x).float(), dim=1) for m in models]).sum(dim=0))
     for m, mode in zip(models, modes):
         m.train(mode)
-    return int(correct) / max(1, len(dataset))
+    return torch.cat(parts)
+
+
+def _accuracy(probability_sum: Any, dataset: ArrayDataset) -> float:
+    y = batch_to(dataset.y, probability_sum.device)
+    return int((probability_sum.argmax(dim=1) == y).sum()) / max(1, len(dataset))
 
 
 def _check_targets(target_inits: Any, what: str) -> list:
@@ -153,6 +172,7 @@ def transfer_many(
     target_finals: Optional[Sequence[Any]] = None,
     verbose: bool = False,
     callback: Optional[Callable[[int, StepInfo], None]] = None,
+    distributed: Any = None,
     **options: Any,
 ) -> EnsembleResult:
     """Transfer ``trajectory`` onto every init of ``target_inits``, sharing the source side.
@@ -175,6 +195,11 @@ def transfer_many(
         One progress line per member and step on stderr (``member i: [fgmt] step ...``).
     callback : callable(member index, StepInfo), optional
         After every member's step.
+    distributed : True, torch.distributed.ProcessGroup or Distributed, optional
+        Spread the members over the ranks of an initialised process group (rank r runs members
+        r, r + W, ...; whole minibatches, no sharding). Every rank calls ``transfer_many`` with
+        the same arguments and gets all N results; ``num_source_gradients`` and ``timings`` are
+        summed over the ranks.
     **options
         Every other keyword of :func:`~trajtransfer.method.transfer.transfer` (``seed``,
         ``batch_size``, ``grad_batches``, ``eval_every``, ``num_threads``, ...), the same for
@@ -220,11 +245,16 @@ def transfer_many(
                              f"{len(targets)}: give one trained end point per member")
     setup = _setup(model, trajectory, data, method, steps, targets[0], eval_data=eval_data,
                    **_setup_options(options))
-    source = setup.new_source(len(targets))
+    dp = Distributed.resolve(distributed)
+    mine = list(range(len(targets)))
+    if dp is not None:
+        check_ranks_agree(dp, setup, [_state(t, f"target_inits[{i}]") for i, t in enumerate(targets)])
+        mine = list(dp.assign(len(targets)))
+    source = setup.new_source(len(mine))
     members = []
-    for i, (init, final) in enumerate(zip(targets, finals)):
+    for local, i in enumerate(mine):
         try:
-            members.append(_Member(setup, source, i, init, final))
+            members.append(_Member(setup, source, local, targets[i], finals[i]))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"target_inits[{i}]: {exc}") from None
     for m in members:
@@ -238,14 +268,17 @@ def transfer_many(
         nonlocal ens_seconds
         t0 = time.perf_counter()
         eval_steps.append(s)
-        accuracy.append(ensemble_accuracy(models, eval_data, setup.eval_batch_size))
+        probs = _probability_sum(models, eval_data, setup.eval_batch_size, setup.device)
+        if dp is not None:  # every rank takes part, members or not
+            (probs,) = dp.sum_over_ranks([probs])
+        accuracy.append(_accuracy(probs, eval_data))
         ens_seconds += time.perf_counter() - t0
 
     if setup.eval_data is not None:
         evaluate_ensemble(0, setup.eval_data)
     K = setup.num_steps
     for s in range(1, K + 1):
-        for i, m in enumerate(members):
+        for i, m in zip(mine, members):
             info = m.step(s)
             if verbose:
                 print(f"member {i}: {info.line()}", file=sys.stderr, flush=True)
@@ -257,7 +290,14 @@ def transfer_many(
     results = [m.finish() for m in members]
     timings = {p: sum(r.timings[p] for r in results) for p in ("gradients", "matching", "evaluation")}
     timings.update(ensemble=ens_seconds, total=time.perf_counter() - t_start)
-    return EnsembleResult(results, eval_steps, accuracy, source.num_source_gradients, timings)
+    num_source_gradients = source.num_source_gradients
+    if dp is not None:
+        results = dp.gather({i: r.to("cpu") for i, r in zip(mine, results)}, len(targets))
+        per_rank = dp.gather({dp.rank: (num_source_gradients, timings)}, dp.world_size)
+        num_source_gradients = sum(n for n, _ in per_rank)
+        timings = {p: sum(t[p] for _, t in per_rank) if p != "total" else max(t[p] for _, t in per_rank)
+                   for p in timings}
+    return EnsembleResult(results, eval_steps, accuracy, num_source_gradients, timings)
 
 
 def _setup_options(options: dict) -> dict:
