@@ -174,9 +174,10 @@ def _visit_on_host(lap: Any, g: int, cost: Any, perms: list, host_perms: Any,
     if np.array_equal(cols, old):
         counters["lap_unchanged"] += 1
         return None
-    rows = np.arange(host.shape[0])
-    before = float(host[rows, old].sum(dtype=np.float64))
-    after = float(host[rows, cols].sum(dtype=np.float64))
+    # Last-axis gathers: a batched (B, n, n) cost with (B, n) permutations (inner groups of a
+    # block spec, :mod:`trajtransfer.core.block_groups`) sums the same way as an (n, n) one.
+    before = float(np.take_along_axis(host, old[..., None], -1).sum(dtype=np.float64))
+    after = float(np.take_along_axis(host, cols[..., None], -1).sum(dtype=np.float64))
     if after <= before:  # only a strict gain moves a group (see the module docstring)
         return None
     host_perms[g] = cols
@@ -191,8 +192,8 @@ def _visit_on_device(lap: Any, g: int, cost: Any, perms: list, status: list) -> 
     cols, st = lap.solve(g, cost)
     status.append(st[0])
     old = perms[g]
-    before = cost.gather(1, old[:, None]).sum(dtype=torch.float64)
-    after = cost.gather(1, cols.clamp(min=0)[:, None]).sum(dtype=torch.float64)
+    before = cost.gather(-1, old[..., None]).sum(dtype=torch.float64)
+    after = cost.gather(-1, cols.clamp(min=0)[..., None]).sum(dtype=torch.float64)
     accept = (after > before) & (cols != old).any() & st[0].eq(0)
     perms[g] = torch.where(accept, cols, old)
     return torch.where(accept, after - before, torch.zeros_like(after))

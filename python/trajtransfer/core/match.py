@@ -50,6 +50,7 @@ import numpy as np
 from .._arrays import float32_view, is_torch_tensor, to_numpy
 from .._native import _core
 from .factored import Factored, factored_pays
+from .block_axes import entry_groups
 from .spec import PermutationSpec, validate_spec
 
 __all__ = [
@@ -156,16 +157,18 @@ class _CompiledSpec:
         self.shapes: dict = {n: tuple(int(s) for s in params[n].shape) for n in self.names}
         self._name_set = frozenset(self.names)
         self._shape_list = [self.shapes[n] for n in self.names]
+        self.perm_shapes: dict = {g: spec.perm_shape(g, self.sizes) for g in self.groups}
         gidx = {g: i for i, g in enumerate(self.groups)}
         self.axis_groups = []
         for n in self.names:
             axes = spec.axes_to_perm[n]
-            used = [g for g in axes if g is not None]
+            used = [g for e in axes for g in entry_groups(e)]
             dup = sorted({g for g in used if used.count(g) > 1})
             if dup:
                 raise ValueError(f"tensor {n!r} carries group(s) {dup} on more than one axis "
                                  f"({axes}); a group may permute each tensor along one axis only")
-            self.axis_groups.append([gidx[g] if g is not None else -1 for g in axes])
+            # Structured entries (block groups) are lowered by the block path, not listed here.
+            self.axis_groups.append([gidx[g] if isinstance(g, str) else -1 for g in axes])
 
     def arrays(self, params: Mapping[str, Any], what: str) -> list:
         """Validate ``params`` against the compiled shapes; return float32 arrays in order."""
@@ -221,20 +224,23 @@ class _CompiledSpec:
                              f"(groups: {self.groups})")
         out = []
         for g in self.groups:
+            n, shape = self.sizes[g], self.perm_shapes[g]
             if g not in init or init[g] is None:
-                out.append(np.arange(self.sizes[g], dtype=np.int64))
+                out.append(np.ascontiguousarray(np.broadcast_to(np.arange(n, dtype=np.int64), shape)))
                 continue
             p = init[g]
             arr = p.detach().cpu().numpy() if is_torch_tensor(p) else np.asarray(p)
             if arr.dtype.kind not in "iu":
                 raise TypeError(f"init[{g!r}] must hold integers, got dtype {arr.dtype}")
-            n = self.sizes[g]
-            if arr.shape != (n,):
-                raise ValueError(f"init[{g!r}] must have shape ({n},) (the group's size), got "
+            if arr.shape != shape:
+                what = "the group's size" if len(shape) == 1 else "block count, block length"
+                raise ValueError(f"init[{g!r}] must have shape {shape} ({what}), got "
                                  f"{arr.shape}")
             arr = np.array(arr, dtype=np.int64, copy=True)
-            if check_perm and not np.array_equal(np.sort(arr), np.arange(n)):
-                raise ValueError(f"init[{g!r}] is not a permutation of 0..{n - 1}")
+            if check_perm and not np.array_equal(np.sort(arr, axis=-1),
+                                                 np.broadcast_to(np.arange(n), shape)):
+                raise ValueError(f"init[{g!r}] is not a permutation of 0..{n - 1}"
+                                 + ("" if len(shape) == 1 else " in every row"))
             out.append(arr)
         return out
 
@@ -674,6 +680,15 @@ class GradientMatcher:
 
     def _new_path(self, compiled: _CompiledSpec, device: Any, factored: bool) -> Any:
         on_cpu = _same_place(device, "cpu")
+        if compiled.spec.has_blocks:
+            # The native core knows plain groups only: block specs (attention heads) take the
+            # torch path on every device.
+            if self._backend == "native":
+                raise ValueError("backend='native' does not take specs with block-structured "
+                                 "groups (Blocks/Concat entries): use backend='auto' or 'torch'")
+            from .block_groups import BlockPath
+
+            return BlockPath(compiled, device)
         if self._backend == "native" and not on_cpu:
             raise ValueError(f"backend='native' solves on the CPU but the pairs are on {device}: "
                              "use backend='auto' (the device path) or move them with .cpu()")

@@ -6,6 +6,13 @@ tuple with one entry per axis, a group name or ``None``; ``perm_to_axes`` is the
 Index semantics (algorithm-spec.md §2.1): ``perm[p]`` is an int64 array of length n_p; applying it
 to a tensor gathers along every axis that carries p: new slice i = old slice ``perm[p][i]``.
 
+Beyond Git Re-Basin, an axis entry may be structured (:mod:`trajtransfer.core.block_axes`): a
+:class:`~trajtransfer.core.block_axes.Blocks` entry is a block-structured group (H heads acting on
+an axis of H·d in blocks of d) with an optional inner group (one permutation of the d positions per
+block, stored as an ``(H, d)`` array), and a :class:`~trajtransfer.core.block_axes.Concat` entry
+packs equal segments on one axis (torch's q, k, v in ``in_proj_weight``). Plain entries work
+unchanged. :func:`transformer_spec` and :func:`vit_spec` build the Transformer's symmetries.
+
 Builders here use PyTorch layouts (``Linear.weight`` is ``(out, in)``, ``Conv2d.weight`` is
 ``(out, in, kh, kw)``) and the state-dict names of the reference models in
 :mod:`trajtransfer.kit.models`.
@@ -17,8 +24,19 @@ Builders here use PyTorch layouts (``Linear.weight`` is ``(out, in)``, ``Conv2d.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
+
+from .block_axes import (
+    Blocks,
+    Concat,
+    entry_groups,
+    entry_to_json,
+    is_structured,
+    normalise_entry,
+    part_sizes,
+)
 
 __all__ = [
     "PermutationSpec",
@@ -28,6 +46,12 @@ __all__ = [
     "mlp_spec",
     "conv_spec",
     "resnet_spec",
+    "transformer_spec",
+    "vit_spec",
+    "attention_axes",
+    "encoder_layer_axes",
+    "Blocks",
+    "Concat",
     "CONV8_LAYERS",
 ]
 
@@ -41,8 +65,10 @@ class PermutationSpec:
     perm_to_axes : dict[str, list[tuple[str, int]]]
         Group name -> the (tensor name, axis) pairs it permutes.
     axes_to_perm : dict[str, tuple[str | None, ...]]
-        Tensor name -> one group name (or None) per axis. Tensors with no permuted axis (the
-        head bias, ``num_batches_tracked``) are listed with all-None (or empty) tuples.
+        Tensor name -> one entry per axis: a group name, None, or a structured entry
+        (:class:`Blocks`, :class:`Concat`; see :mod:`trajtransfer.core.block_axes`). Tensors
+        with no permuted axis (the head bias, ``num_batches_tracked``) are listed with all-None
+        (or empty) tuples.
     buffers : frozenset[str]
         Tensor names that are buffers (e.g. BatchNorm running statistics): permuted by
         ``apply_permutation`` but never part of a matching objective, and allowed to be absent
@@ -51,29 +77,33 @@ class PermutationSpec:
     Raises
     ------
     ValueError
-        If ``perm_to_axes`` and ``axes_to_perm`` disagree, or a buffer is not in ``axes_to_perm``.
+        If ``perm_to_axes`` and ``axes_to_perm`` disagree, a buffer is not in ``axes_to_perm``,
+        an entry is malformed, or a group is used in two roles (plain, block, inner), a block
+        group with two counts or an inner group inside two block groups.
     """
 
     perm_to_axes: dict
     axes_to_perm: dict
     buffers: frozenset = field(default_factory=frozenset)
+    #: Block group -> its block count H (derived from the :class:`Blocks` entries).
+    block_counts: dict = field(init=False, compare=False, repr=False, default_factory=dict)
+    #: Inner group -> the block group it lives in (its permutations are ``(H, d)`` arrays).
+    inner_of: dict = field(init=False, compare=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        # Normalise (JSON round trips give lists) and check that both maps describe the same
-        # thing: a hand-made spec with a typo in one map would silently permute the wrong axes.
-        a2p = {str(k): tuple(v) for k, v in self.axes_to_perm.items()}
+        # Normalise (JSON round trips give lists and dicts) and check that both maps describe
+        # the same thing: a hand-made spec with a typo in one map would silently permute the
+        # wrong axes.
+        a2p = {str(k): tuple(normalise_entry(e, f"axes_to_perm[{k!r}][{i}]")
+                             for i, e in enumerate(v))
+               for k, v in self.axes_to_perm.items()}
         p2a = {
             str(g): [(str(n), int(a)) for n, a in pairs] for g, pairs in self.perm_to_axes.items()
         }
         derived: dict = {}
         for name, axes in a2p.items():
-            for ax, group in enumerate(axes):
-                if group is not None and not isinstance(group, str):
-                    raise ValueError(
-                        f"axes_to_perm[{name!r}][{ax}] must be a group name (str) or None, "
-                        f"got {group!r}"
-                    )
-                if group is not None:
+            for ax, entry in enumerate(axes):
+                for group in entry_groups(entry):
                     derived.setdefault(group, set()).add((name, ax))
         given = {g: set(pairs) for g, pairs in p2a.items()}
         if derived != given:
@@ -92,6 +122,9 @@ class PermutationSpec:
         object.__setattr__(self, "axes_to_perm", a2p)
         object.__setattr__(self, "perm_to_axes", p2a)
         object.__setattr__(self, "buffers", buffers)
+        counts, inner_of = _block_roles(a2p)
+        object.__setattr__(self, "block_counts", counts)
+        object.__setattr__(self, "inner_of", inner_of)
 
     def __hash__(self) -> int:
         # The dict fields are unhashable; equal specs have equal axes_to_perm and buffers.
@@ -133,8 +166,86 @@ class PermutationSpec:
         return validate_spec(self, params, require_all=require_all)
 
     def partition(self) -> frozenset:
-        """The groups as a set of sets of (tensor, axis) pairs: compares specs up to group names."""
-        return frozenset(frozenset(pairs) for pairs in self.perm_to_axes.values())
+        """The groups as a set of sets of occurrences: compares specs up to group names.
+
+        A plain occurrence is ``(tensor, axis)``; one inside a structured entry is
+        ``(tensor, axis, segment, role, count)`` with role ``"blocks"`` or ``"inner"``.
+        """
+        occ: dict = {}
+        for name, axes in self.axes_to_perm.items():
+            for ax, entry in enumerate(axes):
+                if not is_structured(entry):
+                    if entry is not None:
+                        occ.setdefault(entry, set()).add((name, ax))
+                    continue
+                parts = entry.parts if isinstance(entry, Concat) else (entry,)
+                for k, p in enumerate(parts):
+                    if isinstance(p, str):
+                        occ.setdefault(p, set()).add((name, ax, k, "plain", 1))
+                    elif isinstance(p, Blocks):
+                        occ.setdefault(p.group, set()).add((name, ax, k, "blocks", p.count))
+                        if p.inner is not None:
+                            occ.setdefault(p.inner, set()).add((name, ax, k, "inner", p.count))
+        return frozenset(frozenset(v) for v in occ.values())
+
+    @property
+    def has_blocks(self) -> bool:
+        """True if some entry is structured (the native matcher does not take such specs)."""
+        return any(is_structured(e) for axes in self.axes_to_perm.values() for e in axes)
+
+    def perm_shape(self, group: str, sizes: Mapping[str, int]) -> tuple:
+        """Shape of ``group``'s permutation array: ``(n,)``, or ``(H, d)`` for an inner group."""
+        outer = self.inner_of.get(group)
+        return (int(sizes[group]),) if outer is None else (int(sizes[outer]), int(sizes[group]))
+
+    def to_json(self) -> str:
+        """The spec as JSON (``axes_to_perm`` and ``buffers``); :meth:`from_json` reads it."""
+        return json.dumps({"axes_to_perm": {k: [entry_to_json(e) for e in v]
+                                            for k, v in self.axes_to_perm.items()},
+                           "buffers": sorted(self.buffers)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "PermutationSpec":
+        """Read :meth:`to_json`'s output (group order: first appearance in ``axes_to_perm``)."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or "axes_to_perm" not in data:
+            raise ValueError("text must be a JSON object with an 'axes_to_perm' key")
+        return permutation_spec_from_axes_to_perm(data["axes_to_perm"], data.get("buffers", ()))
+
+
+_ROLE = {"plain": "a plain group", "block": "a block group", "inner": "an inner group"}
+
+
+def _block_roles(a2p: Mapping[str, tuple]) -> tuple:
+    """Block counts and inner-group owners, checking that every group keeps one role."""
+    role: dict = {}
+    counts: dict = {}
+    inner_of: dict = {}
+
+    def claim(g: str, r: str, where: str) -> None:
+        if role.setdefault(g, (r, where))[0] != r:
+            raise ValueError(f"group {g!r} is used as {_ROLE[role[g][0]]} at {role[g][1]} and "
+                             f"as {_ROLE[r]} at {where}; a group has one role")
+
+    for name, axes in a2p.items():
+        for ax, entry in enumerate(axes):
+            where = f"({name!r}, axis {ax})"
+            parts = entry.parts if isinstance(entry, Concat) else (entry,)
+            for p in parts:
+                if isinstance(p, str):
+                    claim(p, "plain", where)
+                elif isinstance(p, Blocks):
+                    claim(p.group, "block", where)
+                    if counts.setdefault(p.group, p.count) != p.count:
+                        raise ValueError(f"block group {p.group!r} has count {counts[p.group]} "
+                                         f"elsewhere but {p.count} at {where}")
+                    if p.inner is not None:
+                        claim(p.inner, "inner", where)
+                        if inner_of.setdefault(p.inner, p.group) != p.group:
+                            raise ValueError(f"inner group {p.inner!r} lives in block group "
+                                             f"{inner_of[p.inner]!r} elsewhere but in "
+                                             f"{p.group!r} at {where}")
+    return counts, inner_of
 
 
 def permutation_spec_from_axes_to_perm(
@@ -144,15 +255,16 @@ def permutation_spec_from_axes_to_perm(
 
     Parameters
     ----------
-    axes_to_perm : Mapping[str, Sequence[str | None]]
-        Tensor name -> one group name or None per axis.
+    axes_to_perm : Mapping[str, Sequence[str | None | Blocks | Concat]]
+        Tensor name -> one entry per axis: a group name, None, or a structured entry.
     buffers : Sequence[str]
         Names (keys of ``axes_to_perm``) that are buffers, e.g. BatchNorm running statistics.
 
     Raises
     ------
     ValueError
-        If a group entry is neither a str nor None, or a buffer is not a key of ``axes_to_perm``.
+        If an entry is neither a str, None, :class:`Blocks` nor :class:`Concat` (or their JSON
+        dicts), or a buffer is not a key of ``axes_to_perm``.
 
     Notes
     -----
@@ -172,10 +284,10 @@ def permutation_spec_from_axes_to_perm(
     perm_to_axes: dict = {}
     a2p: dict = {}
     for name, axes in axes_to_perm.items():
-        axes = tuple(axes)
+        axes = tuple(normalise_entry(e, f"axes_to_perm[{name!r}][{i}]") for i, e in enumerate(axes))
         a2p[name] = axes
-        for ax, group in enumerate(axes):
-            if group is not None:
+        for ax, entry in enumerate(axes):
+            for group in entry_groups(entry):
                 perm_to_axes.setdefault(group, []).append((name, ax))
     return PermutationSpec(perm_to_axes=perm_to_axes, axes_to_perm=a2p, buffers=frozenset(buffers))
 
@@ -197,13 +309,15 @@ def validate_spec(
     Returns
     -------
     dict[str, int]
-        Group name -> size, for every group carried by a tensor present in ``params``.
+        Group name -> size, for every group carried by a tensor present in ``params``: a block
+        group's size is its block count H, an inner group's the block length d.
 
     Raises
     ------
     ValueError
         If ``params`` holds a tensor the spec does not list; if (``require_all``) a spec tensor
-        is missing; if a tensor's ndim differs from the length of its axes tuple; or if two
+        is missing; if a tensor's ndim differs from the length of its axes tuple; if a
+        structured axis does not divide into its segments or blocks; or if two
         (tensor, axis) pairs of one group have different sizes. Messages name the tensors, the
         axes and the sizes.
     """
@@ -230,22 +344,22 @@ def validate_spec(
                 f"{len(axes)} axes {axes}"
             )
         shapes[name] = shape
-    sizes: dict = {}
-    for group, pairs in spec.perm_to_axes.items():
-        first = None
-        for name, ax in pairs:
-            if name not in shapes:
+    found: dict = {}
+    for name, shape in shapes.items():
+        for ax, entry in enumerate(spec.axes_to_perm[name]):
+            if entry is None:
                 continue
-            n = shapes[name][ax]
-            if first is None:
-                first = (name, ax, n)
-                sizes[group] = n
-            elif n != first[2]:
-                raise ValueError(
-                    f"group {group!r} has size {first[2]} from ({first[0]!r}, axis {first[1]}) "
-                    f"but ({name!r}, axis {ax}) has size {n}"
-                )
-    return sizes
+            where = f"tensor {name!r} axis {ax}"
+            pairs = [(entry, shape[ax])] if isinstance(entry, str) else \
+                part_sizes(entry, shape[ax], where)
+            for group, n in pairs:
+                first = found.setdefault(group, (name, ax, n))
+                if n != first[2]:
+                    raise ValueError(
+                        f"group {group!r} has size {first[2]} from ({first[0]!r}, axis "
+                        f"{first[1]}) but ({name!r}, axis {ax}) has size {n}"
+                    )
+    return {g: found[g][2] for g in spec.perm_to_axes if g in found}
 
 
 def _shape_of(x: Any, name: str) -> tuple:
@@ -431,3 +545,91 @@ def resnet_spec(
     axes[f"{head}.weight"] = (None, res_in)
     axes[f"{head}.bias"] = (None,)
     return permutation_spec_from_axes_to_perm(axes, buffers=buffers)
+
+
+def attention_axes(prefix: str, heads: int, model_group: Optional[str], out_group: Optional[str],
+                   head_group: str, qk_group: Optional[str], v_group: Optional[str]) -> dict:
+    """``axes_to_perm`` entries of a ``torch.nn.MultiheadAttention`` (self-attention, packed
+    ``in_proj``, biases) under module name ``prefix``.
+
+    ``model_group`` permutes the embedding (the inputs), ``out_group`` the output of
+    ``out_proj``; ``head_group`` the heads (blocks of q, k, v rows and of ``out_proj`` columns),
+    ``qk_group`` the dimensions within each head shared by Q and K, ``v_group`` those shared by
+    V and ``out_proj`` (None: not permuted).
+    """
+    qk = Blocks(head_group, heads, qk_group)
+    v = Blocks(head_group, heads, v_group)
+    packed = Concat((qk, qk, v))
+    return {
+        f"{prefix}.in_proj_weight": (packed, model_group),
+        f"{prefix}.in_proj_bias": (packed,),
+        f"{prefix}.out_proj.weight": (out_group, v),
+        f"{prefix}.out_proj.bias": (out_group,),
+    }
+
+
+def encoder_layer_axes(prefix: str, heads: int, res: str) -> dict:
+    """``axes_to_perm`` entries of a ``torch.nn.TransformerEncoderLayer`` under ``prefix``.
+
+    Pre- and post-norm layers have the same symmetries: ``res`` permutes the model dimension
+    (attention inputs and outputs, ``linear1`` inputs, ``linear2`` outputs, both LayerNorms);
+    the layer adds groups ``{prefix}.heads``, ``{prefix}.qk``, ``{prefix}.v`` and
+    ``{prefix}.mlp`` (the hidden units of ``linear1``).
+    """
+    axes = attention_axes(f"{prefix}.self_attn", heads, res, res, f"{prefix}.heads",
+                          f"{prefix}.qk", f"{prefix}.v")
+    mlp = f"{prefix}.mlp"
+    axes.update({
+        f"{prefix}.linear1.weight": (mlp, res),
+        f"{prefix}.linear1.bias": (mlp,),
+        f"{prefix}.linear2.weight": (res, mlp),
+        f"{prefix}.linear2.bias": (res,),
+    })
+    for norm in ("norm1", "norm2"):
+        axes[f"{prefix}.{norm}.weight"] = (res,)
+        axes[f"{prefix}.{norm}.bias"] = (res,)
+    return axes
+
+
+def transformer_spec(depth: int, *, heads: int, prefix: str = "blocks",
+                     res: str = "res") -> PermutationSpec:
+    """Spec of ``depth`` stacked ``torch.nn.TransformerEncoderLayer`` s (``{prefix}.{i}``).
+
+    Groups: the residual stream ``res`` shared by every layer, and per layer the heads, the
+    per-head query/key and value dimensions and the MLP units (:func:`encoder_layer_axes`).
+    The stack's input and output carry ``res``: an embedding and a head must add their tensors.
+
+    Raises
+    ------
+    ValueError
+        If ``depth < 0`` or ``heads < 1``.
+    """
+    if int(depth) < 0 or int(heads) < 1:
+        raise ValueError(f"need depth >= 0 and heads >= 1, got depth={depth}, heads={heads}")
+    axes: dict = {}
+    for i in range(int(depth)):
+        axes.update(encoder_layer_axes(f"{prefix}.{i}", int(heads), res))
+    return permutation_spec_from_axes_to_perm(axes)
+
+
+def vit_spec(depth: int, *, heads: int, res: str = "res") -> PermutationSpec:
+    """Spec of :class:`trajtransfer.kit.models.ViT` (any width, patch or image size).
+
+    The residual stream ``res`` permutes the patch embedding's output channels and bias, the
+    class token and position embeddings (last axis), every encoder layer's model dimension
+    (:func:`transformer_spec`), the final LayerNorm and the head's inputs.
+
+    >>> spec = vit_spec(1, heads=2)
+    >>> spec.block_counts, spec.inner_of
+    ({'blocks.0.heads': 2}, {'blocks.0.qk': 'blocks.0.heads', 'blocks.0.v': 'blocks.0.heads'})
+    """
+    axes: dict = {
+        "cls_token": (None, None, res),
+        "pos_embed": (None, None, res),
+        "patch_embed.weight": (res, None, None, None),
+        "patch_embed.bias": (res,),
+    }
+    axes.update(transformer_spec(depth, heads=heads, res=res).axes_to_perm)
+    axes.update({"norm.weight": (res,), "norm.bias": (res,),
+                 "head.weight": (None, res), "head.bias": (None,)})
+    return permutation_spec_from_axes_to_perm(axes)

@@ -6,6 +6,9 @@ State-dict names match the builders in :mod:`trajtransfer.core.spec`:
 * :class:`Conv8` - ``conv1..conv8``, ``fc1``, ``fc2``, ``head`` (1x1 convs); 10 groups.
 * :class:`ResNet18` - kuangliu-style names (``conv1``, ``bn1``, ``layer{s}.{b}.conv1``, ...,
   ``layer{s}.0.shortcut.{0,1}``, ``linear``); residual-stream and inner groups.
+* :class:`ViT` - ``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks.{i}`` (torch's
+  ``nn.TransformerEncoderLayer``), ``norm``, ``head``; residual stream, MLP, head and per-head
+  groups (:func:`trajtransfer.core.spec.vit_spec`).
 
 >>> import torch
 >>> model = MLP(in_features=4, hidden=(8,), num_classes=3)
@@ -22,7 +25,7 @@ from torch import nn
 
 from ..core.spec import CONV8_LAYERS, PermutationSpec, conv_spec, mlp_spec, resnet_spec
 
-__all__ = ["MLP", "Conv8", "ResNet", "ResNet18", "BasicBlock"]
+__all__ = ["MLP", "Conv8", "ResNet", "ResNet18", "BasicBlock", "ViT"]
 
 _ACTIVATIONS: dict = {
     "relu": nn.ReLU,
@@ -266,3 +269,80 @@ class ResNet18(ResNet):
                  in_channels: int = 3) -> None:
         super().__init__((2, 2, 2, 2), num_classes=num_classes, width=width, stem=stem,
                          in_channels=in_channels)
+
+
+class ViT(nn.Module):
+    """Small Vision Transformer built from torch's ``nn.TransformerEncoderLayer``.
+
+    Input ``(N, in_channels, image_size, image_size)`` or flat ``(N, in_channels * image_size**2)``;
+    output ``(N, num_classes)``. Non-overlapping ``patch_size`` patches are embedded by a strided
+    convolution, a learned class token is prepended, learned position embeddings are added, then
+    ``depth`` encoder layers (GELU MLP of ``width * mlp_ratio`` units), a final LayerNorm on the
+    class token and a linear head. With the defaults (Fashion-MNIST, 16 patches of 7x7, width 64,
+    4 heads of 16 dims, 2 blocks) it has 72,074 parameters.
+
+    Parameters
+    ----------
+    image_size, patch_size, in_channels : int
+        ``patch_size`` must divide ``image_size``.
+    width : int
+        Model (residual stream) dimension; ``heads`` must divide it.
+    heads, depth, mlp_ratio : int
+    num_classes : int
+    dropout : float
+        Dropout of the encoder layers (attention weights, MLP and residual branches).
+    norm_first : bool
+        Pre-norm (True) or post-norm (False) encoder layers. ``norm`` is applied in both cases, so
+        both variants have the same parameters and the same spec.
+
+    Raises
+    ------
+    ValueError
+        If ``patch_size`` does not divide ``image_size``, ``heads`` does not divide ``width``, or
+        a size is below 1.
+    """
+
+    def __init__(self, image_size: int = 28, patch_size: int = 7, in_channels: int = 1,
+                 width: int = 64, heads: int = 4, depth: int = 2, mlp_ratio: int = 2,
+                 num_classes: int = 10, dropout: float = 0.0, norm_first: bool = True) -> None:
+        super().__init__()
+        sizes = dict(image_size=image_size, patch_size=patch_size, in_channels=in_channels,
+                     width=width, heads=heads, depth=depth, mlp_ratio=mlp_ratio,
+                     num_classes=num_classes)
+        low = {k: v for k, v in sizes.items() if int(v) < 1}
+        if low:
+            raise ValueError(f"ViT sizes must be >= 1, got {low}")
+        if image_size % patch_size:
+            raise ValueError(f"patch_size {patch_size} must divide image_size {image_size}")
+        if width % heads:
+            raise ValueError(f"heads {heads} must divide width {width}")
+        self._image_size, self._in_channels = int(image_size), int(in_channels)
+        self._depth, self._heads = int(depth), int(heads)
+        num_patches = (image_size // patch_size) ** 2
+        self.patch_embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, width))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, heads, width * mlp_ratio, dropout,
+                                       activation="gelu", batch_first=True, norm_first=norm_first)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = self._image_size
+        x = x.reshape(x.shape[0], self._in_channels, side, side)
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, patches, width)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, 0]))
+
+    def permutation_spec(self) -> PermutationSpec:
+        """The spec of this model (:func:`trajtransfer.core.spec.vit_spec`)."""
+        from ..core.spec import vit_spec
+
+        return vit_spec(self._depth, heads=self._heads)

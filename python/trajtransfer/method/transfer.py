@@ -172,14 +172,10 @@ def _state(obj: Any, what: str) -> dict:
 
 
 def _group_sizes(spec: Any, params: Mapping[str, Any]) -> dict:
-    sizes = {}
-    for p, members in spec.perm_to_axes.items():
-        for name, ax in members:
-            if name in params:
-                sizes[p] = int(params[name].shape[ax])
-                break
-        else:
-            raise ValueError(f"permutation group {p!r} acts on no parameter of the model")
+    sizes = spec.group_sizes({n: x for n, x in params.items() if n in spec.axes_to_perm})
+    missing = [p for p in spec.perm_to_axes if p not in sizes]
+    if missing:
+        raise ValueError(f"permutation group {missing[0]!r} acts on no parameter of the model")
     return sizes
 
 
@@ -490,7 +486,9 @@ def transfer(
     if eval_data is not None:
         evaluation(0, base)
     runner.start()
-    identity = {p: torch.arange(n, dtype=torch.int64, device=dev) for p, n in sizes.items()}
+    # An inner group's identity is arange(d) in each of its H rows (block specs).
+    identity = {p: torch.arange(n, dtype=torch.int64, device=dev).expand(spec.perm_shape(p, sizes))
+                for p, n in sizes.items()}
     perm: Optional[dict] = None  # π_{s-1}; None = identity
     objectives: list = []
     sweeps: list = []
