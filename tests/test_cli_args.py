@@ -58,6 +58,7 @@ BAD = [
     (["--activation", "swish"], "--activation"),
     (["--model", "conv8"], "--model conv8"),
     (["--model", "resnet18"], "--model resnet18"),
+    (["--model", "vit"], "--model vit"),
     (["--trajectory", "actual", "--epochs", "3", "--steps", "4"], "--steps 4"),
 ]
 

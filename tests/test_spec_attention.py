@@ -271,3 +271,171 @@ def test_permute_model_on_vit():
     permute_model(model, random_permutation(spec, model.state_dict(), seed=9))
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref, atol=2e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------- spec_from_model
+
+
+def _derived_invariance(model: nn.Module, spec: PermutationSpec, x: torch.Tensor) -> None:
+    model.eval()
+    state = model.state_dict()
+    with torch.no_grad():
+        ref = model(x)
+        permute_model(model, random_permutation(spec, state, seed=11), spec)
+        torch.testing.assert_close(model(x), ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_spec_from_model_on_the_vit_equals_the_hand_written_spec(norm_first):
+    from trajtransfer.core.spec_fx import spec_from_model
+
+    model = small_vit(norm_first)
+    derived = spec_from_model(model, torch.randn(2, 64))
+    assert derived.partition() == model.permutation_spec().partition()
+    assert derived.inner_of == model.permutation_spec().inner_of  # the block groups' own names
+    _derived_invariance(model, derived, torch.randn(3, 64))
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_spec_from_model_on_torch_encoder_layers(norm_first, batch_first):
+    from trajtransfer.core.spec import encoder_layer_axes
+    from trajtransfer.core.spec_fx import spec_from_model
+
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 4, 32, 0.0, batch_first=batch_first,
+                                       norm_first=norm_first)
+    model = nn.Sequential(nn.Linear(5, 16), layer, nn.Linear(16, 3))
+    x = torch.randn(2, 6, 5)
+    derived = spec_from_model(model, x)
+    hand = permutation_spec_from_axes_to_perm({
+        "0.weight": ("res", None), "0.bias": ("res",), **encoder_layer_axes("1", 4, "res"),
+        "2.weight": (None, "res"), "2.bias": (None,)})
+    assert derived.partition() == hand.partition()
+    _derived_invariance(model, derived, x)
+
+
+def test_spec_from_model_on_a_transformer_encoder_and_a_bare_attention():
+    from trajtransfer.core.spec_fx import spec_from_model
+
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, 0.0, batch_first=True), 2,
+                                norm=nn.LayerNorm(8), enable_nested_tensor=False)
+    model = nn.Sequential(nn.Linear(3, 8), enc, nn.Linear(8, 2))
+    derived = spec_from_model(model, torch.randn(2, 4, 3))
+    hand = transformer_spec(2, heads=2, prefix="1.layers").axes_to_perm
+    hand = permutation_spec_from_axes_to_perm({
+        "0.weight": ("res", None), "0.bias": ("res",), **hand,
+        "1.norm.weight": ("res",), "1.norm.bias": ("res",),
+        "2.weight": (None, "res"), "2.bias": (None,)})
+    assert derived.partition() == hand.partition()
+    _derived_invariance(model, derived, torch.randn(2, 4, 3))
+
+    class Bare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 12)
+            self.attn = nn.MultiheadAttention(12, 3, batch_first=True)
+            self.out = nn.Linear(12, 2)
+
+        def forward(self, x):
+            h = self.proj(x)
+            return self.out(self.attn(h, h, h, need_weights=False)[0])
+
+    bare = Bare()
+    derived = spec_from_model(bare, torch.randn(2, 5, 4))
+    hand = permutation_spec_from_axes_to_perm({
+        "proj.weight": ("p", None), "proj.bias": ("p",),
+        **attention_axes("attn", 3, "p", "o", "attn.heads", "attn.qk", "attn.v"),
+        "out.weight": (None, "o"), "out.bias": (None,)})
+    assert derived.partition() == hand.partition()
+    _derived_invariance(bare, derived, torch.randn(2, 5, 4))
+
+
+class _GroupedQuery(nn.Module):
+    """Grouped-query attention written out: two query heads share one key/value head."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(8, 8)
+        self.kv = nn.Linear(8, 8)
+        self.o = nn.Linear(8, 8)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, 4, 2).transpose(1, 2)
+        k, v = self.kv(x).view(b, n, 2, 4).transpose(1, 2).chunk(2, dim=-1)
+        k = k.repeat_interleave(2, dim=1)
+        v = v.repeat_interleave(2, dim=1)
+        att = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.o(att.transpose(1, 2).reshape(b, n, 8))
+
+
+class _Rotary(nn.Module):
+    """Rotary position embedding on top of torch's attention: rotates pairs of channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        h = self.proj(x)
+        x1, x2 = h[..., ::2], h[..., 1::2]
+        h = torch.cat([-x2, x1], dim=-1)
+        return self.attn(h, h, h)[0].sum(-1)
+
+
+@pytest.mark.parametrize("make, x, match", [
+    (lambda: _Cross(nn.MultiheadAttention(8, 2, kdim=4, vdim=4, batch_first=True)),
+     torch.randn(2, 3, 4), "MultiheadAttention 'attn' has kdim/vdim different from embed_dim"),
+    (lambda: _Wrap(nn.MultiheadAttention(8, 2, batch_first=True, add_zero_attn=True)),
+     torch.randn(2, 3, 8), "MultiheadAttention 'attn' uses add_zero_attn"),
+    (lambda: _Wrap(nn.MultiheadAttention(8, 2, batch_first=True, add_bias_kv=True)),
+     torch.randn(2, 3, 8), "MultiheadAttention 'attn' uses add_bias_kv"),
+    (lambda: nn.Sequential(nn.Linear(4, 8), nn.TransformerEncoderLayer(
+        8, 2, 16, activation=lambda t: t * t.sigmoid(), batch_first=True)),
+     torch.randn(2, 3, 4), "TransformerEncoderLayer '1' has activation"),
+    (_GroupedQuery, torch.randn(2, 3, 8), r"node 'chunk'.*not supported"),
+    (_Rotary, torch.randn(2, 3, 8), r"node 'getitem'.*not supported"),
+])
+def test_spec_from_model_refuses_attention_it_does_not_understand(make, x, match):
+    from trajtransfer.core.spec_fx import spec_from_model
+
+    with pytest.raises(ValueError, match=match):
+        spec_from_model(make(), x)
+
+
+class _Wrap(nn.Module):
+    """``attn(h, h, h)[0]`` after an optional projection."""
+
+    def __init__(self, attn, proj=None):
+        super().__init__()
+        self.proj = proj if proj is not None else nn.Identity()
+        self.attn = attn
+
+    def forward(self, x):
+        h = self.proj(x)
+        return self.attn(h, h, h)[0]
+
+
+class _Cross(nn.Module):
+    """Attention from a projection of x onto x itself (keys and values of another width)."""
+
+    def __init__(self, attn):
+        super().__init__()
+        self.proj = nn.Linear(4, 8)
+        self.attn = attn
+
+    def forward(self, x):
+        return self.attn(self.proj(x), x, x)[0]
+
+
+def test_cli_builds_a_vit_for_square_images():
+    from trajtransfer.kit.cli import _build_model
+
+    vit = _build_model("vit", (1, 28, 28), 10, (), "relu", width=0.5)
+    assert isinstance(vit, ViT) and vit.head.in_features == 32 and vit.patch_embed.kernel_size == (7, 7)
+    assert _build_model("vit", (3, 32, 32), 10, (), "relu").patch_embed.kernel_size == (4, 4)
+    with pytest.raises(ValueError, match="square images whose side 7 or 4 divides"):
+        _build_model("vit", (1, 30, 30), 10, (), "relu")

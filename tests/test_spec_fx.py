@@ -346,7 +346,7 @@ class Attention(nn.Module):
     def __init__(self):
         super().__init__()
         self.proj = nn.Linear(4, 8)
-        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True, add_bias_kv=True)
         self.out = nn.Linear(8, 2)
 
     def forward(self, x):
@@ -371,7 +371,7 @@ class RawParam(nn.Module):
         self.scale = nn.Parameter(torch.ones(6))
 
     def forward(self, x):
-        return self.a(x) * self.scale
+        return self.a(x) * torch.relu(self.scale)
 
 
 class Grouped(nn.Module):
@@ -408,7 +408,7 @@ class Transposed(nn.Module):
     (CatNet(), randn(2, 4), r"node 'cat' \(call_function cat\).*not supported"),
     (FlattenSpace(), randn(2, 3, 4, 4), r"node 'flatten'.*mixing the permuted channel axis 1"),
     (Attention(), randn(2, 5, 4),
-     r"node 'attn' \(call_module attn\): module type MultiheadAttention"),
+     r"node 'attn' \(call_module attn\): MultiheadAttention 'attn' uses add_bias_kv"),
     (Slice(), randn(2, 4), r"node 'getitem'.*not supported"),
     (RawParam(), randn(2, 4), r"uses parameter/buffer 'scale' directly"),
     (Grouped(), randn(2, 3, 5, 5), r"node 'b'.*grouped convolution \(groups=2\)"),

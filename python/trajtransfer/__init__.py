@@ -39,12 +39,16 @@ from .core.permute import (
     random_permutation,
 )
 from .core.spec import (
+    Blocks,
+    Concat,
     PermutationSpec,
     conv_spec,
     mlp_spec,
     permutation_spec_from_axes_to_perm,
     resnet_spec,
+    transformer_spec,
     validate_spec,
+    vit_spec,
 )
 from .core.threads import set_process_default as _set_thread_default
 from .core.threads import thread_budget
@@ -59,6 +63,7 @@ _LAZY = {
     "MLP": "kit.models",
     "Conv8": "kit.models",
     "ResNet18": "kit.models",
+    "ViT": "kit.models",
     "Trajectory": "method.trajectory",
     "TrajectoryRecorder": "method.trajectory",
     "lambda_schedule": "method.trajectory",
@@ -97,6 +102,10 @@ __all__ = [
     "mlp_spec",
     "conv_spec",
     "resnet_spec",
+    "transformer_spec",
+    "vit_spec",
+    "Blocks",
+    "Concat",
     "apply_permutation",
     "apply_inverse_permutation",
     "invert_permutation",

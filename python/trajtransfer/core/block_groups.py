@@ -18,11 +18,13 @@ Cost matrices, each with every other group held fixed (coordinate descent,
 
 The greedy start (``init="greedy"``) visits a block group before its inner groups, so its cost
 then takes for each (i, h) the best within-head alignment (one LAP of size d per head pair and
-inner group) instead of the unset ones; its inner groups are then solved with σ fixed.
+inner group) instead of the unset ones; its inner groups are then solved with σ fixed. The same
+best alignments give :meth:`BlockPairs.joint_move`, the exact optimum over a block group and its
+inner groups together, which the block path runs whenever the descent converges.
 
 Every visit rebuilds its cost from all pairs (no cached terms): block specs are small models.
-The native core does not know block groups, so these specs always take this torch path, also
-for CPU tensors (``backend="native"`` refuses them).
+The native core does not know block groups, so these specs always take this torch path
+(:mod:`trajtransfer.core.block_path`), also for CPU tensors (``backend="native"`` refuses them).
 """
 
 from __future__ import annotations
@@ -33,9 +35,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from .block_axes import Blocks, Concat
-from .factored import Factored
 
-__all__ = ["BlockPairs", "BlockLap", "BlockPath"]
+__all__ = ["BlockPairs", "BlockLap"]
 
 
 class _Piece:
@@ -181,8 +182,11 @@ class BlockPairs:
         return all(assigned[h] for h in others)
 
     def cost(self, g: int, perms: Sequence[Any], host_perms: Optional[Sequence[Any]] = None,
-             assigned: Optional[Sequence[bool]] = None) -> tuple:
-        """Group ``g``'s cost: (n, n), or (H, d, d) for an inner group; and (full builds, 0)."""
+             assigned: Optional[Sequence[bool]] = None, aligns: Optional[dict] = None) -> tuple:
+        """Group ``g``'s cost: (n, n), or (H, d, d) for an inner group; and (full builds, 0).
+
+        With ``assigned`` leaving every inner group of block group ``g`` unset, each head pair
+        takes its best within-head alignment (their maximisers go to ``aligns``)."""
         if g in self.outer_of:
             return self._inner_cost(g, perms, assigned), (1, 0)
         torch = self.torch
@@ -204,8 +208,8 @@ class BlockPairs:
             out += torch.tensordot(tgt, src, dims=(dims, dims))
             self.gemm_flops += 2.0 * tgt.numel() * n
             builds += 1
-        if best:
-            out += self._best_alignment(g, perms, assigned)
+        if best and assigned is not None:
+            out += self._best_alignment(g, perms, assigned, aligns)
         return out, (builds, 0)
 
     def _pair_blocks(self, p: int, a: int, perms: Sequence[Any], skip_outer: int,
@@ -224,8 +228,10 @@ class BlockPairs:
         local[u] = self.torch.arange(self.sizes[u], device=self.device).expand(self.sizes[o], -1)
         return self._source(p, local, o)
 
-    def _best_alignment(self, g: int, perms: Sequence[Any], assigned: Sequence[bool]) -> Any:
-        """``C[i, h] = Σ_inner max_τ Σ <T block i, S block h permuted by τ>`` (greedy start)."""
+    def _best_alignment(self, g: int, perms: Sequence[Any], assigned: Sequence[bool],
+                        aligns: Optional[dict] = None) -> Any:
+        """``C[i, h] = Σ_inner max_τ Σ <T block i, S block h permuted by τ>`` (greedy start and
+        joint moves); ``aligns`` receives each inner group's maximisers, ``(n, n, d)``."""
         from .lap import linear_sum_assignment_batch
 
         torch = self.torch
@@ -245,7 +251,40 @@ class BlockPairs:
             cols = linear_sum_assignment_batch(host, maximize=True)
             best = np.take_along_axis(host, cols[:, :, None], -1).sum(axis=(1, 2), dtype=np.float64)
             total += torch.from_numpy(best.reshape(n, n))
+            if aligns is not None:
+                aligns[u] = cols.reshape(n, n, d)
         return total.to(device=self.device, dtype=torch.float32)
+
+    def joint_move(self, g: int, perms: list, tol: float) -> Optional[float]:
+        """Move block group ``g`` and its inner groups jointly to their exact optimum with every
+        other group held fixed; returns the gain, or None (perms unchanged) without a gain
+        above ``tol``.
+
+        For each target head i and source head h the best within-head alignment is one LAP of
+        size d per inner group; the heads then take the LAP over those best values. Both this
+        cost and the inner-fixed one leave out the same terms, so their difference is the exact
+        change of the objective (up to float32 cost entries).
+        """
+        from .lap import linear_sum_assignment
+
+        torch = self.torch
+        n = self.sizes[g]
+        held, _ = self.cost(g, perms)
+        before = float(held.double().gather(1, perms[g][:, None]).sum())
+        assigned = [u not in self.inners[g] for u in range(len(self.sizes))]
+        aligns: dict = {}
+        joint, _ = self.cost(g, perms, None, assigned, aligns)
+        host = joint.double().cpu().numpy()
+        _, sigma = linear_sum_assignment(host, maximize=True)
+        after = float(host[np.arange(n), sigma].sum())
+        if not after - before > tol:
+            return None
+        perms[g] = torch.from_numpy(sigma.astype(np.int64)).to(self.device)
+        for u, cols in aligns.items():
+            tau = np.empty((n, self.sizes[u]), dtype=np.int64)
+            tau[sigma] = cols[np.arange(n), sigma]  # row h = σ[i]: source head h's alignment
+            perms[u] = torch.from_numpy(tau).to(self.device)
+        return after - before
 
     def _inner_cost(self, u: int, perms: Sequence[Any], assigned: Optional[Sequence[bool]]) -> Any:
         """(H, d, d): row block h is source block h, matched to the target block i with σ[i] = h."""
@@ -289,7 +328,7 @@ class BlockLap:
         self.device = device
         self.inner = inner
         on_device = cuda_lap_available(device)
-        self.base = (CudaLap if on_device else HostLap)(sizes, device)
+        self.base: Any = (CudaLap if on_device else HostLap)(sizes, device)
         self.synchronous = self.base.synchronous
 
     def forget(self, g: int) -> None:
@@ -311,104 +350,3 @@ class BlockLap:
 
         cols, _, status = cuda_batch_solve(cost, None)
         return cols, status.abs().amax()[None]
-
-
-class BlockPath:
-    """GradientMatcher's path for block specs: :class:`BlockPairs` + the torch descent."""
-
-    def __init__(self, compiled: Any, device: Any) -> None:
-        import torch
-
-        from .descent import coordinate_descent
-
-        self.torch = torch
-        self.compiled = compiled
-        self.device = torch.device(device)
-        spec = compiled.spec
-        groups = compiled.groups
-        self.pairs = BlockPairs(groups, compiled.sizes, [compiled.shapes[n] for n in compiled.names],
-                                [spec.axes_to_perm[n] for n in compiled.names], spec.inner_of,
-                                self.device)
-        self.lap = BlockLap(self.pairs.sizes, set(self.pairs.outer_of), self.device)
-        self.perms = self._identity()
-        self._descent = coordinate_descent
-
-    def _identity(self) -> list:
-        torch = self.torch
-        return [torch.arange(s[-1], dtype=torch.int64, device=self.device).expand(s).contiguous()
-                for s in (self.compiled.perm_shapes[g] for g in self.compiled.groups)]
-
-    @property
-    def num_pairs(self) -> int:
-        return self.pairs.num_pairs
-
-    def _tensors(self, params: Mapping[str, Any], what: str) -> list:
-        from .match import _as_float32
-        from .spec import validate_spec
-
-        torch = self.torch
-        compiled = self.compiled
-        if params.keys() != compiled._name_set:
-            validate_spec(compiled.spec, params, require_all=True)
-        out = []
-        for n in compiled.names:
-            x = params[n]
-            x = x.dense() if isinstance(x, Factored) else x
-            shape = tuple(int(s) for s in x.shape)
-            if shape != compiled.shapes[n]:
-                raise ValueError(f"{what}[{n!r}] has shape {shape}, expected {compiled.shapes[n]} "
-                                 "(the shape of the first pair added)")
-            if hasattr(x, "detach"):
-                if x.is_complex() or x.dtype == torch.bool:
-                    raise TypeError(f"{what}[{n!r}] must be a real numeric tensor, got {x.dtype}")
-                t = x.detach().to(device=self.device, dtype=torch.float32)
-            else:
-                t = torch.from_numpy(_as_float32(x, f"{what}[{n!r}]")).to(self.device)
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{what}[{n!r}] contains NaN or infinite values")
-            out.append(t)
-        return out
-
-    def add(self, target: Mapping[str, Any], source: Mapping[str, Any], weight: float) -> None:
-        ts = self._tensors(target, "target")
-        ss = self._tensors(source, "source")
-        self.pairs.add(ts, ss, weight)
-
-    def reserve(self, num_pairs: int) -> None:
-        self.pairs.reserve(num_pairs)
-
-    def clear_pairs(self) -> None:
-        self.pairs.clear()
-
-    def _init(self, init: Mapping[str, Any]) -> list:
-        return [self.torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(init)]
-
-    def solve(self, init: Any, use_previous: bool, warm_start: bool, max_sweeps: int, tol: float,
-              seed: int, exact_objective: bool) -> dict:
-        from .descent import DescentOptions, LapFailed
-        from .match import _overflow_message
-
-        if init is not None and not isinstance(init, str):
-            perms = self._init(init)
-        elif use_previous:
-            perms = list(self.perms)
-        else:
-            perms = self._identity()
-        if not warm_start:
-            for g in range(len(perms)):
-                self.lap.forget(g)
-        at_identity = init == "identity" or (init is None and not use_previous)
-        opts = DescentOptions(max_sweeps=max_sweeps, tol=tol, seed=seed,
-                              exact_objective=exact_objective, greedy_start=init == "greedy")
-        try:
-            res = self._descent(self.pairs, self.lap, perms, opts, at_identity=at_identity)
-        except LapFailed as exc:
-            raise ValueError(_overflow_message(self.compiled.groups[exc.group])) from None
-        self.perms = res.perms
-        return {"perms": res.perms, "objective": res.objective, "history": res.history,
-                "sweeps": res.sweeps, "converged": res.converged,
-                "gemm": res.time_gemm, "lap": res.time_lap, **res.counters}
-
-    def objective(self, perms: Mapping[str, Any]) -> float:
-        return float(self.pairs.objective(self._init(perms)))
-

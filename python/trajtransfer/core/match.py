@@ -49,8 +49,8 @@ import numpy as np
 
 from .._arrays import float32_view, is_torch_tensor, to_numpy
 from .._native import _core
-from .factored import Factored, factored_pays
 from .block_axes import entry_groups
+from .factored import Factored, factored_pays
 from .spec import PermutationSpec, validate_spec
 
 __all__ = [
@@ -528,6 +528,9 @@ class GradientMatcher:
         ``"auto"``: the native core for numpy and CPU tensors, the torch path for other devices.
         ``"torch"``: the torch path even for CPU tensors (the device-generic code, e.g. to test
         it without a GPU). ``"native"``: the native core; tensors on another device are an error.
+        Specs with block-structured groups (attention heads, :mod:`trajtransfer.core.block_axes`)
+        always take the torch path (:mod:`trajtransfer.core.block_path`): the native core knows
+        plain groups only, so ``"native"`` refuses them.
     """
 
     def __init__(self, spec: PermutationSpec, *, seed: int = 0, backend: str = "auto") -> None:
@@ -686,7 +689,7 @@ class GradientMatcher:
             if self._backend == "native":
                 raise ValueError("backend='native' does not take specs with block-structured "
                                  "groups (Blocks/Concat entries): use backend='auto' or 'torch'")
-            from .block_groups import BlockPath
+            from .block_path import BlockPath
 
             return BlockPath(compiled, device)
         if self._backend == "native" and not on_cpu:

@@ -15,9 +15,20 @@ Each traced tensor then carries at most one *permuted axis*, labelled by a union
   after a global pool, or spatial size 1); otherwise the label must be unpermuted;
 * the model's inputs and outputs are unpermuted (a fixed element every label may join).
 
-Anything else (attention, ``cat``, indexing, functional layers with explicit weights, unknown
-modules) raises ``ValueError`` naming the node: a spec that silently missed an op would break
-the function invariance f(x; π·θ) = f(x; θ) that everything downstream relies on.
+* ``nn.MultiheadAttention`` (self-attention; torch's fused attention is one call that fx cannot
+  see into), ``nn.TransformerEncoderLayer`` (pre- or post-norm, either ``batch_first``) and
+  ``nn.TransformerEncoder`` have dedicated handlers: the embedding axis carries the stream's
+  label, and the heads, the per-head query/key and value dimensions and the MLP units get block
+  and plain groups (:func:`trajtransfer.core.spec.encoder_layer_axes` has the same layout);
+* parameters used directly (a class token, position embeddings) follow the label they are
+  added to or concatenated with, ``cat`` along an unpermuted axis unifies its inputs' labels,
+  ``transpose`` moves the labelled axis, and indexing that keeps the labelled axis whole
+  (``x[:, 0]``) keeps the label: a ViT built from torch's layers traces.
+
+Anything else (custom attention, ``cat`` along the permuted axis, other indexing, functional
+layers with explicit weights, unknown modules) raises ``ValueError`` naming the node: a spec
+that silently missed an op would break the function invariance f(x; π·θ) = f(x; θ) that
+everything downstream relies on.
 
 >>> import torch
 >>> from trajtransfer.kit.models import MLP
@@ -36,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .block_axes import Blocks, Concat
 from .spec import PermutationSpec, permutation_spec_from_axes_to_perm
 
 __all__ = ["spec_from_model"]
@@ -91,6 +103,13 @@ class _Attr:
 
     def __init__(self, target: str) -> None:
         self.target = target
+
+
+class _Tuple:
+    """State of a module call that returns a tuple (MultiheadAttention): one state per item."""
+
+    def __init__(self, items: list) -> None:
+        self.items = items
 
 
 _META = _Meta()
@@ -164,6 +183,8 @@ class _Tracer:
         for name, t in model.state_dict(keep_vars=True).items():
             self.names_of.setdefault(id(t), []).append(name)
         self.reshape_checks: list = []
+        # tensor name -> {axis: Blocks/Concat entry} (attention heads: named, never unified)
+        self.structured: dict = {}
         self.node: Optional[fx.Node] = None  # the node being walked
         self.owner: dict = {}  # tensor name -> (first node, module) that assigned its axes
 
@@ -182,12 +203,13 @@ class _Tracer:
             self.fail(node, "expected a tensor here")
         return shp
 
-    def tensor_inputs(self, node: fx.Node) -> list:
-        """Input nodes that are tensors (not sizes/scalars); get_attr inputs are rejected."""
+    def tensor_inputs(self, node: fx.Node, attrs: bool = False) -> list:
+        """Input nodes that are tensors (not sizes/scalars); get_attr inputs are rejected unless
+        ``attrs`` (the caller handles them)."""
         out = []
         for n in node.all_input_nodes:
             st = self.state[n]
-            if isinstance(st, _Attr):
+            if isinstance(st, _Attr) and not attrs:
                 self.fail(node, f"uses parameter/buffer {st.target!r} directly; only parameters "
                                 "owned by supported modules (Linear, Conv, BatchNorm, LayerNorm) "
                                 "are understood")
@@ -212,6 +234,20 @@ class _Tracer:
                 self.uf.union(axes[axis], element)
             else:
                 axes[axis] = element
+
+    def structure(self, module: nn.Module, attr: str, axis: int, entry: Any) -> None:
+        """Give a tensor axis a structured entry (block groups are named, never unified)."""
+        t = getattr(module, attr, None)
+        if t is None:
+            return
+        for name in self.names_of.get(id(t), []):
+            self.owner.setdefault(name, (self.node, module))
+            self.structured.setdefault(name, {})[axis] = entry
+
+    def assign_attr(self, target: str, axis: int, element: int) -> None:
+        """Tie axis ``axis`` of the parameter/buffer ``target`` (a get_attr) to ``element``."""
+        owner, _, attr = target.rpartition(".")
+        self.assign(self.gm.get_submodule(owner) if owner else self.model, attr, axis, element)
 
     def label_of(self, st: Any) -> int:
         return _FIXED if st is None else st[0]
@@ -264,7 +300,7 @@ class _Tracer:
         return (label, a if keepdim else a - sum(d < a for d in dims))
 
     def binary(self, node: fx.Node) -> Any:
-        ins = self.tensor_inputs(node)
+        ins = self.tensor_inputs(node, attrs=True)
         out_shape = self.maybe_shape(node)
         if out_shape is None:
             self.fail(node, "elementwise op without a tensor result")
@@ -273,7 +309,7 @@ class _Tracer:
         axis: Any = None
         for n in ins:
             st = self.state[n]
-            if st is None:
+            if st is None or isinstance(st, _Attr):
                 continue
             ax = st[1] + r - len(self.shape(n))
             if label is None:
@@ -287,12 +323,182 @@ class _Tracer:
         for n in ins:
             shp = self.shape(n)
             i = axis - (r - len(shp))
-            if self.state[n] is None and i >= 0 and shp[i] > 1:
+            if isinstance(self.state[n], _Attr):
+                if i >= 0 and shp[i] > 1:  # a parameter added along the axis follows its label
+                    self.assign_attr(self.state[n].target, i, label)
+            elif self.state[n] is None and i >= 0 and shp[i] > 1:
                 # an unpermuted tensor varying along the permuted axis pins that group
                 self.uf.union(label, _FIXED)
             elif self.state[n] is not None and shp[i] != out_shape[axis]:
                 self.fail(node, "broadcasts a tensor along its permuted axis")
         return (label, axis)
+
+    def transpose(self, node: fx.Node, dims: Any) -> Any:
+        """``x.transpose(a, b)``: the permuted axis moves if it is a or b."""
+        src = self.single_input(node)
+        st = self.state[src]
+        if st is None:
+            return None
+        if len(dims) != 2 or not all(isinstance(d, int) for d in dims):
+            self.fail(node, "transpose with non-constant dims is not supported")
+        ndim = len(self.shape(src))
+        a, b = (d % ndim for d in dims)
+        return (st[0], b if st[1] == a else a if st[1] == b else st[1])
+
+    def expand(self, node: fx.Node) -> Any:
+        """``x.expand(...)`` keeping the number of axes and the permuted axis' size."""
+        src = node.args[0]
+        st = self.state.get(src)
+        same_rank = len(self.shape(src)) == len(self.shape(node))
+        if isinstance(st, _Attr) and same_rank:
+            return st  # still the parameter, broadcast along unpermuted (size-1) axes
+        if st is None:
+            return None
+        if not same_rank or self.shape(src)[st[1]] != self.shape(node)[st[1]]:
+            self.fail(node, "expand that changes the rank or the permuted axis is not supported")
+        return st
+
+    def cat(self, node: fx.Node) -> Any:
+        """``torch.cat(tensors, dim)`` along an axis that no input permutes: labels unify and
+        parameters among the inputs (a class token) follow along their matching axis."""
+        seq = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if not isinstance(seq, (list, tuple)) or not all(isinstance(n, fx.Node) for n in seq):
+            self.fail(node, "cat of a non-literal sequence is not supported")
+        if not isinstance(dim, int):
+            self.fail(node, "cat with a non-constant dim is not supported")
+        dim = dim % len(self.shape(node))
+        labelled = [self.state[n] for n in seq if isinstance(self.state[n], tuple)]
+        if not labelled:
+            return None
+        label, axis = labelled[0]
+        if axis == dim or any(st[1] != axis for st in labelled):
+            self.fail(node, "cat along the permuted axis (or of tensors permuted on different "
+                            "axes) is not supported: it mixes the group's channels")
+        for st in labelled[1:]:
+            self.uf.union(label, st[0])
+        for n in seq:
+            st = self.state[n]
+            if isinstance(st, _Attr):
+                self.assign_attr(st.target, axis, label)
+            elif st is None:
+                self.uf.union(label, _FIXED)  # an unpermuted tensor along the axis pins it
+        return (label, axis)
+
+    def index(self, node: fx.Node) -> Any:
+        """``x[...]`` with ints, full slices and None: the labelled axis must stay whole."""
+        st = self.state[self.single_input(node)]
+        if st is None:
+            return None
+        idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        out_axis, axis = 0, 0
+        for item in idx:
+            if item is None:
+                out_axis += 1
+                continue
+            if axis == st[1]:
+                if not (isinstance(item, slice) and item == slice(None)):
+                    self.fail(node, "indexing or slicing the permuted axis is not supported")
+                return (st[0], out_axis)
+            if isinstance(item, int):
+                axis += 1
+            elif isinstance(item, slice):
+                axis, out_axis = axis + 1, out_axis + 1
+            else:
+                self.fail(node, f"indexing with {type(item).__name__} is not supported")
+        return (st[0], out_axis + st[1] - axis)
+
+    # -- attention -----------------------------------------------------------------------------
+    def check_attention(self, node: fx.Node, mod: nn.MultiheadAttention) -> None:
+        """Refuse what the head groups do not describe, naming the module."""
+        what = f"MultiheadAttention {node.target!r}"
+        if not mod._qkv_same_embed_dim:
+            self.fail(node, f"{what} has kdim/vdim different from embed_dim (separate q/k/v "
+                            "projections), which is not supported")
+        if mod.bias_k is not None or mod.bias_v is not None:
+            self.fail(node, f"{what} uses add_bias_kv, which is not supported")
+        if mod.add_zero_attn:
+            self.fail(node, f"{what} uses add_zero_attn, which is not supported")
+
+    def heads(self, mha: nn.MultiheadAttention, prefix: str) -> None:
+        """The head groups of one attention module, named after ``prefix``."""
+        h = int(mha.num_heads)
+        qk = Blocks(f"{prefix}.heads", h, f"{prefix}.qk")
+        v = Blocks(f"{prefix}.heads", h, f"{prefix}.v")
+        self.structure(mha, "in_proj_weight", 0, Concat((qk, qk, v)))
+        self.structure(mha, "in_proj_bias", 0, Concat((qk, qk, v)))
+        self.structure(mha.out_proj, "weight", 1, v)
+
+    def masks_unpermuted(self, node: fx.Node, tensors: list) -> None:
+        for n in self.tensor_inputs(node):
+            if n not in tensors and self.state[n] is not None:
+                self.fail(node, "an attention mask carries a permuted axis")
+
+    def attention(self, node: fx.Node, mod: nn.MultiheadAttention) -> Any:
+        self.check_attention(node, mod)
+        names = ("query", "key", "value")
+        qkv = [node.args[i] if len(node.args) > i else node.kwargs.get(k)
+               for i, k in enumerate(names)]
+        self.masks_unpermuted(node, qkv)
+        lab = self.label_of(self.state[qkv[0]])
+        for n in qkv:
+            st = self.state[n]
+            self.expect_axis(node, st, -1, len(self.shape(n)), "MultiheadAttention")
+            # One packed in_proj: query, key and value share their input columns' group.
+            self.uf.union(lab, self.label_of(st))
+        target = str(node.target)
+        self.assign(mod, "in_proj_weight", 1, lab)
+        out = self.uf.new(f"{target}.out_proj")
+        self.assign(mod.out_proj, "weight", 0, out)
+        self.assign(mod.out_proj, "bias", 0, out)
+        self.heads(mod, target)
+        return _Tuple([(out, len(self.shape(qkv[0])) - 1), None])
+
+    def encoder_layer(self, node: fx.Node, mod: nn.TransformerEncoderLayer, prefix: str,
+                      st: Any, ndim: int) -> Any:
+        """One encoder layer (pre- or post-norm): the stream's label on every model-dim axis."""
+        self.check_attention(node, mod.self_attn)
+        act = mod.activation
+        if not (act in _UNARY_FUNCTIONS or isinstance(act, _ELEMENTWISE_MODULES)):
+            self.fail(node, f"TransformerEncoderLayer {prefix!r} has activation {act!r}, which "
+                            "is not a supported elementwise function")
+        self.expect_axis(node, st, -1, ndim, "TransformerEncoderLayer")
+        res = self.label_of(st)
+        mha = mod.self_attn
+        self.assign(mha, "in_proj_weight", 1, res)
+        self.assign(mha.out_proj, "weight", 0, res)
+        self.assign(mha.out_proj, "bias", 0, res)
+        self.heads(mha, prefix)
+        mlp = self.uf.new(f"{prefix}.mlp")
+        self.assign(mod.linear1, "weight", 0, mlp)
+        self.assign(mod.linear1, "weight", 1, res)
+        self.assign(mod.linear1, "bias", 0, mlp)
+        self.assign(mod.linear2, "weight", 0, res)
+        self.assign(mod.linear2, "weight", 1, mlp)
+        self.assign(mod.linear2, "bias", 0, res)
+        for norm in (mod.norm1, mod.norm2):
+            self.assign(norm, "weight", 0, res)
+            self.assign(norm, "bias", 0, res)
+        return st
+
+    def encoder(self, node: fx.Node, mod: nn.Module) -> Any:
+        """A TransformerEncoderLayer, or a TransformerEncoder (its layers, then its norm)."""
+        src = node.args[0] if node.args else node.kwargs.get("src")
+        self.masks_unpermuted(node, [src])
+        st, ndim = self.state[src], len(self.shape(src))
+        target = str(node.target)
+        if isinstance(mod, nn.TransformerEncoderLayer):
+            return self.encoder_layer(node, mod, target, st, ndim)
+        layers: Any = mod.layers
+        for i, layer in enumerate(layers):
+            st = self.encoder_layer(node, layer, f"{target}.layers.{i}", st, ndim)
+        if mod.norm is not None:
+            if not isinstance(mod.norm, nn.LayerNorm):
+                self.fail(node, f"TransformerEncoder norm {type(mod.norm).__name__} is not "
+                                "supported")
+            self.assign(mod.norm, "weight", 0, self.label_of(st))
+            self.assign(mod.norm, "bias", 0, self.label_of(st))
+        return st
 
     # -- node kinds ----------------------------------------------------------------------------
     def module(self, node: fx.Node) -> Any:
@@ -352,6 +558,10 @@ class _Tracer:
             for attr in ("weight", "bias"):  # per-channel affine
                 self.assign(mod, attr, 0, self.label_of(st))
             return st
+        if isinstance(mod, nn.MultiheadAttention):
+            return self.attention(node, mod)
+        if isinstance(mod, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
+            return self.encoder(node, mod)
         if isinstance(mod, _ELEMENTWISE_MODULES):
             return self.state[self.single_input(node)]
         if isinstance(mod, tuple(_POOL_MODULES)):
@@ -368,6 +578,16 @@ class _Tracer:
 
     def function(self, node: fx.Node) -> Any:
         fn = node.target
+        if fn is operator.getitem and isinstance(self.state.get(node.args[0]), _Tuple):
+            items = self.state[node.args[0]].items
+            return items[node.args[1]] if isinstance(node.args[1], int) else self.fail(
+                node, "slicing the outputs of a module that returns a tuple is not supported")
+        if fn is operator.getitem and self.maybe_shape(node) is not None:
+            return self.index(node)
+        if fn is torch.cat or fn is torch.concat:
+            return self.cat(node)
+        if fn is torch.transpose:
+            return self.transpose(node, node.args[1:3])
         if fn in _UNARY_FUNCTIONS:
             return self.state[self.single_input(node)]
         if fn in _BINARY_FUNCTIONS:
@@ -414,6 +634,10 @@ class _Tracer:
             return self.reshape(node, self.single_input(node))
         if name == "permute":
             return self.permute(node, node.args[1:] or node.kwargs.get("dims"))
+        if name == "transpose":
+            return self.transpose(node, node.args[1:3])
+        if name == "expand":
+            return self.expand(node)
         if name in _REDUCE_METHODS:
             return self.reduce_call(node)
         self.fail(node, f"tensor method {name!r} is not supported")
@@ -450,8 +674,9 @@ class _Tracer:
             elif node.op == "output":
                 for n in node.all_input_nodes:
                     st = self.state[n]
-                    if isinstance(st, tuple):
-                        self.uf.union(st[0], _FIXED)
+                    for item in st.items if isinstance(st, _Tuple) else [st]:
+                        if isinstance(item, tuple):
+                            self.uf.union(item[0], _FIXED)
             else:
                 self.node = node
                 if node.op == "call_module":
@@ -462,7 +687,7 @@ class _Tracer:
                     st = self.method(node)
                 else:  # pragma: no cover - fx has no other node kinds
                     self.fail(node, "unknown node kind")
-                if st is not _META and self.maybe_shape(node) is None:
+                if st is not _META and not isinstance(st, _Tuple) and self.maybe_shape(node) is None:
                     self.fail(node, "produces a non-tensor (e.g. a tuple of tensors), which is "
                                     "not supported")
                 self.state[node] = st
@@ -475,7 +700,9 @@ class _Tracer:
 
     def spec(self) -> PermutationSpec:
         roots: dict = {}
-        taken: set = set()
+        # Block groups are named after their module; the labels' names must not take them.
+        taken: set = {g for entries in self.structured.values() for e in entries.values()
+                      for g in _entry_names(e)}
         axes_to_perm: dict = {}
         buffer_ids = {id(b) for b in self.model.buffers()}
         buffers = []
@@ -494,10 +721,17 @@ class _Tracer:
                     roots[root] = gname
                     taken.add(gname)
                 axes[ax] = roots[root]
+            for ax, entry in self.structured.get(name, {}).items():
+                axes[ax] = entry
             axes_to_perm[name] = tuple(axes)
             if id(t) in buffer_ids:
                 buffers.append(name)
         return permutation_spec_from_axes_to_perm(axes_to_perm, buffers=buffers)
+
+
+def _entry_names(entry: Any) -> list:
+    parts = entry.parts if isinstance(entry, Concat) else (entry,)
+    return [g for p in parts for g in (p.group, p.inner) if g is not None]
 
 
 def spec_from_model(
@@ -509,9 +743,15 @@ def spec_from_model(
     channel axis, or over several axes such as ``LayerNorm([C, H, W])``), GroupNorm with one
     group or one channel per group, elementwise activations, dropout, softmax, max/avg/adaptive
     pooling, additions and other elementwise binary ops (residual connections), sums/means over
-    axes, ``permute``, and flatten/view/reshape that keep the channel axis whole (after a global
-    pool, or spatial size 1). Groups are named after the module that first produces them (e.g.
-    ``"layers.0"``, ``"conv1"``).
+    axes, ``permute``, ``transpose``, flatten/view/reshape that keep the channel axis whole (after
+    a global pool, or spatial size 1), ``cat`` along unpermuted axes, indexing that keeps the
+    channel axis whole, parameters added to or concatenated with a permuted tensor (class
+    tokens, position embeddings), and self-attention: ``nn.MultiheadAttention`` (packed
+    ``in_proj``, no ``add_bias_kv``/``add_zero_attn``), ``nn.TransformerEncoderLayer`` (pre- or
+    post-norm, either ``batch_first``) and ``nn.TransformerEncoder``, whose heads become block
+    groups (see :mod:`trajtransfer.core.block_axes`). Groups are named after the module that
+    first produces them (e.g. ``"layers.0"``, ``"conv1"``; ``"blocks.0.heads"``,
+    ``"blocks.0.qk"``, ``"blocks.0.v"``, ``"blocks.0.mlp"`` for an encoder layer ``blocks.0``).
 
     Parameters
     ----------
@@ -541,8 +781,10 @@ def spec_from_model(
     Raises
     ------
     ValueError
-        Naming the node and op, for anything not understood (``cat``, attention, indexing,
-        functional layers with explicit weights, grouped convolutions, unknown modules), for a
+        Naming the node and op, for anything not understood (``cat`` along a permuted axis,
+        custom attention such as grouped-query or rotary modules, ``add_bias_kv``, ``kdim`` /
+        ``vdim`` other than ``embed_dim``, indexing a permuted axis, functional layers with
+        explicit weights, grouped convolutions, unknown modules), for a
         reshape that mixes a permuted channel axis with other axes, for a layer mapping a group
         onto itself (``on_self_map="raise"``), if tracing fails, or if ``example_input`` does not
         run through the model.

@@ -28,7 +28,7 @@ from ._extras import MissingExtraError
 
 __all__ = ["main", "run_experiment", "build_parser"]
 
-_MODELS = ("mlp", "conv8", "resnet18")
+_MODELS = ("mlp", "conv8", "resnet18", "vit")
 
 
 def _build_model(kind: str, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int],
@@ -42,7 +42,7 @@ def _build_model(kind: str, input_shape: Sequence[int], num_classes: int, hidden
             in_features *= int(s)
         return models.MLP(in_features, hidden=tuple(hidden), num_classes=num_classes, bias=True,
                           activation=None if activation == "none" else activation)
-    if kind in ("conv8", "resnet18") and len(input_shape) != 3:
+    if kind in ("conv8", "resnet18", "vit") and len(input_shape) != 3:
         raise ValueError(f"--model {kind} needs image inputs (channels, height, width); this "
                          f"dataset has flat samples of shape {tuple(input_shape)}: use --model mlp "
                          "or an image dataset (fashion-mnist, mnist, cifar10)")
@@ -54,6 +54,14 @@ def _build_model(kind: str, input_shape: Sequence[int], num_classes: int, hidden
     if kind == "resnet18":
         return models.ResNet18(num_classes=num_classes, width=max(1, int(round(64 * width))),
                                in_channels=int(input_shape[0]))
+    if kind == "vit":
+        channels, h, w = (int(s) for s in input_shape)
+        patch = next((p for p in (7, 4) if h == w and h % p == 0), None)
+        if patch is None:
+            raise ValueError(f"--model vit needs square images whose side 7 or 4 divides, got {h}x{w}")
+        # Width 64 (4 heads of 16) at --width 1; a multiple of the 4 heads at other widths.
+        return models.ViT(image_size=h, patch_size=patch, in_channels=channels,
+                          width=4 * max(1, int(round(16 * width))), num_classes=num_classes)
     raise ValueError(f"--model must be one of {_MODELS}, got {kind!r}")
 
 
@@ -283,7 +291,8 @@ def _add_common(p: argparse.ArgumentParser, *, dataset: str, hidden: str, epochs
                    help="MLP hidden widths, comma-separated")
     p.add_argument("--activation", default="relu", help="MLP activation (relu, tanh, gelu, none)")
     p.add_argument("--width", type=float, default=1.0,
-                   help="conv models: channel multiplier (Conv8's channels, ResNet-18's base 64)")
+                   help="conv models and vit: width multiplier (Conv8's channels, ResNet-18's "
+                        "base 64, the ViT's width 64)")
     p.add_argument("--epochs", type=int, default=epochs, help="source/target training epochs")
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--momentum", type=float, default=0.9)
