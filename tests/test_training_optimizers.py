@@ -17,10 +17,11 @@ from trajtransfer.method.trajectory import TrajectoryRecorder  # noqa: E402
 from trajtransfer.method.transfer import transfer  # noqa: E402
 from transfer_setup import tanh_mlp  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def data():
-    torch.set_num_threads(2)
     return load_digits_data(seed=0)
 
 
