@@ -36,11 +36,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from trajtransfer import TrainConfig, evaluate, load_fashion_mnist, train, transfer
+from trajtransfer import TrainConfig, evaluate, train, transfer
 from trajtransfer.core.permute import apply_permutation
 from trajtransfer.kit.data import Loader
 from trajtransfer.kit.models import MLP
 from trajtransfer.method.trajectory import TrajectoryRecorder
+
+from fashion_subsets import parse_and_load
 
 
 def flat(sd: dict, names: list) -> torch.Tensor:
@@ -156,16 +158,9 @@ def main() -> None:
     ap.add_argument("--align-batches", type=int, default=10)
     ap.add_argument("--displacement-matching", action="store_true")
     ap.add_argument("--match-init", choices=("identity", "greedy"), default="identity",
-                    help="start of every solve (greedy: needed for the ViT, where the identity "
-                         "start misses even a planted permutation)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
+                    help="start of every solve (transfer's match_init)")
     ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    data = load_fashion_mnist()
-    data.train = data.train.subset(slice(0, args.train_subset))
-    data.val = data.val.subset(slice(0, args.val_subset))
+    args, data = parse_and_load(ap)
 
     def make():
         if args.model == "mlp":
