@@ -69,7 +69,8 @@ class TrainConfig:
         If a field is out of range or names an unknown optimizer or schedule (the message names
         the field).
     TypeError
-        If ``betas`` is not a pair of numbers.
+        If a field has the wrong type (``betas`` not a pair of numbers, ``epochs`` not an int, ...;
+        the message names the field).
     """
 
     epochs: int = 10
