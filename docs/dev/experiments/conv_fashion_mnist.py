@@ -24,10 +24,12 @@ import time
 
 import torch
 
-from trajtransfer import TrainConfig, load_fashion_mnist, train, transfer
+from trajtransfer import TrainConfig, train, transfer
 from trajtransfer.core.permute import apply_permutation, random_permutation
 from trajtransfer.kit.models import Conv8, ResNet18
 from trajtransfer.method.trajectory import Trajectory, TrajectoryRecorder
+
+from fashion_subsets import parse_and_load
 
 
 def relative_displacement(init: dict, end: dict, names: list) -> float:
@@ -60,14 +62,8 @@ def main() -> None:
     ap.add_argument("--random-perms", type=int, default=0,
                     help="also the end point θ₂⁰ + π(θ₁ᵉ − θ₁⁰) for this many uniformly random π: "
                          "the spread a permutation that knows nothing gives")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    data = load_fashion_mnist()
-    data.train = data.train.subset(slice(0, args.train_subset))
-    data.val = data.val.subset(slice(0, args.val_subset))
+    args, data = parse_and_load(ap)
 
     def make():
         if args.model == "conv8":

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from trajtransfer import ResNet18, Trajectory, TrainConfig, evaluate, load_fashion_mnist, train, transfer
+from trajtransfer import ResNet18, Trajectory, TrainConfig, evaluate, train, transfer
+
+from fashion_subsets import parse_and_load
 
 
 def main() -> None:
@@ -28,14 +30,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/resnet-bn")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    data = load_fashion_mnist()
-    data.train = data.train.subset(slice(0, args.train_subset))
-    data.val = data.val.subset(slice(0, args.val_subset))
+    args, data = parse_and_load(ap)
 
     def make():
         return ResNet18(num_classes=10, width=args.width, in_channels=1)

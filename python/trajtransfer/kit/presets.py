@@ -30,7 +30,8 @@ PRESET_KINDS = ("paper", "reference")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which network to build: ``kind`` in {"mlp", "conv8", "resnet18"} and its keyword arguments."""
+    """Which network to build: ``kind`` in {"mlp", "conv8", "resnet18", "vit"} and its keyword
+    arguments."""
 
     kind: str
     kwargs: dict = field(default_factory=dict)
@@ -39,7 +40,10 @@ class ModelSpec:
         """Instantiate the model from :mod:`trajtransfer.kit.models`."""
         from . import models
 
-        ctor = {"mlp": models.MLP, "conv8": models.Conv8, "resnet18": models.ResNet18}[self.kind]
+        ctors = {"mlp": models.MLP, "conv8": models.Conv8, "resnet18": models.ResNet18, "vit": models.ViT}
+        if self.kind not in ctors:
+            raise ValueError(f"model kind must be one of {sorted(ctors)}, got {self.kind!r}")
+        ctor = ctors[self.kind]
         return ctor(**self.kwargs)
 
 

@@ -1,4 +1,4 @@
-"""A plain, seeded training loop (SGD or AdamW, per-epoch cosine schedule) and evaluation.
+"""A plain, seeded training loop (SGD, Adam or AdamW, per-epoch cosine schedule) and evaluation.
 
 Used to produce source/target trajectories (with a :class:`~trajtransfer.method.trajectory.TrajectoryRecorder`),
 to fine-tune transferred parameters, and by the CLI. The schedule follows the official code's
@@ -9,6 +9,7 @@ lr_e = lr₀·½(1 + cos(π(e − w)/(E − w))) for e ≥ w and lr₀·(e + 1)/
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,22 @@ from .._devices import batch_to, module_device
 from ..core.threads import with_thread_budget
 from .data import ArrayDataset, Loader, eval_batches
 
-__all__ = ["TrainConfig", "TrainHistory", "train", "evaluate", "lr_at_epoch"]
+__all__ = ["TrainConfig", "TrainHistory", "train", "evaluate", "lr_at_epoch", "OPTIMIZERS"]
+
+#: The optimizers :class:`TrainConfig` accepts.
+OPTIMIZERS = ("sgd", "adam", "adamw")
+_SCHEDULES = ("constant", "cosine")
+
+
+def _check_real(name: str, value: Any, *, low: float, high: float = math.inf,
+                low_open: bool = False) -> None:
+    """Raise unless ``value`` is a finite real in [low, high) (or (low, high) when ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    v = float(value)
+    if not (math.isfinite(v) and (v > low if low_open else v >= low) and v < high):
+        left = "(" if low_open else "["
+        raise ValueError(f"{name} must be a finite number in {left}{low:g}, {high:g}), got {value}")
 
 
 @dataclass
@@ -32,13 +48,29 @@ class TrainConfig:
         Peak learning rate lr₀.
     batch_size : int
     momentum : float
-        SGD momentum (ignored by AdamW).
+        SGD momentum, ≥ 0 (ignored by Adam and AdamW).
     weight_decay : float
-    optimizer : {"sgd", "adamw"}
+        ≥ 0. SGD and Adam add ``weight_decay · θ`` to the gradient (L2); AdamW decays the weights
+        directly (decoupled), ``θ -= lr · weight_decay · θ``.
+    optimizer : {"sgd", "adam", "adamw"}
+        ``"adam"`` / ``"adamw"`` are ``torch.optim.Adam`` / ``torch.optim.AdamW``.
+    betas : tuple of two floats
+        Adam's moment decay rates β₁, β₂, each in [0, 1) (ignored by SGD).
+    eps : float
+        Adam's denominator term ε > 0 (ignored by SGD).
     schedule : {"constant", "cosine"}
     warmup_epochs : int
     seed : int
         Seeds the minibatch order (the model's init is the caller's business).
+
+    Raises
+    ------
+    ValueError
+        If a field is out of range or names an unknown optimizer or schedule (the message names
+        the field).
+    TypeError
+        If a field has the wrong type (``betas`` not a pair of numbers, ``epochs`` not an int, ...;
+        the message names the field).
     """
 
     epochs: int = 10
@@ -47,9 +79,34 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     optimizer: str = "sgd"
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
     schedule: str = "constant"
     warmup_epochs: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "warmup_epochs", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        for name, least in (("epochs", 0), ("batch_size", 1), ("warmup_epochs", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
+        _check_real("lr", self.lr, low=0.0, low_open=True)
+        _check_real("eps", self.eps, low=0.0, low_open=True)
+        _check_real("weight_decay", self.weight_decay, low=0.0)
+        _check_real("momentum", self.momentum, low=0.0)
+        betas = self.betas
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"betas must be a pair of floats (beta1, beta2), got {betas!r}")
+        for i, b in enumerate(betas):
+            _check_real(f"betas[{i}]", b, low=0.0, high=1.0)
+        self.betas = (float(betas[0]), float(betas[1]))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -139,11 +196,13 @@ def _optimizer(model, config: TrainConfig):
     if config.optimizer == "sgd":
         return _SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                     weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        import torch
+    import torch
 
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+    # Adam (L2 in the gradient) and AdamW (decoupled decay) are torch's own: their state is per
+    # element, so a permuted run is the permuted run (see the guide's "Any optimizer").
+    ctor = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
+    return ctor(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
+                weight_decay=config.weight_decay)
 
 
 @with_thread_budget
@@ -190,9 +249,7 @@ def train(
     """
     import torch.nn.functional as F
 
-    cfg = TrainConfig(**{**(config.as_dict() if config else {}), **overrides})
-    if cfg.epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {cfg.epochs}")
+    cfg = TrainConfig(**{**(config.as_dict() if config else {}), **overrides})  # validates
     opt = _optimizer(model, cfg)
     device = module_device(model)  # the data go there one batch at a time
     loader = Loader(data, cfg.batch_size, seed=cfg.seed, drop_last=len(data) >= cfg.batch_size)
