@@ -46,7 +46,10 @@ def supported_isas() -> list[str]:
 
 
 def result_files(isa: str) -> list[Path]:
-    return [RESULTS / f"lap_{isa}.json", RESULTS / f"lap_adversarial_{isa}.json"]
+    """The benchmark's files of one set; the last (warm_vs_cold.py --json), where present,
+    replaces the warm cases' medians with interleaved ones."""
+    return [RESULTS / f"lap_{isa}.json", RESULTS / f"lap_adversarial_{isa}.json",
+            RESULTS / f"warm_vs_cold_{isa}.json"]
 
 
 def run_benchmarks(isa: str, pytest_args: list[str]) -> None:
@@ -54,7 +57,7 @@ def run_benchmarks(isa: str, pytest_args: list[str]) -> None:
     pkg_root = str(Path(trajtransfer.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([pkg_root, env.get("PYTHONPATH", "")])
     for module, out in zip(("test_bench_lap.py", "test_bench_lap_adversarial.py"),
-                           result_files(isa)):
+                           result_files(isa)[:2]):
         out.unlink(missing_ok=True)  # a run that selects nothing must not leave old figures
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                str(HERE / module), f"--benchmark-json={out}", *pytest_args]
@@ -87,6 +90,8 @@ def main(argv: list[str]) -> int:
         for path in result_files(isa):
             if path.exists() and path.stat().st_size > 0:  # empty: nothing was selected
                 ms.update(medians(str(path)))
+                if path.name.startswith("warm_vs_cold"):
+                    print(f"({isa}: warm cases from {path.name}, interleaved)")
         if ms_by_isa:  # peers' medians from the widest set's run where this one lacks them
             widest = next(iter(ms_by_isa.values()))
             for key, t in widest.items():
