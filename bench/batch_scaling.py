@@ -6,6 +6,13 @@ solver's own overhead; when both slow down alike, they do::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/batch_scaling.py [--reps 15]
 
+A second table varies the batch's size at the same problem size (256^2): the per-problem work
+is the same, only the batch's total size moves against the caches (a float64 problem is 512 KiB,
+about half a Zen 4 core's L2; the 64-problem float64 batch is 32 MiB, the whole L3 this VM
+reports, float32 half that). When the 2-thread speed-up holds for batches that fit the L3 and
+falls once the batch outgrows it, in either dtype at the same size in bytes, the limit is the
+shared L3 and memory, not the solver.
+
 The load average is printed with each figure (a busy machine has no second core to give).
 """
 
@@ -35,9 +42,9 @@ def load() -> str:
         return fh.read().split()[0]
 
 
-def batch_times(dtype: str, reps: int, threads: list[int]) -> dict[int, float]:
+def batch_times(dtype: str, reps: int, threads: list[int], batch: int = BATCH) -> dict[int, float]:
     """Median ms per batch for each thread count, timed interleaved."""
-    costs = np.random.default_rng(7).random((BATCH, N, N)).astype(dtype)
+    costs = np.random.default_rng(7).random((batch, N, N)).astype(dtype)
     times: dict[int, list[float]] = {t: [] for t in threads}
     for r in range(reps + 2):
         for t in threads:
@@ -67,6 +74,14 @@ def main(argv: list[str]) -> int:
         beside = max(float(p.communicate()[0]) for p in procs)
         print(f"| {dtype} | {t[1]:.2f} | {t[2]:.2f} | {t[1] / t[2]:.2f} | {alone:.2f} | "
               f"{beside:.2f} | {beside / alone:.2f} | {load()} |", flush=True)
+    print("\n| batch MiB | dtype | problems | 1 thread µs / problem | 2 threads µs / problem | "
+          "1 / 2 threads | load |\n|---:|---|---:|---:|---:|---:|---:|")
+    for mib in (8, 16, 32, 64):
+        for dtype in ("float32", "float64"):
+            batch = mib * 2**20 // (N * N * np.dtype(dtype).itemsize)
+            t = batch_times(dtype, args.reps, [1, 2], batch)
+            print(f"| {mib} | {dtype} | {batch} | {t[1] * 1e3 / batch:.1f} | "
+                  f"{t[2] * 1e3 / batch:.1f} | {t[1] / t[2]:.2f} | {load()} |", flush=True)
     return 0
 
 

