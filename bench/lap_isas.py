@@ -28,10 +28,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-try:  # the package built in place during development (see bench/conftest.py)
-    import trajtransfer  # noqa: F401
-except ImportError:
+try:
+    import trajtransfer
+except ImportError:  # the package built in place during development (see bench/conftest.py)
     sys.path.insert(0, str(HERE.parent / "python"))
+    import trajtransfer
 
 from ratio_table import check_targets, isa_table, medians  # noqa: E402
 
