@@ -492,12 +492,24 @@ class Solver {
         const T umin = mm.m1, usub = mm.m2;
         idx j1 = mm.i1;
         idx i0 = y_[j1];
-        const bool strict = umin < usub;
+        bool strict = umin < usub;
+        T tie_at = umin;
         if (strict) {
-          v_[j1] -= usub - umin;
-        } else if (i0 >= 0) {
+          // A gap below half the price's ulp (small reduced costs are finer than prices of the
+          // costs' size; float32) leaves the price unchanged, and re-examining the evicted row at
+          // once swaps the two rows until the budget runs out. Such a gap is a tie at the
+          // prices' precision: take a column at the second minimum instead.
+          const T moved = v_[j1] - (usub - umin);
+          if (moved < v_[j1]) {
+            v_[j1] = moved;
+          } else {
+            strict = false;
+            tie_at = usub;
+          }
+        }
+        if (!strict && i0 >= 0) {
           // Tie: take another column at the same reduced cost, preferring a free one.
-          const idx j2 = second_min_column(i, j1, umin);
+          const idx j2 = second_min_column(i, j1, tie_at);
           TT_LAP_PROFILE_COUNT(profile::Event::ties, 1);
           j1 = j2;
           i0 = y_[j2];
