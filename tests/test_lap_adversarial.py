@@ -57,7 +57,7 @@ def test_stats_count_the_last_solve() -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_float32_row_reduction_settles_as_many_rows_as_float64(seed: int) -> None:
     """A float32 price step can round away (a reduced-cost gap below the price's ulp); ARR then
-    swapped two rows over one column until its budget ran out, leaving 3-13x the float64 solve's
+    swapped two rows over one column until its budget ran out, leaving 4-13x the float64 solve's
     free rows to the augmenting paths (uniform n = 2048). Same entries, same algorithm: the
     float32 solve should leave about as many. Without the exact float64 repair, whose paths the
     counter would include (the matcher's mode)."""

@@ -482,9 +482,10 @@ class Solver {
       const idx prv = static_cast<idx>(free_.size());
       idx k = 0, numfree = 0;
       // Evictions are cheap with the row caches (a hit costs W column reads), so the budget grows
-      // with n. n / 64 per row and pass: gradient-matching costs (n = 4096) ran out of n / 256
-      // and left 2-4x the free rows to the paths; uniform costs stop well before either.
-      idx budget = (budget_per_row > 0 ? budget_per_row : std::max<idx>(4, n_ / 64)) * n_ + 16;
+      // with n: (n / 512)^2 per row and pass, 4 up to n = 1535 as before, 64 at n = 4096, where
+      // gradient-matching costs ran out of 16 and left 2-4x the free rows to the paths.
+      const idx per_row = std::max<idx>(4, (n_ / 512) * (n_ / 512));
+      idx budget = (budget_per_row > 0 ? budget_per_row : per_row) * n_ + 16;
       while (k < prv) {
         if (over_budget()) return;
         const idx i = free_[k++];
