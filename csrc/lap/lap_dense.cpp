@@ -487,8 +487,10 @@ class Solver {
       const idx prv = static_cast<idx>(free_.size());
       idx k = 0, numfree = 0;
       // Evictions are cheap with the row caches (a hit costs W column reads), so the budget grows
-      // with n: measured best around 16n (n = 1024) to 64n (n = 4096) in total over 4 passes.
-      idx budget = (budget_per_row > 0 ? budget_per_row : std::max<idx>(4, n_ / 256)) * n_ + 16;
+      // with n: (n / 512)^2 per row and pass, 4 up to n = 1535 as before, 64 at n = 4096, where
+      // gradient-matching costs ran out of 16 and left 2-4x the free rows to the paths.
+      const idx per_row = std::max<idx>(4, (n_ / 512) * (n_ / 512));
+      idx budget = (budget_per_row > 0 ? budget_per_row : per_row) * n_ + 16;
       while (k < prv) {
         if (over_budget()) return;
         const idx i = free_[k++];
@@ -497,12 +499,24 @@ class Solver {
         const T umin = mm.m1, usub = mm.m2;
         idx j1 = mm.i1;
         idx i0 = y_[j1];
-        const bool strict = umin < usub;
+        bool strict = umin < usub;
+        T tie_at = umin;
         if (strict) {
-          v_[j1] -= usub - umin;
-        } else if (i0 >= 0) {
+          // A gap below half the price's ulp (small reduced costs are finer than prices of the
+          // costs' size; float32) leaves the price unchanged, and re-examining the evicted row at
+          // once swaps the two rows until the budget runs out. Such a gap is a tie at the
+          // prices' precision: take a column at the second minimum instead.
+          const T moved = v_[j1] - (usub - umin);
+          if (moved < v_[j1]) {
+            v_[j1] = moved;
+          } else {
+            strict = false;
+            tie_at = usub;
+          }
+        }
+        if (!strict && i0 >= 0) {
           // Tie: take another column at the same reduced cost, preferring a free one.
-          const idx j2 = second_min_column(i, j1, umin);
+          const idx j2 = second_min_column(i, j1, tie_at);
           TT_LAP_PROFILE_COUNT(profile::Event::ties, 1);
           j1 = j2;
           i0 = y_[j2];
