@@ -59,7 +59,7 @@ def _same_result(single, member, exact=True):
 ])
 def test_members_equal_single_transfers(setup, method, options):
     data, traj, inits, _ = setup
-    kw = dict(batch_size=64, seed=5, **options)
+    kw = dict(batch_size=64, seed=5, num_threads=1, **options)  # one thread: bitwise equal
     singles = [transfer(tanh_mlp(0), traj, init, data, method=method, **kw) for init in inits]
     many = transfer_many(tanh_mlp(0), traj, inits, data, method=method, **kw)
     assert len(many.members) == N
@@ -73,9 +73,11 @@ def test_members_equal_single_transfers(setup, method, options):
 def test_oracle_members_take_their_own_end_points(setup):
     data, traj, inits, final = setup
     finals = [final, inits[0], inits[2]]
-    singles = [transfer(tanh_mlp(0), traj, i, data, method="oracle", target_final=f, seed=1)
+    singles = [transfer(tanh_mlp(0), traj, i, data, method="oracle", target_final=f, seed=1,
+                        num_threads=1)
                for i, f in zip(inits, finals)]
-    many = transfer_many(tanh_mlp(0), traj, inits, data, method="oracle", target_finals=finals, seed=1)
+    many = transfer_many(tanh_mlp(0), traj, inits, data, method="oracle", target_finals=finals, seed=1,
+                         num_threads=1)
     for single, member in zip(singles, many.members):
         _same_result(single, member)
 
@@ -110,7 +112,7 @@ def _bn_problem():
 @pytest.mark.parametrize("method", ["fgmt", "gmt"])
 def test_batchnorm_members_equal_single_transfers(method):
     data, traj, inits = _bn_problem()
-    kw = dict(batch_size=16, bn_batches=2, seed=2, method=method)
+    kw = dict(batch_size=16, bn_batches=2, seed=2, method=method, num_threads=1)
     singles = [transfer(BNNet(), traj, init, data, **kw) for init in inits]
     many = transfer_many(BNNet(), traj, inits, data, **kw)
     for single, member in zip(singles, many.members):
