@@ -70,5 +70,5 @@ def test_float32_row_reduction_settles_as_many_rows_as_float64(seed: int) -> Non
         paths[dtype] = _core.lap.last_solve_stats()["paths"]  # a cold solve: one per free row
         assert len(set(cols.tolist())) == len(cols) == 2048
         # Without the repair: a duality gap of at most 2 eps (sum |c| + sum |v|), |v| <= 1 here.
-        assert c[rows, cols].sum() == pytest.approx(best, rel=8 * np.finfo(np.float32).eps)
+        assert c[rows, cols].sum() == pytest.approx(best, rel=8 * float(np.finfo(np.float32).eps))
     assert paths[np.float32] <= 2 * paths[np.float64] + 4, paths
