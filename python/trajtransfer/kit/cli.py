@@ -94,6 +94,20 @@ def _device(name: str) -> Any:
     return device
 
 
+def start_run(args: argparse.Namespace) -> tuple:
+    """A command's output folder (created), its progress printer and its data (``--train-subset``
+    applied): what ``transfer`` and ``ensemble`` start with."""
+    from .data import load_dataset
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
+    data = load_dataset(args.dataset, args.data_root)
+    if args.train_subset:
+        data.train = data.train.subset(slice(0, int(args.train_subset)))
+    return out, log, data
+
+
 def run_experiment(args: argparse.Namespace) -> dict:
     """Train source and target, transfer with each method, evaluate, fine-tune; write outputs.
 
@@ -113,7 +127,6 @@ def _run_experiment(args: argparse.Namespace) -> dict:
     require_matplotlib()  # the run ends in plots: fail before any training, not after it
     import torch
 
-    from .data import load_dataset
     from .plot import plot_finetune_curves, plot_transfer_curves
     from ..method.trajectory import TrajectoryRecorder
     from .training import TrainConfig, evaluate, train
@@ -127,14 +140,8 @@ def _run_experiment(args: argparse.Namespace) -> dict:
     if args.trajectory == "actual" and (args.epochs < 1 or args.steps % args.epochs):
         raise SystemExit(f"--trajectory actual: --steps {args.steps} must be a multiple of "
                          f"--epochs {args.epochs}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
-
+    out, log, data = start_run(args)
     t_all = time.perf_counter()
-    data = load_dataset(args.dataset, args.data_root)
-    if args.train_subset:
-        data.train = data.train.subset(slice(0, int(args.train_subset)))
     build = lambda: _build_model(args.model, data.train.input_shape, data.num_classes,  # noqa: E731
                                  args.hidden, args.activation, args.width).to(device)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,

@@ -13,9 +13,7 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Optional
 
 __all__ = ["check_ensemble_args", "run_ensemble", "format_ensemble_table"]
@@ -48,20 +46,14 @@ def _run_ensemble(args: argparse.Namespace) -> dict:
 
     from ..method.trajectory import TrajectoryRecorder
     from ..method.transfer_many import ensemble_accuracy, transfer_many
-    from .cli import _build_model, _device, _pct
-    from .data import load_dataset
+    from .cli import _build_model, _device, _pct, start_run
     from .plot import plot_ensemble_curves
     from .training import TrainConfig, evaluate, train
 
     device = _device(args.device)
     method = args.methods.strip().lower()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
+    out, log, data = start_run(args)
     t_all = time.perf_counter()
-    data = load_dataset(args.dataset, args.data_root)
-    if args.train_subset:
-        data.train = data.train.subset(slice(0, int(args.train_subset)))
 
     def build():
         return _build_model(args.model, data.train.input_shape, data.num_classes, args.hidden,
