@@ -91,6 +91,10 @@ def main(argv: list[str]) -> int:
             rest = [a for a in argv if a != "--isa"]
             subprocess.run([sys.executable, __file__, "--isa", isa, *rest], env=env, check=True)
         return 0
+    if os.environ.get("TRAJTRANSFER_LAP_ISA") != args.isa:
+        # the kernel set is fixed when the extension loads, so select it for a fresh process
+        env = dict(os.environ, TRAJTRANSFER_LAP_ISA=args.isa)
+        return subprocess.run([sys.executable, __file__, *argv], env=env).returncode
     with open("/proc/loadavg") as fh:
         print(f"<!-- {args.isa}: load average {fh.read().split()[0]} at start -->", flush=True)
     entries: list[dict] = []
