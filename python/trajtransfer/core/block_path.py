@@ -89,20 +89,13 @@ class BlockPath:
     def solve(self, init: Any, use_previous: bool, warm_start: bool, max_sweeps: int, tol: float,
               seed: int, exact_objective: bool) -> dict:
         from .descent import DescentOptions, LapFailed
-        from .match import _overflow_message
+        from .match import _descent_start, _overflow_message
 
-        if init is not None and not isinstance(init, str):
-            perms = self._init(init)
-        elif use_previous:
-            perms = list(self.perms)
-        else:
-            perms = self._identity()
-        if not warm_start:
-            for g in range(len(perms)):
-                self.lap.forget(g)
-        at_identity = init == "identity" or (init is None and not use_previous)
-        opts = DescentOptions(max_sweeps=max_sweeps, tol=tol, seed=seed,
-                              exact_objective=exact_objective, greedy_start=init == "greedy")
+        perms, opts, at_identity = _descent_start(self, init, use_previous, warm_start,
+                                                  DescentOptions(max_sweeps=max_sweeps, tol=tol,
+                                                                 seed=seed,
+                                                                 exact_objective=exact_objective,
+                                                                 greedy_start=init == "greedy"))
         try:
             res = self._descent(self.pairs, self.lap, perms, opts, at_identity=at_identity)
             history, sweeps = list(res.history), res.sweeps

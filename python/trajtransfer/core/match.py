@@ -353,6 +353,23 @@ class _NativePath:
         return float(self.native.objective(self.compiled.init_list(perms)))
 
 
+def _descent_start(path: Any, init: Any, use_previous: bool, warm_start: bool,
+                   opts: Any) -> tuple:
+    """A device-path solve's starting permutations (an init, the previous solve's, or the
+    identity), with its LAP duals forgotten unless ``warm_start``, and whether it starts at the
+    identity (the descent's cue to skip the start objective's products)."""
+    if init is not None and not isinstance(init, str):
+        perms = path._init(init)
+    elif use_previous:
+        perms = list(path.perms)
+    else:
+        perms = path._identity()
+    if not warm_start:
+        for g in range(len(perms)):
+            path.lap.forget(g)
+    return perms, opts, init == "identity" or (init is None and not use_previous)
+
+
 class _TorchPath:
     """Pairs on the tensors' device, descent in :mod:`.descent`, LAP on the host or the device."""
 
@@ -371,8 +388,15 @@ class _TorchPath:
                                 compiled.axis_groups, self.device)
         lap_cls = CudaLap if cuda_lap_available(self.device) else HostLap
         self.lap = lap_cls(sizes, self.device)
-        self.perms = [torch.arange(n, dtype=torch.int64, device=self.device) for n in sizes]
+        self.perms = self._identity()
         self._descent = coordinate_descent
+
+    def _identity(self) -> list:
+        return [self.torch.arange(self.compiled.sizes[g], dtype=self.torch.int64,
+                                  device=self.device) for g in self.compiled.groups]
+
+    def _init(self, init: Mapping[str, Any]) -> list:
+        return [self.torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(init)]
 
     @property
     def num_pairs(self) -> int:
@@ -434,20 +458,11 @@ class _TorchPath:
               seed: int, exact_objective: bool) -> dict:
         from .descent import DescentOptions, LapFailed
 
-        torch = self.torch
-        sizes = [self.compiled.sizes[g] for g in self.compiled.groups]
-        if init is not None and not isinstance(init, str):
-            perms = [torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(init)]
-        elif use_previous:
-            perms = list(self.perms)
-        else:
-            perms = [torch.arange(n, dtype=torch.int64, device=self.device) for n in sizes]
-        if not warm_start:
-            for g in range(len(sizes)):
-                self.lap.forget(g)
-        at_identity = init == "identity" or (init is None and not use_previous)
-        opts = DescentOptions(max_sweeps=max_sweeps, tol=tol, seed=seed,
-                              exact_objective=exact_objective, greedy_start=init == "greedy")
+        perms, opts, at_identity = _descent_start(self, init, use_previous, warm_start,
+                                                  DescentOptions(max_sweeps=max_sweeps, tol=tol,
+                                                                 seed=seed,
+                                                                 exact_objective=exact_objective,
+                                                                 greedy_start=init == "greedy"))
         try:
             res = self._descent(self.pairs, self.lap, perms, opts, at_identity=at_identity)
         except LapFailed as exc:
@@ -464,9 +479,7 @@ class _TorchPath:
                 "gemm": res.time_gemm + add_gemm, "lap": res.time_lap, **counters}
 
     def objective(self, perms: Mapping[str, Any]) -> float:
-        torch = self.torch
-        return float(self.pairs.objective(
-            [torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(perms)]))
+        return float(self.pairs.objective(self._init(perms)))
 
 
 _LIVE_MATCHERS: "weakref.WeakSet[GradientMatcher]" = weakref.WeakSet()
