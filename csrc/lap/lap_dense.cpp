@@ -246,11 +246,7 @@ class Solver {
       if (matches[i] == 1) {
         if (!cache_ok_.empty()) cache_ok_[i] = 1;
         const idx j = x_[i];
-        const T moved = handed_price(v_[j], T(0), slack[i]);
-        // The pair's reduced cost at the new price (<= slack; 0 if the slack is below the
-        // price's rounding).
-        u_[i] = moved < v_[j] ? v_[j] - moved : T(0);
-        if (moved < v_[j]) v_[j] = moved;
+        v_[j] -= slack[i];
         if (lb != nullptr) {
           const double own = static_cast<double>(sc(i, j)) - static_cast<double>(v_[j]);
           (*lb)[i] = own < (*lb)[i] ? own : (*lb)[i];
@@ -274,7 +270,7 @@ class Solver {
     free_.clear();
     if (lb != nullptr) track_cleanliness();
     enable_row_caches();
-    if (prev != nullptr) second_.assign(static_cast<std::size_t>(n_), kInf<T>);
+    if (prev != nullptr) slack_.assign(static_cast<std::size_t>(n_), T(0));
     const bool sample = prev != nullptr && give_up_ratio > 0 && n_ >= 8 * kSampleStride;
     // Rows are scanned (the pass over the matrix; split over two threads when large) and then
     // assigned in row order on one thread, so the split never changes a result.
@@ -337,7 +333,7 @@ class Solver {
       t_stats.warm_rows_read = n_;
       // With no row left free the assignment is already optimal: keep the given prices.
       if (!free_.empty()) transfer_slacks();
-      second_.clear();
+      slack_.clear();
     }
     return !flags->invalid;
   }
@@ -351,13 +347,13 @@ class Solver {
   // decisions read the previous prices.
   void transfer_slacks() {
     for (idx i = 0; i < n_; ++i) {
-      const T m2 = second_[i];
-      if (!(m2 < kInf<T>) || !(m2 > u_[i])) continue;
+      const T s = slack_[i];
+      if (!(s > T(0)) || !(s < kInf<T>)) continue;
       const idx j = x_[i];
-      const T moved = handed_price(v_[j], u_[i], m2);
-      if (moved < v_[j]) {  // a slack below the price's rounding changes nothing
-        u_[i] += v_[j] - moved;  // the pair's reduced cost at the new price (<= m2)
+      const T moved = v_[j] - s;
+      if (moved < v_[j]) {  // a slack below half the price's ulp changes nothing
         v_[j] = moved;
+        u_[i] += s;
       }
     }
   }
@@ -422,7 +418,7 @@ class Solver {
     if (mm.m1 < kInf<T> && y_[want] < 0) {
       x_[i] = want;
       y_[want] = i;
-      if (!second_.empty() && want == mm.i1) second_[i] = mm.m2;
+      if (!slack_.empty() && want == mm.i1) slack_[i] = mm.m2 - mm.m1;
     } else {
       free_.push_back(i);
     }
@@ -511,28 +507,6 @@ class Solver {
   // a budget of immediate re-examinations, so ties and tiny price steps cannot make it loop for
   // ever.
   // `budget_per_row`: immediate re-examinations per pass and row; 0 = the square route's default.
-  // The price that hands a row the slack usub - umin of its column priced vp (umin: the row's
-  // reduced cost there, usub: its second smallest), for the reduction transfers. In float32 it
-  // is rounded up so that the pair is tight in exact arithmetic too: each reduced cost was
-  // rounded by up to half an ulp, and a pair loose by a rounding is re-augmented by the float64
-  // check. Not in ARR: a row left short of its second minimum there wins its column back from
-  // the row it evicted, and the swaps go on (3x the free rows after ARR, uniform n = 2048).
-  static T handed_price(T vp, T umin, T usub) {
-    if constexpr (std::is_same_v<T, float>) {
-      const double margin = 0.5 * (static_cast<double>(ulp_of(usub)) + ulp_of(umin));
-      const double t = static_cast<double>(vp) - (static_cast<double>(usub) - umin) + margin;
-      float p = static_cast<float>(t);
-      if (static_cast<double>(p) < t) p = std::nextafter(p, std::numeric_limits<float>::infinity());
-      return p;
-    } else {
-      return vp - (usub - umin);
-    }
-  }
-  static float ulp_of(float x) {
-    const float a = std::fabs(x);
-    return std::nextafter(a, std::numeric_limits<float>::infinity()) - a;
-  }
-
   void augmenting_row_reduction(int passes, idx budget_per_row = 0) {
     TT_LAP_PROFILE_COUNT(profile::Event::arr_in, static_cast<long>(free_.size()));
     if (m_ < 2) return;
@@ -1011,8 +985,7 @@ class Solver {
   bool gave_up_ = false;           // a warm start's pass or budget said: restart cold
   bool collect_gaps_ = false;      // the row sample is being assigned: keep its gaps
   std::vector<double> sample_gaps_;  // the sampled rows' positive gaps (far_row_scans())
-  std::vector<T> second_;  // warm pass: second smallest reduced cost of rows holding their
-                           // cheapest column (+inf otherwise; transfer_slacks())
+  std::vector<T> slack_;  // warm pass: each row's slack to hand to its column (transfer_slacks())
   std::int64_t scan_limit_ = -1;  // see limit_scans()
 };
 
