@@ -5,6 +5,12 @@ not share a bottleneck (memory bandwidth, a shared cache), and a 2-thread batch 
 solver's own overhead; when both slow down alike, they do::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/batch_scaling.py [--reps 15]
+    python bench/batch_scaling.py --pair-only --json bench/results   # every kernel set
+
+``--pair-only`` times only the 64 x 256^2 batch on 1 and 2 threads, once per kernel set this CPU
+runs (or the one ``--isa`` names); with ``--json DIR`` each set's interleaved medians go to
+``DIR/batch_<isa>.json``, which the target check (bench/lap_isas.py) prefers over the
+benchmark's back-to-back pair.
 
 A second table varies the batch's size at the same problem size (256^2): the per-problem work
 is the same, only the batch's total size moves against the caches (a float64 problem is 512 KiB,
@@ -27,11 +33,15 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 try:  # the package built in place during development (see bench/conftest.py)
     import trajtransfer  # noqa: F401
 except ImportError:
     sys.path.insert(0, str(HERE.parent / "python"))
 
+from isa_processes import each_isa, in_isa_process, write_interleaved  # noqa: E402
+
+from trajtransfer.core.isa import ISAS  # noqa: E402
 from trajtransfer.core.lap import linear_sum_assignment_batch  # noqa: E402
 
 BATCH, N = 64, 256
@@ -55,15 +65,43 @@ def batch_times(dtype: str, reps: int, threads: list[int], batch: int = BATCH) -
     return {t: float(np.median(v)) * 1e3 for t, v in times.items()}
 
 
+def pair_only(args: argparse.Namespace, argv: list[str]) -> int:
+    """The benchmark's batch cases, interleaved, in the kernel set's own process."""
+    if args.isa is None:
+        print("| isa | dtype | 1 thread ms | 2 threads ms | 1 / 2 threads | load |\n"
+              "|---|---|---:|---:|---:|---:|", flush=True)
+        return each_isa(__file__, argv)
+    rc = in_isa_process(__file__, argv, args.isa)
+    if rc is not None:
+        return rc
+    cases = []
+    for dtype in ("float32", "float64"):
+        t = batch_times(dtype, args.reps, [1, 2])
+        print(f"| {args.isa} | {dtype} | {t[1]:.2f} | {t[2]:.2f} | {t[1] / t[2]:.2f} | {load()} |",
+              flush=True)
+        group = f"batch-{BATCH}x{N}-{'f32' if dtype == 'float32' else 'f64'}"
+        cases += [(group, "ours-2threads", t[2] / 1e3, True),
+                  (group, "ours-1thread", t[1] / 1e3, False)]
+    if args.json:
+        write_interleaved(Path(args.json) / f"batch_{args.isa}.json", cases)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--single", choices=["float32", "float64"],
                     help="(internal) print one thread's median ms for this dtype and exit")
+    ap.add_argument("--pair-only", action="store_true",
+                    help="only the 1- and 2-thread pair, per kernel set (see above)")
+    ap.add_argument("--isa", choices=ISAS, help="with --pair-only: this kernel set only")
+    ap.add_argument("--json", metavar="DIR", help="with --pair-only: write DIR/batch_<isa>.json")
     args = ap.parse_args(argv)
     if args.single:
         print(batch_times(args.single, args.reps, [1])[1])
         return 0
+    if args.pair_only:
+        return pair_only(args, argv)
     print("| dtype | 1 thread ms | 2 threads ms | 1 / 2 threads | 1 thread, alone ms | "
           "1 thread, beside another ms | slow-down | load |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for dtype in ("float32", "float64"):

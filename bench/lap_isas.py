@@ -47,10 +47,11 @@ def supported_isas() -> list[str]:
 
 
 def result_files(isa: str) -> list[Path]:
-    """The benchmark's files of one set; the last (warm_vs_cold.py --json), where present,
-    replaces the warm cases' medians with interleaved ones."""
+    """The benchmark's files of one set; the last two (warm_vs_cold.py and batch_scaling.py
+    --pair-only, with --json), where present, replace the warm and batch cases' medians with
+    interleaved ones."""
     return [RESULTS / f"lap_{isa}.json", RESULTS / f"lap_adversarial_{isa}.json",
-            RESULTS / f"warm_vs_cold_{isa}.json"]
+            RESULTS / f"warm_vs_cold_{isa}.json", RESULTS / f"batch_{isa}.json"]
 
 
 def run_benchmarks(isa: str, pytest_args: list[str]) -> None:
@@ -91,8 +92,9 @@ def main(argv: list[str]) -> int:
         for path in result_files(isa):
             if path.exists() and path.stat().st_size > 0:  # empty: nothing was selected
                 ms.update(medians(str(path)))
-                if path.name.startswith("warm_vs_cold"):
-                    print(f"({isa}: warm cases from {path.name}, interleaved)")
+                if path.name.startswith(("warm_vs_cold", "batch_")):
+                    print(f"({isa}: {path.name.split('_')[0]} cases from {path.name}, "
+                          "interleaved)")
         if ms_by_isa:  # peers' medians from the widest set's run where this one lacks them
             widest = next(iter(ms_by_isa.values()))
             for key, t in widest.items():

@@ -11,9 +11,10 @@ log=bench/results/lap_targets.log
 run() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$@" 2>&1 | tee -a "$log"; }
 : > "$log"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$log"
-# warm / cold first: the target check then takes the warm cases' interleaved medians, so the
-# benchmark skips its own (back-to-back) warm cases
+# warm / cold and the batch pair first: the target check then takes their interleaved medians
+# (the benchmark skips its own back-to-back warm cases)
 run python bench/warm_vs_cold.py --reps 9 --json bench/results
+run python bench/batch_scaling.py --pair-only --reps 9 --json bench/results
 run python bench/lap_isas.py --peers-once -k "not test_warm_resolve"
 run python bench/batch_scaling.py --reps 9
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$log"

@@ -19,9 +19,6 @@ up on the row sample). The machine's load average is printed with each set.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,10 +32,11 @@ try:  # the package built in place during development (see bench/conftest.py)
 except ImportError:
     sys.path.insert(0, str(HERE.parent / "python"))
 
+from isa_processes import each_isa, in_isa_process, write_interleaved  # noqa: E402
 from test_bench_lap import PERTURBATIONS, perturbed  # noqa: E402
 
 from trajtransfer import _core  # noqa: E402
-from trajtransfer.core.isa import ISAS, active_isa  # noqa: E402
+from trajtransfer.core.isa import ISAS  # noqa: E402
 from trajtransfer.core.lap import lap_solve  # noqa: E402
 
 
@@ -67,12 +65,10 @@ def measure(n: int, dtype: str, family: str, reps: int) -> tuple[str, float, flo
     return line, mw / 1e3, mc / 1e3
 
 
-def benchmark_entries(n: int, dtype: str, family: str, warm: float, cold: float) -> list[dict]:
-    """pytest-benchmark-style entries of one case (the group of test_bench_lap.py's warm case)."""
+def benchmark_entries(n: int, dtype: str, family: str, warm: float, cold: float) -> list[tuple]:
+    """One case's entries for write_interleaved (the group of test_bench_lap.py's warm case)."""
     group = f"warm-{family}-uniform-{'f32' if dtype == 'float32' else 'f64'}-n{n}"
-    return [{"group": group, "name": f"{group}-{solver}", "stats": {"median": t},
-             "extra_info": {"solver": solver, "ours": solver == "ours-warm", "interleaved": True}}
-            for solver, t in (("ours-warm", warm), ("ours-cold", cold))]
+    return [(group, "ours-warm", warm, True), (group, "ours-cold", cold, False)]
 
 
 def main(argv: list[str]) -> int:
@@ -86,18 +82,13 @@ def main(argv: list[str]) -> int:
     if args.isa is None:  # one child process per kernel set, widest first
         print("| isa | family | dtype | n | warm ms | cold ms | cold / warm | cold_restarts | "
               "warm_rows_read |\n|---|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
-        for isa in reversed(ISAS[: ISAS.index(active_isa()) + 1]):
-            env = dict(os.environ, TRAJTRANSFER_LAP_ISA=isa)
-            rest = [a for a in argv if a != "--isa"]
-            subprocess.run([sys.executable, __file__, "--isa", isa, *rest], env=env, check=True)
-        return 0
-    if os.environ.get("TRAJTRANSFER_LAP_ISA") != args.isa:
-        # the kernel set is fixed when the extension loads, so select it for a fresh process
-        env = dict(os.environ, TRAJTRANSFER_LAP_ISA=args.isa)
-        return subprocess.run([sys.executable, __file__, *argv], env=env).returncode
+        return each_isa(__file__, argv)
+    rc = in_isa_process(__file__, argv, args.isa)
+    if rc is not None:
+        return rc
     with open("/proc/loadavg") as fh:
         print(f"<!-- {args.isa}: load average {fh.read().split()[0]} at start -->", flush=True)
-    entries: list[dict] = []
+    entries: list[tuple] = []
     for n in args.n:
         for dtype in ("float32", "float64"):
             for family in args.families:
@@ -105,8 +96,7 @@ def main(argv: list[str]) -> int:
                 print(line, flush=True)
                 entries += benchmark_entries(n, dtype, family, warm, cold)
     if args.json:
-        out = Path(args.json) / f"warm_vs_cold_{args.isa}.json"
-        out.write_text(json.dumps({"benchmarks": entries}, indent=1) + "\n")
+        write_interleaved(Path(args.json) / f"warm_vs_cold_{args.isa}.json", entries)
     return 0
 
 
