@@ -39,7 +39,7 @@ try:  # the package built in place during development (see bench/conftest.py)
 except ImportError:
     sys.path.insert(0, str(HERE.parent / "python"))
 
-from isa_processes import each_isa, in_isa_process, write_interleaved  # noqa: E402
+from isa_processes import dispatch, write_interleaved  # noqa: E402
 
 from trajtransfer.core.isa import ISAS  # noqa: E402
 from trajtransfer.core.lap import linear_sum_assignment_batch  # noqa: E402
@@ -67,11 +67,8 @@ def batch_times(dtype: str, reps: int, threads: list[int], batch: int = BATCH) -
 
 def pair_only(args: argparse.Namespace, argv: list[str]) -> int:
     """The benchmark's batch cases, interleaved, in the kernel set's own process."""
-    if args.isa is None:
-        print("| isa | dtype | 1 thread ms | 2 threads ms | 1 / 2 threads | load |\n"
-              "|---|---|---:|---:|---:|---:|", flush=True)
-        return each_isa(__file__, argv)
-    rc = in_isa_process(__file__, argv, args.isa)
+    rc = dispatch(__file__, argv, args.isa, "| isa | dtype | 1 thread ms | 2 threads ms | "
+                  "1 / 2 threads | load |\n|---|---|---:|---:|---:|---:|")
     if rc is not None:
         return rc
     cases = []

@@ -23,6 +23,16 @@ def each_isa(script: str, argv: list[str]) -> int:
     return 0
 
 
+def dispatch(script: str, argv: list[str], isa: Optional[str], header: str) -> Optional[int]:
+    """None when this process is the one to measure (it runs `isa`'s kernels); else the exit
+    status of the processes that did: one per set (header printed first) when `isa` is None,
+    or this script again under `isa`."""
+    if isa is None:
+        print(header, flush=True)
+        return each_isa(script, argv)
+    return in_isa_process(script, argv, isa)
+
+
 def in_isa_process(script: str, argv: list[str], isa: str) -> Optional[int]:
     """None when this process already runs `isa`'s kernels; else the exit status of the script
     run again in a process that does."""

@@ -32,7 +32,7 @@ try:  # the package built in place during development (see bench/conftest.py)
 except ImportError:
     sys.path.insert(0, str(HERE.parent / "python"))
 
-from isa_processes import each_isa, in_isa_process, write_interleaved  # noqa: E402
+from isa_processes import dispatch, write_interleaved  # noqa: E402
 from test_bench_lap import PERTURBATIONS, perturbed  # noqa: E402
 
 from trajtransfer import _core  # noqa: E402
@@ -79,11 +79,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--json", metavar="DIR", help="also write DIR/warm_vs_cold_<isa>.json")
     args = ap.parse_args(argv)
-    if args.isa is None:  # one child process per kernel set, widest first
-        print("| isa | family | dtype | n | warm ms | cold ms | cold / warm | cold_restarts | "
-              "warm_rows_read |\n|---|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
-        return each_isa(__file__, argv)
-    rc = in_isa_process(__file__, argv, args.isa)
+    rc = dispatch(__file__, argv, args.isa,
+                  "| isa | family | dtype | n | warm ms | cold ms | cold / warm | cold_restarts | "
+                  "warm_rows_read |\n|---|---|---|---:|---:|---:|---:|---:|---:|")
     if rc is not None:
         return rc
     with open("/proc/loadavg") as fh:
