@@ -19,6 +19,7 @@ from trajtransfer._native import _core  # noqa: E402
 from trajtransfer.core.factored import Factored, keeps_factors, takes_factors  # noqa: E402
 from trajtransfer.core.match import GradientMatcher, match_gradients  # noqa: E402
 from trajtransfer.core.spec_fx import spec_from_model  # noqa: E402
+from factored_sides import densified, random_side  # noqa: E402
 from spec_shapes import mlp_spec_and_shapes  # noqa: E402
 
 
@@ -55,28 +56,10 @@ def _conv():
 PROBLEMS = {"mlp": _mlp, "conv": _conv}
 
 
-def _side(shapes, rng, rows):
-    """One side of a pair: factors for every tensor of matrix layout, dense for the others."""
-    out = {}
-    for n, shape in shapes.items():
-        if len(shape) >= 2 and all(s == 1 for s in shape[2:]):
-            n_in = int(np.prod(shape[1:]))
-            d = rng.standard_normal((rows, shape[0])).astype(np.float32)
-            a = rng.standard_normal((rows, n_in)).astype(np.float32)
-            out[n] = Factored(torch.from_numpy(d), torch.from_numpy(a), shape)
-        else:
-            out[n] = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
-    return out
-
-
-def _dense(params):
-    return {n: x.dense() if isinstance(x, Factored) else x for n, x in params.items()}
-
-
 def _pairs(problem, count, rows=5, seed=0):
     spec, shapes = PROBLEMS[problem]()
     rng = np.random.default_rng(seed)
-    return spec, shapes, [(_side(shapes, rng, rows), _side(shapes, rng, rows))
+    return spec, shapes, [(random_side(shapes, rng, rows), random_side(shapes, rng, rows))
                           for _ in range(count)]
 
 
@@ -99,7 +82,7 @@ def test_fgmt_loop_keeps_factors_and_equals_the_dense_loop(problem):
     builds = corrections = 0
     for step, (t, s) in enumerate(pairs):
         fac.add(t, s, 0.5 + step)
-        dense.add(_dense(t), _dense(s), 0.5 + step)
+        dense.add(densified(t), densified(s), 0.5 + step)
         init = "identity" if step % 3 == 2 else None
         a, b = fac.solve(init), dense.solve(init)
         _same_perms(a, b, spec)
@@ -125,7 +108,7 @@ def _objective64(spec, pairs, weights, perms):
             kept = keeps_factors(t[n], s[n], takes_factors(t[n].shape, [
                 -1 if g is None else 0 for g in axes]))
             x, y = (p[n].delta.double().T @ p[n].inputs.double() if kept
-                    else _dense(p)[n].double() for p in (t, s))
+                    else densified(p)[n].double() for p in (t, s))
             x, y = x.numpy().reshape(t[n].shape), y.numpy().reshape(t[n].shape)
             for a, g in enumerate(axes):
                 if g is not None:
@@ -142,7 +125,7 @@ def test_exact_objective_at_any_permutation_is_the_float64_one(problem):
     fac, dense = GradientMatcher(spec), GradientMatcher(spec, backend="native")
     for w, (t, s) in zip(weights, pairs):
         fac.add(t, s, w)
-        dense.add(_dense(t), _dense(s), w)
+        dense.add(densified(t), densified(s), w)
     rng = np.random.default_rng(3)
     sizes = {g: len(p) for g, p in fac.solve().perms.items()}
     for _ in range(3):
@@ -159,7 +142,7 @@ def test_greedy_start_from_factors_equals_the_dense_one(problem):
     spec, shapes, pairs = _pairs(problem, 4, seed=4)
     weights = [1.0, 0.5, 2.0, 1.5]
     fac = match_gradients(spec, pairs, weights, init="greedy", backend="native")
-    dense = match_gradients(spec, [(_dense(t), _dense(s)) for t, s in pairs], weights,
+    dense = match_gradients(spec, [(densified(t), densified(s)) for t, s in pairs], weights,
                             init="greedy", backend="native")
     _same_perms(fac, dense, spec)
     np.testing.assert_allclose(fac.history[0], dense.history[0], rtol=1e-6)
@@ -187,16 +170,16 @@ def test_dense_and_factored_pairs_mix_in_one_matcher():
     # tensor dense on one side only (so dense on both), pair 3 with more rows than pay (dense).
     spec, shapes = _mlp()
     rng = np.random.default_rng(6)
-    pairs = [(_dense(_side(shapes, rng, 4)), _dense(_side(shapes, rng, 4))),
-             (_side(shapes, rng, 3), _side(shapes, rng, 7)),
-             (_side(shapes, rng, 5), _side(shapes, rng, 5)),
-             (_side(shapes, rng, 60), _side(shapes, rng, 60)),
-             (_side(shapes, rng, 4), _side(shapes, rng, 4))]
+    pairs = [(densified(random_side(shapes, rng, 4)), densified(random_side(shapes, rng, 4))),
+             (random_side(shapes, rng, 3), random_side(shapes, rng, 7)),
+             (random_side(shapes, rng, 5), random_side(shapes, rng, 5)),
+             (random_side(shapes, rng, 60), random_side(shapes, rng, 60)),
+             (random_side(shapes, rng, 4), random_side(shapes, rng, 4))]
     pairs[2][0]["layers.1.weight"] = pairs[2][0]["layers.1.weight"].dense()
     fac, dense = GradientMatcher(spec), GradientMatcher(spec, backend="native")
     for k, (t, s) in enumerate(pairs):
         fac.add(t, s, 1.0 + k)
-        dense.add(_dense(t), _dense(s), 1.0 + k)
+        dense.add(densified(t), densified(s), 1.0 + k)
         a, b = fac.solve(), dense.solve()
         _same_perms(a, b, spec)
         np.testing.assert_allclose(a.objective, b.objective, rtol=1e-6)

@@ -428,18 +428,18 @@ Error Matcher::add(const TensorInput* targets, const TensorInput* sources, doubl
       dense_pairs_[t].push_back(k_new);
     }
   }
+  // A group with a factored static term in this pair gets its factored and rows-layout dense
+  // static terms in one GEMM (fused_static_add): the (n, n) matrix is then read and written
+  // once, where on a 4096-unit group each pass over it costs about as much as the products.
+  std::vector<char> fuse(groups_.size(), 0);
+  for (const Member& mb : members_) {
+    if (mb.is_static && factored[static_cast<std::size_t>(mb.tensor)]) {
+      fuse[static_cast<std::size_t>(mb.group)] = 1;
+    }
+  }
   for (Member& mb : members_) {
     if (mb.kind == Kind::cols) continue;  // reads its owner's store
-    if (factored[static_cast<std::size_t>(mb.tensor)]) {
-      if (mb.is_static) {  // the pair's static term from its factors
-        const auto t0 = Clock::now();
-        Group& g = groups_[static_cast<std::size_t>(mb.group)];
-        const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
-        static_gemm_flops_ += accumulate_factored(
-            mb, static_cast<std::int64_t>(fs.pair.size()) - 1, nullptr, g.static_cost.data());
-        static_gemm_time_ += seconds_since(t0);
-      }
-    } else {
+    if (!factored[static_cast<std::size_t>(mb.tensor)]) {
       const TensorInput* tg = targets;
       const TensorInput* sc = sources;
       const std::size_t block = static_cast<std::size_t>(mb.m * mb.n);
@@ -453,7 +453,8 @@ Error Matcher::add(const TensorInput* targets, const TensorInput* sources, doubl
         unfold_rows(tg[mb.tensor].dense, mb.pre, mb.n, mb.post, mb.target.data() + old);
         unfold_rows(sc[mb.tensor].dense, mb.pre, mb.n, mb.post, mb.source.data() + old);
       }
-      if (mb.is_static && mb.m > 0) {
+      if (mb.is_static && mb.m > 0 &&
+          (mb.native || !fuse[static_cast<std::size_t>(mb.group)])) {
         // Static term: independent of every other permutation, so accumulate it once, here.
         const auto t0 = Clock::now();
         Group& g = groups_[static_cast<std::size_t>(mb.group)];
@@ -477,6 +478,12 @@ Error Matcher::add(const TensorInput* targets, const TensorInput* sources, doubl
       identity_cache_.acc[static_cast<std::size_t>(&mb - members_.data())].push_back(
           raw_dot[static_cast<std::size_t>(mb.tensor)]);
     }
+  }
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    if (!fuse[g]) continue;
+    const auto t0 = Clock::now();
+    static_gemm_flops_ += fused_static_add(g, alpha, factored);
+    static_gemm_time_ += seconds_since(t0);
   }
   ++num_pairs_;
   identity_cache_.upto = num_pairs_;
@@ -550,6 +557,94 @@ double Matcher::member_factored_term(const Member& mb, std::int64_t e, const std
                       : factored_term(mb.tensor, e, other, own);
 }
 
+void Matcher::factored_products(const Member& mb, std::int64_t e, const std::int64_t* q,
+                                float* y, std::vector<float>& g, std::vector<float>& m) const {
+  const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+  const bool out_axis = mb.axis == 0;
+  const std::int64_t n = mb.n, ni = out_axis ? fs.n_in : fs.n_out;
+  const float* inner_t = out_axis ? fs.at.data() : fs.dt.data();
+  const float* own_s = out_axis ? fs.ds.data() : fs.as.data();
+  const float* inner_s = out_axis ? fs.as.data() : fs.ds.data();
+  const std::size_t es = static_cast<std::size_t>(e);
+  const std::int64_t t0 = fs.off_t[es], rt = fs.off_t[es + 1] - t0;
+  const std::int64_t s0 = fs.off_s[es], rs = fs.off_s[es + 1] - s0;
+  if (rt == 0) return;
+  if (rs == 0) {
+    std::fill(y, y + rt * n, 0.0f);
+    return;
+  }
+  const float* is = inner_s + s0 * ni;
+  if (q != nullptr) {
+    g.resize(static_cast<std::size_t>(rs * ni));
+    for (std::int64_t r = 0; r < rs; ++r) {
+      const float* src = is + r * ni;
+      float* dst = g.data() + r * ni;
+      for (std::int64_t c = 0; c < ni; ++c) dst[c] = src[q[c]];
+    }
+    is = g.data();
+  }
+  m.resize(static_cast<std::size_t>(rt * rs));
+  const int irt = static_cast<int>(rt), irs = static_cast<int>(rs);
+  blas::sgemm_rm(false, true, irt, irs, static_cast<int>(ni), 1.0f, inner_t + t0 * ni,
+                 static_cast<int>(ni), is, static_cast<int>(ni), 0.0f, m.data(), irs);
+  const float w = static_cast<float>(weights_[static_cast<std::size_t>(fs.pair[es])]);
+  blas::sgemm_rm(false, false, irt, static_cast<int>(n), irs, w, m.data(), irs, own_s + s0 * n,
+                 static_cast<int>(n), 0.0f, y, static_cast<int>(n));
+}
+
+double Matcher::fused_static_add(std::size_t gi, float alpha, const std::vector<char>& factored) {
+  // The new pair's static terms of group gi as one C += T^T S: the factored members' own_t
+  // rows with their products Y, the rows-layout dense members' rows with w S.
+  Group& gr = groups_[gi];
+  const std::int64_t n = gr.n;
+  std::int64_t rows = 0;
+  for (int mi : gr.members) {
+    const Member& mb = members_[static_cast<std::size_t>(mi)];
+    if (!mb.is_static) continue;
+    const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+    if (factored[static_cast<std::size_t>(mb.tensor)]) {
+      rows += fs.off_t.back() - fs.off_t[fs.off_t.size() - 2];
+    } else if (!mb.native) {
+      rows += mb.m;
+    }
+  }
+  if (rows == 0) return 0.0;
+  scratch_t_.resize(static_cast<std::size_t>(rows * n));
+  scratch_.resize(static_cast<std::size_t>(rows * n));
+  std::vector<float> g, m;
+  double small = 0.0;
+  std::int64_t l = 0;
+  for (int mi : gr.members) {
+    const Member& mb = members_[static_cast<std::size_t>(mi)];
+    if (!mb.is_static) continue;
+    float* lt = scratch_t_.data() + l * n;
+    float* ls = scratch_.data() + l * n;
+    if (factored[static_cast<std::size_t>(mb.tensor)]) {
+      const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+      const std::int64_t e = static_cast<std::int64_t>(fs.pair.size()) - 1;
+      const std::int64_t t0 = fs.off_t[static_cast<std::size_t>(e)];
+      const std::int64_t rt = fs.off_t.back() - t0;
+      const std::int64_t rs = fs.off_s.back() - fs.off_s[static_cast<std::size_t>(e)];
+      const float* own_t = (mb.axis == 0 ? fs.dt.data() : fs.at.data()) + t0 * n;
+      std::copy(own_t, own_t + rt * n, lt);
+      factored_products(mb, e, nullptr, ls, g, m);
+      small += 2.0 * static_cast<double>(rt * rs) *
+               static_cast<double>(n + (mb.axis == 0 ? fs.n_in : fs.n_out));
+      l += rt;
+    } else if (!mb.native) {
+      const std::size_t block = static_cast<std::size_t>(mb.m * mb.n);
+      const float* t = mb.target.data() + (mb.target.size() - block);
+      const float* src = mb.source.data() + (mb.source.size() - block);
+      std::copy(t, t + block, lt);
+      for (std::size_t i = 0; i < block; ++i) ls[i] = alpha * src[i];
+      l += mb.m;
+    }
+  }
+  blas::sgemm_tn_rows(static_cast<int>(n), static_cast<int>(rows), 1.0f, scratch_t_.data(),
+                      scratch_.data(), 1.0f, gr.static_cost.data());
+  return small + gemm_flops(n, rows);
+}
+
 double Matcher::accumulate_factored(const Member& mb, std::int64_t e0, const std::int64_t* q,
                                     float* out) {
   // Per entry: M = inner_t pi(inner_s)^T (rows_t x rows_s), Y = w M own_s (rows_t x n); then
@@ -560,9 +655,6 @@ double Matcher::accumulate_factored(const Member& mb, std::int64_t e0, const std
   const bool out_axis = mb.axis == 0;
   const std::int64_t n = mb.n, ni = out_axis ? fs.n_in : fs.n_out;
   const float* own_t = out_axis ? fs.dt.data() : fs.at.data();
-  const float* inner_t = out_axis ? fs.at.data() : fs.dt.data();
-  const float* own_s = out_axis ? fs.ds.data() : fs.as.data();
-  const float* inner_s = out_axis ? fs.as.data() : fs.ds.data();
   double flops = 0.0;
   const std::int64_t cap = std::max<std::int64_t>(kChunkFloats / std::max<std::int64_t>(n, 1), 1);
   for (std::int64_t c0 = e0; c0 < E;) {
@@ -589,32 +681,7 @@ double Matcher::accumulate_factored(const Member& mb, std::int64_t e0, const std
     parallel::run_parts(c1 - c0, parts, [&](std::int64_t i0, std::int64_t i1) {
       std::vector<float> g, m;
       for (std::int64_t e = c0 + i0; e < c0 + i1; ++e) {
-        const std::size_t es = static_cast<std::size_t>(e);
-        const std::int64_t t0 = fs.off_t[es], rt = fs.off_t[es + 1] - t0;
-        const std::int64_t s0 = fs.off_s[es], rs = fs.off_s[es + 1] - s0;
-        float* ye = y + (t0 - r0) * n;
-        if (rt == 0) continue;
-        if (rs == 0) {
-          std::fill(ye, ye + rt * n, 0.0f);
-          continue;
-        }
-        const float* is = inner_s + s0 * ni;
-        if (q != nullptr) {
-          g.resize(static_cast<std::size_t>(rs * ni));
-          for (std::int64_t r = 0; r < rs; ++r) {
-            const float* src = is + r * ni;
-            float* dst = g.data() + r * ni;
-            for (std::int64_t c = 0; c < ni; ++c) dst[c] = src[q[c]];
-          }
-          is = g.data();
-        }
-        m.resize(static_cast<std::size_t>(rt * rs));
-        const int irt = static_cast<int>(rt), irs = static_cast<int>(rs);
-        blas::sgemm_rm(false, true, irt, irs, static_cast<int>(ni), 1.0f, inner_t + t0 * ni,
-                       static_cast<int>(ni), is, static_cast<int>(ni), 0.0f, m.data(), irs);
-        const float w = static_cast<float>(weights_[static_cast<std::size_t>(fs.pair[es])]);
-        blas::sgemm_rm(false, false, irt, static_cast<int>(n), irs, w, m.data(), irs,
-                       own_s + s0 * n, static_cast<int>(n), 0.0f, ye, static_cast<int>(n));
+        factored_products(mb, e, q, y + (fs.off_t[static_cast<std::size_t>(e)] - r0) * n, g, m);
       }
     });
     if (rows > 0) {

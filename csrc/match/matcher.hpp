@@ -236,6 +236,13 @@ class Matcher {
   /// unpermuted or identity). Returns the flops.
   double accumulate_factored(const Member& mb, std::int64_t e0, const std::int64_t* q,
                              float* out);
+  /// Y = w M own_s (rows_t x n) of factored entry e: M = inner_t pi(inner_s)^T, pi = q on the
+  /// other axis (null: none). g and m: scratch.
+  void factored_products(const Member& mb, std::int64_t e, const std::int64_t* q, float* y,
+                         std::vector<float>& g, std::vector<float>& m) const;
+  /// add(): the new pair's static terms of group gi, factored and rows-layout dense ones, as
+  /// one GEMM (factored[t]: tensor t came as factors). Returns the flops.
+  double fused_static_add(std::size_t gi, float alpha, const std::vector<char>& factored);
   /// out += the factored entries' correction for the slices `changed` of the other axis whose
   /// source moved from q_old to q_new. Returns the flops.
   double correct_factored(const Member& mb, const std::int64_t* q_new, const std::int64_t* q_old,

@@ -534,7 +534,8 @@ class GradientMatcher:
     only the rows whose permutation changed (a full rebuild when more than half did). A group
     whose coupled groups did not change since its last solve is skipped (exact). So an FGMT loop
     (add a pair, solve warm-started from the previous permutations) costs O(1 pair) of GEMM work
-    per step plus the corrections, not O(K pairs).
+    per step plus the corrections, not O(K pairs). Pairs that keep a tensor as its factors
+    (:class:`~trajtransfer.Factored`, see :meth:`add`) are stored and used as factors there too.
 
     For tensors on another torch device (a GPU), the pairs stay on that device and each visit's
     cost matrix is built there with torch ops (:mod:`trajtransfer.core.torch_pairs`); the
