@@ -300,9 +300,16 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
 namespace {
 
 bool all_finite(const float* x, std::int64_t count) {
-  // Summing x * 0 keeps finite values at 0 and turns inf and NaN into NaN: one branch-free pass.
+  // Summing x * 0 keeps finite values at 0 and turns inf and NaN into NaN: a branch-free pass,
+  // with eight partial sums that the compiler can vectorise (as in dot_f64).
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    for (int u = 0; u < 8; ++u) part[u] += x[i + u] * 0.0f;
+  }
   float acc = 0.0f;
-  for (std::int64_t i = 0; i < count; ++i) acc += x[i] * 0.0f;
+  for (; i < count; ++i) acc += x[i] * 0.0f;
+  for (const float p : part) acc += p;
   return acc == 0.0f;
 }
 
