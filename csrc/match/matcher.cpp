@@ -266,8 +266,6 @@ Error Matcher::create(std::vector<std::int64_t> group_sizes, std::vector<TensorS
     if (!fs.allowed) continue;
     fs.n_out = ts.shape[0];
     fs.n_in = product(ts.shape, 1, ts.shape.size());
-    fs.g_out = ts.groups[0];
-    fs.g_in = ts.groups[1];
   }
   mt->perms_view_.resize(mt->groups_.size());
   mt->primary_of_.assign(mt->tensors_.size(), -1);
@@ -526,6 +524,11 @@ std::int64_t Matcher::dense_slot_from(int t, std::int64_t k0) const {
   return static_cast<std::int64_t>(std::lower_bound(dp.begin(), dp.end(), k0) - dp.begin());
 }
 
+double Matcher::dense_weight(int t, std::int64_t slot) const {
+  const auto& dp = dense_pairs_[static_cast<std::size_t>(t)];
+  return weights_[static_cast<std::size_t>(dp[static_cast<std::size_t>(slot)])];
+}
+
 std::int64_t Matcher::factor_entry_from(int t, std::int64_t k0) const {
   const auto& ps = factors_[static_cast<std::size_t>(t)].pair;
   return static_cast<std::int64_t>(std::lower_bound(ps.begin(), ps.end(), k0) - ps.begin());
@@ -716,7 +719,8 @@ double Matcher::correct_factored(const Member& mb, const std::int64_t* q_new,
   const float* inner_t = out_axis ? fs.at.data() : fs.dt.data();
   const float* own_s = out_axis ? fs.ds.data() : fs.as.data();
   const float* inner_s = out_axis ? fs.as.data() : fs.ds.data();
-  const std::int64_t per = std::max<std::int64_t>(kChunkFloats / std::max<std::int64_t>(c * n, 1), 1);
+  const std::int64_t per =
+      std::max<std::int64_t>(kChunkFloats / std::max<std::int64_t>(c * n, 1), 1);
   double flops = 0.0;
   for (std::int64_t c0 = 0; c0 < E; c0 += per) {
     const std::int64_t c1 = std::min(E, c0 + per);
@@ -920,7 +924,7 @@ double Matcher::accumulate_cols(Member& mb, std::int64_t k0, const std::int64_t*
   if (W == 0 || d0 >= D) return factored;  // empty: BLAS would reject lda = 0
   scratch_.resize(static_cast<std::size_t>(n * W));
   for (std::int64_t k = d0; k < D; ++k) {  // k: the dense slot
-    const float wf = static_cast<float>(weights_[static_cast<std::size_t>(dense[static_cast<std::size_t>(k)])]);
+    const float wf = static_cast<float>(dense_weight(mb.tensor, k));
     for (std::int64_t p = 0; p < mb.blocks; ++p) {
       const std::int64_t off = k * own.m * own.n + p * n * W;
       const float* src = own.source.data() + off;
@@ -958,7 +962,7 @@ void Matcher::delta_build_cols(Member& mb, SolveResult& stats) {
   scratch_.resize(static_cast<std::size_t>(n * Wc));
   scratch_t_.resize(static_cast<std::size_t>(n * Wc));
   for (std::int64_t k = 0; k < D; ++k) {  // k: the dense slot
-    const float wf = static_cast<float>(weights_[static_cast<std::size_t>(dense[static_cast<std::size_t>(k)])]);
+    const float wf = static_cast<float>(dense_weight(mb.tensor, k));
     for (std::int64_t p = 0; p < mb.blocks; ++p) {
       const std::int64_t off = k * own.m * own.n + p * n * W;
       const float* src = own.source.data() + off;
@@ -1038,7 +1042,7 @@ double Matcher::accumulate_rows(Member& mb, std::int64_t k0, bool overwrite,
         const float* src =
             mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n + j0;
         float* dst = part + (l - l0) * cols;
-        const double w = weights_[static_cast<std::size_t>(dense[static_cast<std::size_t>(k)])];
+        const double w = dense_weight(mb.tensor, k);
         if (w == 1.0) {
           std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(cols));
         } else {
@@ -1078,8 +1082,7 @@ void Matcher::delta_build(Member& mb, SolveResult& stats) {
             mb.source.data() + (k * m + old_map_[static_cast<std::size_t>(r)]) * n;
         float* dt = scratch_t_.data() + (l - l0) * n;
         float* ds = scratch_.data() + (l - l0) * n;
-        const float wf =
-            static_cast<float>(weights_[static_cast<std::size_t>(dense[static_cast<std::size_t>(k)])]);
+        const float wf = static_cast<float>(dense_weight(mb.tensor, k));
         std::memcpy(dt, t, sizeof(float) * static_cast<std::size_t>(n));
         for (std::int64_t i = 0; i < n; ++i) ds[i] = wf * (s_new[i] - s_old[i]);
       }
@@ -1203,7 +1206,8 @@ double Matcher::pair_term(const Member& mb, std::int64_t k, const std::int64_t* 
 double Matcher::native_term(const Member& mb, std::int64_t k, const std::int64_t* p, double* dots,
                             const std::vector<std::int64_t>* only) const {
   // pair_term of a native member (k: its dense slot), keeping its row dots; with `only`,
-  // recompute just those rows and reuse the others from `dots`. The sum runs in row order as in pair_term: bit-identical.
+  // recompute just those rows and reuse the others from `dots`. The sum runs in row order as
+  // in pair_term: bit-identical.
   const std::int64_t n = mb.n, w = mb.post;
   const float* tk = mb.target.data() + k * mb.m * n;
   const float* sk = mb.source.data() + k * mb.m * n;

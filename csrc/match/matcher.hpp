@@ -130,11 +130,13 @@ class Matcher {
  private:
   /// One (tensor, permuted axis) and its cost term.
   ///
-  /// Layout: a member of kind `rows` owns its tensor's pairs unfolded along its axis (K*m rows
-  /// of n floats; the other axes' permutations are row reindexes). A tensor with exactly two
-  /// permuted axes a < b is stored once, by its axis-b member; its axis-a member (kind `cols`)
-  /// reads that store as pre_a blocks per pair of shape (n_a, W = segs * n_b), in which the
-  /// permutation of b acts inside each of the `segs` segments of n_b floats.
+  /// Layout: a member of kind `rows` owns its tensor's dense pairs unfolded along its axis (K*m
+  /// rows of n floats for K dense pairs, in the order of dense_pairs_; the other axes'
+  /// permutations are row reindexes); the tensor's factored pairs live in factors_. A tensor
+  /// with exactly two permuted axes a < b is stored once, by its axis-b member; its axis-a
+  /// member (kind `cols`) reads that store as pre_a blocks per pair of shape
+  /// (n_a, W = segs * n_b), in which the permutation of b acts inside each of the `segs`
+  /// segments of n_b floats.
   enum class Kind { rows, cols };
   struct Member {
     int tensor = -1;
@@ -167,7 +169,6 @@ class Matcher {
   struct FactorStore {
     bool allowed = false;            ///< (n_out, n_in) up to unpermuted trailing 1s
     std::int64_t n_out = 0, n_in = 0;
-    int g_out = -1, g_in = -1;       ///< groups of axes 0 and 1 (-1: unpermuted)
     FloatStore dt, at, ds, as;       ///< (rows, n_out) / (rows, n_in), row-major
     std::vector<std::int64_t> pair;  ///< pair index of entry e
     std::vector<std::int64_t> off_t{0}, off_s{0};
@@ -243,7 +244,7 @@ class Matcher {
   /// add(): the new pair's static terms of group gi, factored and rows-layout dense ones, as
   /// one GEMM (factored[t]: tensor t came as factors). Returns the flops.
   double fused_static_add(std::size_t gi, float alpha, const std::vector<char>& factored);
-  /// out += the factored entries' correction for the slices `changed` of the other axis whose
+  /// out += the factored entries' correction for the slices changed_ of the other axis whose
   /// source moved from q_old to q_new. Returns the flops.
   double correct_factored(const Member& mb, const std::int64_t* q_new, const std::int64_t* q_old,
                           float* out);
@@ -261,6 +262,8 @@ class Matcher {
   const std::int64_t* other_perm(const Member& mb, bool seen) const;
   std::int64_t dense_slot_from(int t, std::int64_t k0) const;
   std::int64_t factor_entry_from(int t, std::int64_t k0) const;
+  /// Weight of the pair in dense slot `slot` of tensor t.
+  double dense_weight(int t, std::int64_t slot) const;
   double accumulate_cols(Member& mb, std::int64_t k0, const std::int64_t* q, bool overwrite);
   void delta_build_cols(Member& mb, SolveResult& stats);
   std::vector<const std::int64_t*> axis_perms(const Member& mb) const;
