@@ -5,7 +5,8 @@ matching done by the textbook baseline (torch GEMMs on the tensors' device + Sci
 identity start). Ours runs the same loop with the library's matcher and transfer()'s defaults,
 so with factored pairs wherever a layer's factors pay: on the CPU the native core keeps them;
 on a GPU the device path (torch ops, LAP on the host or, in a CUDA build, on the GPU); and, on
-the CPU, the device path forced with ``backend="torch"`` so that its overhead is known. Dense against factored: ``test_bench_factored.py``.
+the CPU, the device path forced with ``backend="torch"`` so that its overhead is known. Dense
+against factored: ``test_bench_factored.py``.
 
 Cases (random inputs and labels, a source trained for one epoch on them):
 

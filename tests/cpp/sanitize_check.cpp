@@ -676,21 +676,50 @@ match::SolveOptions random_options() {
   return o;
 }
 
+// A matcher of pb's spec holding its pairs (null, and a failure noted, if that went wrong).
+template <class P, class AddTo>
+std::unique_ptr<match::Matcher> matcher_with_pairs(const std::string& ctx, const P& pb,
+                                                   AddTo add_to_mt) {
+  std::unique_ptr<match::Matcher> mt;
+  if (!match::Matcher::create(pb.sizes, pb.tensors, mt).ok()) {
+    fail(ctx + ": create failed");
+    return nullptr;
+  }
+  for (std::size_t k = 0; k < pb.weights.size(); ++k) {
+    if (!add_to_mt(*mt, pb, k)) {
+      fail(ctx + ": add failed");
+      return nullptr;
+    }
+  }
+  return mt;
+}
+
+// After a first solve: `more` pairs one at a time, each with a warm re-solve from the previous
+// permutations and duals; then clear_pairs and the same pairs again (GMT's per-step replacement).
+template <class P, class AddPair, class AddTo, class Check>
+void grow_and_clear(const std::string& ctx, match::Matcher& mt, P& pb, int more,
+                    AddPair add_one, AddTo add_to_mt, Check check) {
+  for (int i = 0; i < more; ++i) {
+    add_one(pb);
+    if (!add_to_mt(mt, pb, pb.weights.size() - 1)) fail(ctx + ": later add failed");
+    match::SolveResult r;
+    if (!mt.solve(nullptr, true, random_options(), r).ok()) fail(ctx + ": warm solve failed");
+    else check(ctx + " + pair, warm", mt, pb, r);
+  }
+  mt.clear_pairs();
+  mt.reserve(static_cast<std::int64_t>(pb.weights.size()));
+  for (std::size_t k = 0; k < pb.weights.size(); ++k) add_to_mt(mt, pb, k);
+  match::SolveResult r;
+  if (!mt.solve(nullptr, g_rng() & 1, random_options(), r).ok()) fail(ctx + ": re-solve failed");
+  else check(ctx + " cleared and re-added", mt, pb, r);
+}
+
 void matcher_tiny(int reps) {
   for (int rep = 0; rep < reps; ++rep) {
     Problem pb = random_problem();
     const std::string ctx = spec_ctx(pb);
-    std::unique_ptr<match::Matcher> mt;
-    if (!match::Matcher::create(pb.sizes, pb.tensors, mt).ok()) {
-      fail(ctx + ": create failed");
-      continue;
-    }
-    bool ok = true;
-    for (std::size_t k = 0; k < pb.weights.size(); ++k) ok = ok && add_to(*mt, pb, k);
-    if (!ok) {
-      fail(ctx + ": add failed");
-      continue;
-    }
+    std::unique_ptr<match::Matcher> mt = matcher_with_pairs(ctx, pb, add_to);
+    if (!mt) continue;
     // Start from the identity, or from random permutations.
     std::vector<std::vector<std::int64_t>> init;
     std::vector<const std::int64_t*> init_ptrs;
@@ -709,19 +738,7 @@ void matcher_tiny(int reps) {
       continue;
     }
     check_result(ctx + " cold", *mt, pb, r);
-    // One more pair, a warm re-solve from the previous permutations and duals.
-    add_pair(pb);
-    if (!add_to(*mt, pb, pb.weights.size() - 1)) fail(ctx + ": second add failed");
-    match::SolveResult r2;
-    if (!mt->solve(nullptr, true, random_options(), r2).ok()) fail(ctx + ": warm solve failed");
-    else check_result(ctx + " + pair, warm", *mt, pb, r2);
-    // clear_pairs, then the same pairs again (GMT's per-step replacement).
-    mt->clear_pairs();
-    mt->reserve(static_cast<std::int64_t>(pb.weights.size()));
-    for (std::size_t k = 0; k < pb.weights.size(); ++k) add_to(*mt, pb, k);
-    match::SolveResult r3;
-    if (!mt->solve(nullptr, g_rng() & 1, random_options(), r3).ok()) fail(ctx + ": re-solve failed");
-    else check_result(ctx + " cleared and re-added", *mt, pb, r3);
+    grow_and_clear(ctx, *mt, pb, 1, add_pair, add_to, check_result);
   }
 }
 
@@ -857,37 +874,16 @@ void matcher_factored(int reps) {
     FProblem pb = random_chain();
     std::string ctx = "factored chain, groups";
     for (auto n : pb.sizes) ctx += " " + std::to_string(n);
-    std::unique_ptr<match::Matcher> mt;
-    if (!match::Matcher::create(pb.sizes, pb.tensors, mt).ok()) {
-      fail(ctx + ": create failed");
-      continue;
-    }
-    bool ok = true;
-    for (std::size_t k = 0; k < pb.weights.size(); ++k) ok = ok && add_fto(*mt, pb, k);
-    if (!ok) {
-      fail(ctx + ": add failed");
-      continue;
-    }
+    std::unique_ptr<match::Matcher> mt = matcher_with_pairs(ctx, pb, add_fto);
+    if (!mt) continue;
     match::SolveResult r;
     if (!mt->solve(nullptr, false, random_options(), r).ok()) {
       fail(ctx + ": solve failed");
       continue;
     }
     check_factored(ctx + " cold", *mt, pb, r);
-    // Two more pairs one at a time, warm re-solves: cached terms extended and corrected.
-    for (int more = 0; more < 2; ++more) {
-      add_fpair(pb);
-      if (!add_fto(*mt, pb, pb.weights.size() - 1)) fail(ctx + ": later add failed");
-      match::SolveResult r2;
-      if (!mt->solve(nullptr, true, random_options(), r2).ok()) fail(ctx + ": warm solve failed");
-      else check_factored(ctx + " + pair, warm", *mt, pb, r2);
-    }
-    mt->clear_pairs();
-    mt->reserve(static_cast<std::int64_t>(pb.weights.size()));
-    for (std::size_t k = 0; k < pb.weights.size(); ++k) add_fto(*mt, pb, k);
-    match::SolveResult r3;
-    if (!mt->solve(nullptr, g_rng() & 1, random_options(), r3).ok()) fail(ctx + ": re-solve failed");
-    else check_factored(ctx + " cleared and re-added", *mt, pb, r3);
+    // Two more pairs: cached terms extended by new pairs and corrected.
+    grow_and_clear(ctx, *mt, pb, 2, add_fpair, add_fto, check_factored);
   }
 }
 
