@@ -107,7 +107,7 @@ cp "$out"/ext/_core*.so "$out"/ext/_testing*.so "$pkg/trajtransfer/"
     tests/test_lap_adversarial.py tests/test_lap_constant_rows.py tests/test_lap_dtypes.py \
     tests/test_lap_lowrank.py tests/test_scipy_suite.py tests/test_match.py \
     tests/test_match_args.py tests/test_match_fastpaths.py tests/test_match_greedy.py \
-    tests/test_fuzz.py
+    tests/test_native_factored.py tests/test_fuzz.py
   "$PY" -c 'import sys, trajtransfer._core as c; sys.exit(0 if c.__file__.startswith(sys.argv[1]) else "FAIL: the sanitized extension was not the one imported")' "$pkg"
   exit "$failed"
 ) || failed=1

@@ -2,9 +2,10 @@
 
 MLP 784-1024-1024-10 and 784-4096-10, T = 10, pairs of one minibatch of 128 (the official size),
 without evaluation. Loops per case: the reference-style loop (:mod:`reference_transfer`, FGMT
-only: its GMT takes many minutes), ours with dense pairs (the native core on the CPU) and ours
-with ``factored_pairs=True`` (the Linear weights as their factors, on the device path).
-Checks: the factored run gives the dense run's permutations at every step, and at step 1 both
+only: its GMT takes many minutes), ours with dense pairs (the native core on the CPU), and ours
+with ``factored_pairs=True`` (the Linear weights as their factors) on the device path
+(``backend="torch"``, torch ops) and in the native core (``backend="auto"``).
+Checks: both factored runs give the dense run's permutations at every step, and at step 1 all
 reach at least the reference loop's objective on the reference's own pairs. The matching time
 is split into cost building (GEMMs) and assignment solves (LAP); it and the pair stores' sizes
 go into ``extra_info``; a summary is printed and written to
@@ -39,7 +40,7 @@ from trajtransfer.method.transfer import transfer  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 CASES = {"mlp-1024x2": (1024, 1024), "mlp-4096": (4096,)}
-IMPLS = ("reference", "dense", "factored")
+IMPLS = ("reference", "dense", "factored-torch", "factored-native")
 _runs: dict = {}
 
 
@@ -84,7 +85,8 @@ def test_bench_factored(benchmark, setup, method, impl):
         with reference_methods():
             return transfer(MLP(784, hidden, 10), traj, target_init, data,
                             method=("reference-" if impl == "reference" else "") + method,
-                            seed=0, factored_pairs=impl == "factored")
+                            seed=0, factored_pairs=impl.startswith("factored"),
+                            backend="torch" if impl == "factored-torch" else "auto")
 
     GradientMatcher.add, BaselineMatcher.solve = add, recording_solve
     try:
@@ -103,7 +105,7 @@ def test_bench_factored(benchmark, setup, method, impl):
         base = objective(spec, [p for p, _ in ref["pairs"]], [w for _, w in ref["pairs"]],
                          ref["perms"])
         assert res.objective[0] >= base - 1e-6 * abs(base), (res.objective[0], base)
-    if impl == "factored" and "dense" in runs:
+    if impl.startswith("factored") and "dense" in runs:
         for step, (pd, pf) in enumerate(zip(runs["dense"][1].perms, res.perms), 1):
             assert all(torch.equal(pd[g], pf[g]) for g in pd), f"step {step}"
     benchmark.extra_info.update(info)
@@ -131,11 +133,11 @@ def teardown_module(module):
     (RESULTS / "factored_summary.json").write_text(json.dumps(
         {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "loadavg_1_5_15": os.getloadavg(),
          "rows": rows}, indent=1))
-    print(f"\n{'case':<12}{'method':<7}{'impl':<10}{'total s':>9}{'gradients':>10}{'matching':>10}"
+    print(f"\n{'case':<12}{'method':<7}{'impl':<17}{'total s':>9}{'gradients':>10}{'matching':>10}"
           f"{'gemm':>7}{'lap':>7}{'share':>7}{'store MB':>10}{'speedup':>9}")
     for r in rows:
         sp = f"{r['speedup_vs_reference']:>8.2f}x" if r["speedup_vs_reference"] else "        -"
-        print(f"{r['case']:<12}{r['method']:<7}{r['impl']:<10}{r['total_s']:>9.2f}"
+        print(f"{r['case']:<12}{r['method']:<7}{r['impl']:<17}{r['total_s']:>9.2f}"
               f"{r['gradients_s']:>10.2f}{r['matching_s']:>10.2f}{r['matching_gemm_s']:>7.2f}"
               f"{r['matching_lap_s']:>7.2f}{100 * r['matching_share']:>6.0f}%"
               f"{r['pair_store_mb']:>10.1f}{sp}")

@@ -3,10 +3,10 @@
 The reference-style loop (:mod:`reference_transfer`) is transfer()'s own step loop with its
 matching done by the textbook baseline (torch GEMMs on the tensors' device + SciPy per group,
 identity start). Ours runs the same loop with the library's matcher and transfer()'s defaults,
-so with factored pairs wherever a layer's factors pay (they take the device path; dense pairs
-stay on the native core on the CPU); the device path (torch ops, LAP on the host or, in a CUDA
-build, on the GPU) on a GPU; and, on the CPU, the device path forced with ``backend="torch"``
-so that its overhead is known. Dense against factored: ``test_bench_factored.py``.
+so with factored pairs wherever a layer's factors pay: on the CPU the native core keeps them;
+on a GPU the device path (torch ops, LAP on the host or, in a CUDA build, on the GPU); and, on
+the CPU, the device path forced with ``backend="torch"`` so that its overhead is known. Dense
+against factored: ``test_bench_factored.py``.
 
 Cases (random inputs and labels, a source trained for one epoch on them):
 

@@ -20,6 +20,10 @@ extern "C" {
 void scipy_sgemm_(const char* transa, const char* transb, const int* m, const int* n,
                   const int* k, const float* alpha, const float* a, const int* lda, const float* b,
                   const int* ldb, const float* beta, float* c, const int* ldc);
+/// Fortran DGEMM, the same in float64 (the exact objective of factored pairs).
+void scipy_dgemm_(const char* transa, const char* transb, const int* m, const int* n,
+                  const int* k, const double* alpha, const double* a, const int* lda,
+                  const double* b, const int* ldb, const double* beta, double* c, const int* ldc);
 void scipy_openblas_set_num_threads(int num_threads);
 int scipy_openblas_get_num_threads(void);
 }
@@ -62,6 +66,23 @@ inline int register_exit_handlers() {
 
 }  // namespace detail
 
+/// Marks a GEMM in flight for the exit handshake below; parks the thread if exit began.
+class InFlight {
+ public:
+  InFlight() {
+    static const int registered = detail::register_exit_handlers();
+    (void)registered;
+    detail::g_gemms_in_flight.fetch_add(1);
+    if (detail::g_exiting.load()) {
+      detail::g_gemms_in_flight.fetch_sub(1);
+      parallel::park_until_exit();
+    }
+  }
+  ~InFlight() { detail::g_gemms_in_flight.fetch_sub(1); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+};
+
 /// Fortran SGEMM, safe at process exit. exit() runs OpenBLAS's library destructor, which frees
 /// its GEMM buffers, after the atexit handlers; a thread still inside sgemm then (a daemon Python
 /// thread, which nothing stops) faults. So an atexit handler waits for the GEMMs in flight, and a
@@ -70,15 +91,31 @@ inline int register_exit_handlers() {
 inline void sgemm(const char* transa, const char* transb, const int* m, const int* n, const int* k,
                   const float* alpha, const float* a, const int* lda, const float* b,
                   const int* ldb, const float* beta, float* c, const int* ldc) {
-  static const int registered = detail::register_exit_handlers();
-  (void)registered;
-  detail::g_gemms_in_flight.fetch_add(1);
-  if (detail::g_exiting.load()) {
-    detail::g_gemms_in_flight.fetch_sub(1);
-    parallel::park_until_exit();
-  }
+  const InFlight guard;
   scipy_sgemm_(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  detail::g_gemms_in_flight.fetch_sub(1);
+}
+
+/// Row-major C (m x n, ld ldc) = alpha * op(A) op(B) + beta * C on the calling thread (op: the
+/// transpose where `ta` / `tb`). Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T,
+/// so the operands swap. Empty products leave C to beta (BLAS rejects zero leading dimensions).
+inline void sgemm_rm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
+                     const float* b, int ldb, float beta, float* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  single_threaded_openblas();
+  const char ca = ta ? 'T' : 'N', cb = tb ? 'T' : 'N';
+  const int la = std::max(lda, 1), lb = std::max(ldb, 1);
+  sgemm(&cb, &ca, &n, &m, &k, &alpha, b, &lb, a, &la, &beta, c, &ldc);
+}
+
+/// sgemm_rm in float64.
+inline void dgemm_rm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a,
+                     int lda, const double* b, int ldb, double beta, double* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  single_threaded_openblas();
+  const char ca = ta ? 'T' : 'N', cb = tb ? 'T' : 'N';
+  const int la = std::max(lda, 1), lb = std::max(ldb, 1);
+  const InFlight guard;
+  scipy_dgemm_(&cb, &ca, &n, &m, &k, &alpha, b, &lb, a, &la, &beta, c, &ldc);
 }
 
 /// Run f(i0, i1) over [0, n) split into contiguous parts of at least 16, one per thread (caller

@@ -19,6 +19,7 @@ from trajtransfer.core.factored import Factored, factored_pays  # noqa: E402
 from trajtransfer.core.match import GradientMatcher, _CompiledSpec, match_gradients  # noqa: E402
 from trajtransfer.core.spec import permutation_spec_from_axes_to_perm  # noqa: E402
 from trajtransfer.core.torch_pairs import TorchPairs  # noqa: E402
+from factored_sides import densified, random_side  # noqa: E402
 from spec_shapes import mlp_spec_and_shapes  # noqa: E402
 
 
@@ -45,28 +46,10 @@ def _mixed():
 PROBLEMS = {"mlp": _mlp, "mixed": _mixed}
 
 
-def _pair(shapes, rng, rows):
-    """One side of a pair: factors for every tensor of matrix layout, dense for the others."""
-    out = {}
-    for n, shape in shapes.items():
-        if len(shape) >= 2 and all(s == 1 for s in shape[2:]):
-            n_in = int(np.prod(shape[1:]))
-            d = torch.from_numpy(rng.standard_normal((rows, shape[0])).astype(np.float32))
-            a = torch.from_numpy(rng.standard_normal((rows, n_in)).astype(np.float32))
-            out[n] = Factored(d, a, shape)
-        else:
-            out[n] = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
-    return out
-
-
-def _dense(params):
-    return {n: x.dense() if isinstance(x, Factored) else x for n, x in params.items()}
-
-
 def _pairs(problem, count, rows=6, seed=0):
     spec, shapes = PROBLEMS[problem]()
     rng = np.random.default_rng(seed)
-    return spec, shapes, [(_pair(shapes, rng, rows), _pair(shapes, rng, rows)) for _ in range(count)]
+    return spec, shapes, [(random_side(shapes, rng, rows), random_side(shapes, rng, rows)) for _ in range(count)]
 
 
 def _same_perms(a, b, spec):
@@ -105,7 +88,8 @@ def test_the_cheaper_form_rule():
     assert not factored_pays(6, 3, 4)
 
 
-def test_non_finite_factors_name_the_tensor_and_add_nothing():
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_non_finite_factors_name_the_tensor_and_add_nothing(backend):
     spec, shapes, pairs = _pairs("mlp", 1)
     t, s = pairs[0]
     bad = dict(s)
@@ -113,20 +97,21 @@ def test_non_finite_factors_name_the_tensor_and_add_nothing():
     delta = f.delta.clone()
     delta[0, 0] = float("nan")
     bad["layers.1.weight"] = Factored(delta, f.inputs, f.shape)
-    m = GradientMatcher(spec)
+    m = GradientMatcher(spec, backend=backend)
     m.add(t, s)
     with pytest.raises(ValueError, match=r"source\['layers.1.weight'\] contains NaN"):
         m.add(t, bad)
     assert m.num_pairs == 1
 
 
-def test_factors_that_do_not_fit_the_spec_name_the_tensor():
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_factors_that_do_not_fit_the_spec_name_the_tensor(backend):
     spec, shapes, pairs = _pairs("mlp", 1)
     t, s = pairs[0]
     wrong = dict(t)
     wrong["layers.0.weight"] = Factored(torch.zeros(3, 40), torch.zeros(3, 48))
     with pytest.raises(ValueError, match="layers.0.weight"):
-        match_gradients(spec, [(wrong, s)])
+        match_gradients(spec, [(wrong, s)], backend=backend)
 
 
 # ------------------------------------------------------------------------ cost and results
@@ -156,9 +141,9 @@ def test_factored_cost_matrices_equal_dense_ones(problem, rows):
     # differ between pairs, the factors are kept per pair instead of in stacks.
     spec, shapes = PROBLEMS[problem]()
     rng = np.random.default_rng(1)
-    pairs = [(_pair(shapes, rng, rows[i % len(rows)]), _pair(shapes, rng, rows[i % len(rows)]))
+    pairs = [(random_side(shapes, rng, rows[i % len(rows)]), random_side(shapes, rng, rows[i % len(rows)]))
              for i in range(6)]
-    compiled = _CompiledSpec(spec, _dense(pairs[0][0]), "target")
+    compiled = _CompiledSpec(spec, densified(pairs[0][0]), "target")
     sizes = [compiled.sizes[g] for g in compiled.groups]
     stores = [TorchPairs(sizes, [compiled.shapes[n] for n in compiled.names],
                          compiled.axis_groups, "cpu") for _ in range(2)]
@@ -166,7 +151,7 @@ def test_factored_cost_matrices_equal_dense_ones(problem, rows):
     host = [np.arange(n) for n in sizes]
     corrections = 0
     for step, (t, s) in enumerate(pairs):
-        for store, kind in zip(stores, (lambda p: p, _dense)):
+        for store, kind in zip(stores, (lambda p: p, densified)):
             store.add([kind(t)[n] for n in compiled.names], [kind(s)[n] for n in compiled.names],
                       0.5 + step)
         for g, n in enumerate(sizes):
@@ -191,11 +176,12 @@ def test_factored_cost_matrices_equal_dense_ones(problem, rows):
 
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))
 @pytest.mark.parametrize("start", [None, "greedy"])
-def test_factored_pairs_match_like_dense_ones(problem, start):
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_factored_pairs_match_like_dense_ones(problem, start, backend):
     spec, shapes, pairs = _pairs(problem, 4, seed=3)
     weights = [1.0, 0.5, 2.0, 1.5]
-    fac = match_gradients(spec, pairs, weights, init=start)
-    dense = match_gradients(spec, [(_dense(t), _dense(s)) for t, s in pairs], weights,
+    fac = match_gradients(spec, pairs, weights, init=start, backend=backend)
+    dense = match_gradients(spec, [(densified(t), densified(s)) for t, s in pairs], weights,
                             init=start, backend="native")
     _same_perms(fac, dense, spec)
     assert fac.sweeps == dense.sweeps
@@ -211,62 +197,70 @@ def test_factored_objective_is_the_dense_inner_product():
     res = m.solve()
     expected = 0.0
     for t, s in pairs:
-        moved = tt.apply_permutation(spec, res.perms, _dense(s))
-        expected += sum(float((_dense(t)[n].double() * moved[n].double()).sum()) for n in shapes)
+        moved = tt.apply_permutation(spec, res.perms, densified(s))
+        expected += sum(float((densified(t)[n].double() * moved[n].double()).sum()) for n in shapes)
     # The dense products are float32-rounded; the factored objective is float64 throughout.
     np.testing.assert_allclose(res.objective, expected, rtol=1e-7)
     np.testing.assert_allclose(m.objective(res.perms), res.objective, rtol=1e-12)
 
 
-def test_fgmt_loop_with_factors_equals_the_dense_loop():
+@pytest.mark.parametrize("backend, path", [("auto", "native"), ("torch", "torch")])
+def test_fgmt_loop_with_factors_equals_the_dense_loop(backend, path):
     # One pair per step, warm solves and identity starts: the factor stacks grow past their
     # first capacity, cached terms are corrected and rebuilt.
     spec, shapes, pairs = _pairs("mlp", 9, seed=5)
-    fac, dense = GradientMatcher(spec), GradientMatcher(spec, backend="native")
+    fac, dense = GradientMatcher(spec, backend=backend), GradientMatcher(spec, backend="native")
     for step, (t, s) in enumerate(pairs):
         fac.add(t, s)
-        dense.add(_dense(t), _dense(s))
+        dense.add(densified(t), densified(s))
         init = "identity" if step % 2 else None
         a = fac.solve(init, exact_objective=False)
         b = dense.solve(init, exact_objective=False)
         _same_perms(a, b, spec)
         np.testing.assert_allclose(a.objective, b.objective, rtol=1e-5)
-    assert fac.backend == "torch" and dense.backend == "native"
+    assert fac.backend == path and dense.backend == "native"
 
 
-def test_rows_that_differ_and_mixed_forms_per_tensor():
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_rows_that_differ_and_mixed_forms_per_tensor(backend):
     # Pairs of different rows (and target rows != source rows), and a tensor that arrives dense
     # in some pairs and factored in others, all sum into one objective.
     spec, shapes = _mlp()
     rng = np.random.default_rng(6)
-    pairs = [(_pair(shapes, rng, 4), _pair(shapes, rng, 7)), (_pair(shapes, rng, 3),
-             _pair(shapes, rng, 3)), (_pair(shapes, rng, 5), _pair(shapes, rng, 5))]
+    pairs = [(random_side(shapes, rng, 4), random_side(shapes, rng, 7)), (random_side(shapes, rng, 3),
+             random_side(shapes, rng, 3)), (random_side(shapes, rng, 5), random_side(shapes, rng, 5))]
     pairs[1][0]["layers.1.weight"] = pairs[1][0]["layers.1.weight"].dense()
-    pairs[2] = (_dense(pairs[2][0]), pairs[2][1])
-    fac = match_gradients(spec, pairs)
-    dense = match_gradients(spec, [(_dense(t), _dense(s)) for t, s in pairs], backend="native")
+    pairs[2] = (densified(pairs[2][0]), pairs[2][1])
+    fac = match_gradients(spec, pairs, backend=backend)
+    dense = match_gradients(spec, [(densified(t), densified(s)) for t, s in pairs], backend="native")
     _same_perms(fac, dense, spec)
     np.testing.assert_allclose(fac.objective, dense.objective, rtol=1e-6)
 
 
-def test_the_dearer_form_is_stored_dense():
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_the_dearer_form_is_stored_dense(backend):
     spec, shapes = _mlp()
     rng = np.random.default_rng(7)
-    m = GradientMatcher(spec)
-    m.add(_pair(shapes, rng, 200), _pair(shapes, rng, 200))  # 200 rows: every layer dearer
+    m = GradientMatcher(spec, backend=backend)
+    m.add(random_side(shapes, rng, 200), random_side(shapes, rng, 200))  # 200 rows: every layer dearer
     dense_bytes = 8 * sum(int(np.prod(s)) for s in shapes.values())
     assert m.pair_store_bytes >= dense_bytes
-    m2 = GradientMatcher(spec)
-    m2.add(_pair(shapes, rng, 4), _pair(shapes, rng, 4))
+    m2 = GradientMatcher(spec, backend=backend)
+    m2.add(random_side(shapes, rng, 4), random_side(shapes, rng, 4))
     assert m2.pair_store_bytes < m.pair_store_bytes
 
 
-def test_native_backend_takes_factors_as_dense():
+def test_native_backend_keeps_the_factors():
     spec, shapes, pairs = _pairs("mixed", 2, seed=8)
-    native = match_gradients(spec, pairs, backend="native")
-    dense = match_gradients(spec, [(_dense(t), _dense(s)) for t, s in pairs], backend="native")
+    m = GradientMatcher(spec, backend="native")
+    for t, s in pairs:
+        m.add(t, s)
+    native = m.solve()
+    dense = match_gradients(spec, [(densified(t), densified(s)) for t, s in pairs], backend="native")
     _same_perms(native, dense, spec)
-    assert native.objective == dense.objective
+    np.testing.assert_allclose(native.objective, dense.objective, rtol=1e-6)
+    assert m.backend == "native"
+    assert m.pair_store_bytes < 8 * 2 * sum(int(np.prod(s)) for s in shapes.values())
 
 
 def test_numpy_factors_give_numpy_results():
@@ -279,17 +273,18 @@ def test_numpy_factors_give_numpy_results():
     _same_perms(res, match_gradients(spec, pairs), spec)
 
 
-def test_reserve_after_the_stores_grew_keeps_every_pair():
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_reserve_after_the_stores_grew_keeps_every_pair(backend):
     # Seven pairs grow the stores past 4 by doubling; a smaller reserve afterwards keeps them.
     spec, shapes, pairs = _pairs("mlp", 7, seed=10)
     for t, s in pairs:
         t["layers.2.weight"] = t["layers.2.weight"].dense()  # one tensor dense in every pair
-    m = GradientMatcher(spec)
+    m = GradientMatcher(spec, backend=backend)
     for t, s in pairs:
         m.add(t, s)
     m.reserve(6)
     m.reserve(9)
-    dense = match_gradients(spec, [(_dense(t), _dense(s)) for t, s in pairs], backend="native")
+    dense = match_gradients(spec, [(densified(t), densified(s)) for t, s in pairs], backend="native")
     res = m.solve()
     _same_perms(res, dense, spec)
     np.testing.assert_allclose(res.objective, dense.objective, rtol=1e-6)

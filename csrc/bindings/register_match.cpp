@@ -47,6 +47,10 @@ using match::Status;
     case Status::bad_argument:
       throw py::value_error(std::string(what) + ": invalid argument (max_sweeps >= 0, tol >= 0, "
                             "finite weight required)");
+    case Status::bad_factors:
+      throw py::value_error(std::string(what) + ": tensor #" + idx +
+                            " comes as factors, but is not (n_out, n_in) up to unpermuted "
+                            "trailing axes of size 1, or is factored on one side only");
     case Status::interrupted:
       throw py::error_already_set();  // the KeyboardInterrupt that InterruptScope's poll set
     case Status::ok:
@@ -92,16 +96,21 @@ class PyMatcher {
       throw py::value_error("add: expected " + std::to_string(T) + " target and source arrays");
     }
     std::vector<py::object> keep;  // the arrays stay alive while the GIL is released
-    keep.reserve(2 * T);
-    std::vector<const float*> tp(T), sp(T);
+    keep.reserve(4 * T);
+    std::vector<match::TensorInput> tp(T), sp(T);
     for (int side = 0; side < 2; ++side) {
       const py::list& lst = side == 0 ? targets : sources;
       for (std::size_t t = 0; t < T; ++t) {
         py::handle h = lst[t];
-        const float* p = exact_float_array(h, shapes_[t]);
-        if (p == nullptr) {  // not as expected: the checked path names the problem
-          const std::string name = std::string(side == 0 ? "target" : "source") + " #" +
-                                   std::to_string(t);
+        const std::string name =
+            std::string(side == 0 ? "target" : "source") + " #" + std::to_string(t);
+        match::TensorInput& in = (side == 0 ? tp : sp)[t];
+        if (py::isinstance<py::tuple>(h)) {
+          factors(py::reinterpret_borrow<py::tuple>(h), t, name, in, keep);
+          continue;
+        }
+        in.dense = exact_float_array(h, shapes_[t]);
+        if (in.dense == nullptr) {  // not as expected: the checked path names the problem
           auto a = require_array<float>(h, name.c_str(),
                                         static_cast<py::ssize_t>(shapes_[t].size()));
           for (std::size_t d = 0; d < shapes_[t].size(); ++d) {
@@ -111,9 +120,8 @@ class PyMatcher {
                                     ", expected " + std::to_string(shapes_[t][d]));
             }
           }
-          p = a.data();
+          in.dense = a.data();
         }
-        (side == 0 ? tp : sp)[t] = p;
         keep.push_back(py::reinterpret_borrow<py::object>(h));
       }
     }
@@ -232,6 +240,36 @@ class PyMatcher {
   std::int64_t num_pairs() const { return impl_->num_pairs(); }
 
  private:
+  /// A (delta, inputs) tuple for tensor t: float32 C-contiguous (rows, n_out) and (rows, n_in)
+  /// for the tensor's shape (n_out, n_in, ...); the matcher checks that t takes factors.
+  void factors(const py::tuple& pair, std::size_t t, const std::string& name,
+               match::TensorInput& in, std::vector<py::object>& keep) const {
+    const std::vector<std::int64_t>& shape = shapes_[t];
+    if (pair.size() != 2 || shape.size() < 2) {
+      throw py::value_error(name + ": a tuple must be (delta, inputs) factors of a tensor of 2 "
+                            "or more axes");
+    }
+    std::int64_t n_in = 1;
+    for (std::size_t d = 1; d < shape.size(); ++d) n_in *= shape[d];
+    const std::int64_t want[2] = {shape[0], n_in};
+    const char* what[2] = {" delta", " inputs"};
+    std::int64_t rows = -1;
+    for (int i = 0; i < 2; ++i) {
+      const std::string label = name + what[i];
+      auto a = require_array<float>(pair[static_cast<std::size_t>(i)], label.c_str(), 2);
+      if (a.shape(1) != want[i] || (rows >= 0 && a.shape(0) != rows)) {
+        throw py::value_error(label + " has shape (" + std::to_string(a.shape(0)) + ", " +
+                              std::to_string(a.shape(1)) + "), expected (" +
+                              (rows >= 0 ? std::to_string(rows) : std::string("rows")) + ", " +
+                              std::to_string(want[i]) + ")");
+      }
+      rows = a.shape(0);
+      (i == 0 ? in.delta : in.inputs) = a.data();
+      keep.push_back(std::move(a));
+    }
+    in.rows = rows;
+  }
+
   void check_usable() const {
     if (impl_->forked_mid_call()) {
       throw std::runtime_error(
@@ -252,7 +290,9 @@ void register_match(py::module_& m) {
       .def(py::init<const std::vector<std::int64_t>&, const std::vector<std::vector<std::int64_t>>&,
                     const std::vector<std::vector<int>>&>(),
            py::arg("group_sizes"), py::arg("shapes"), py::arg("axis_groups"))
-      .def("add", &PyMatcher::add, py::arg("targets"), py::arg("sources"), py::arg("weight"))
+      .def("add", &PyMatcher::add, py::arg("targets"), py::arg("sources"), py::arg("weight"),
+           "Append one pair: per tensor a float32 array, or a (delta, inputs) tuple of float32 "
+           "arrays (rows, n_out) and (rows, n_in) for the factors of delta.T @ inputs.")
       .def("solve", &PyMatcher::solve, py::arg("init"), py::arg("use_previous"),
            py::arg("warm_duals"), py::arg("max_sweeps"), py::arg("tol"), py::arg("seed"),
            py::arg("exact_objective") = true, py::arg("greedy_start") = false)

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <numeric>
@@ -251,6 +252,21 @@ Error Matcher::create(std::vector<std::int64_t> group_sizes, std::vector<TensorS
     });
   }
   mt->tensors_ = std::move(tensors);
+  const std::size_t T = mt->tensors_.size();
+  mt->factors_.resize(T);
+  mt->dense_pairs_.resize(T);
+  mt->slot_.resize(T);
+  for (std::size_t t = 0; t < T; ++t) {
+    const TensorSpec& ts = mt->tensors_[t];
+    FactorStore& fs = mt->factors_[t];
+    fs.allowed = ts.shape.size() >= 2;
+    for (std::size_t a = 2; a < ts.shape.size(); ++a) {
+      fs.allowed = fs.allowed && ts.shape[a] == 1 && ts.groups[a] < 0;
+    }
+    if (!fs.allowed) continue;
+    fs.n_out = ts.shape[0];
+    fs.n_in = product(ts.shape, 1, ts.shape.size());
+  }
   mt->perms_view_.resize(mt->groups_.size());
   mt->primary_of_.assign(mt->tensors_.size(), -1);
   for (std::size_t mi = 0; mi < mt->members_.size(); ++mi) {
@@ -270,57 +286,195 @@ bool Matcher::stored_as_given(const Member& mb) const {
 }
 
 Error Matcher::add(const float* const* targets, const float* const* sources, double weight) {
+  const std::size_t T = tensors_.size();
+  std::vector<TensorInput> tin(T), sin(T);
+  for (std::size_t t = 0; t < T; ++t) {
+    tin[t].dense = targets[t];
+    sin[t].dense = sources[t];
+  }
+  return add(tin.data(), sin.data(), weight);
+}
+
+namespace {
+
+bool all_finite(const float* x, std::int64_t count) {
+  // Summing x * 0 keeps finite values at 0 and turns inf and NaN into NaN: a branch-free pass,
+  // with eight partial sums that the compiler can vectorise (as in dot_f64).
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    for (int u = 0; u < 8; ++u) part[u] += x[i + u] * 0.0f;
+  }
+  float acc = 0.0f;
+  for (; i < count; ++i) acc += x[i] * 0.0f;
+  for (const float p : part) acc += p;
+  return acc == 0.0f;
+}
+
+/// Rows [r0, r1) of a row-major (rows, w) matrix, columns gathered through p (null: as is), as
+/// float64 into out (r1 - r0, w).
+void gather_f64(const float* x, std::int64_t w, std::int64_t r0, std::int64_t r1,
+                const std::int64_t* p, double* out) {
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const float* row = x + r * w;
+    double* o = out + (r - r0) * w;
+    if (p == nullptr) {
+      for (std::int64_t i = 0; i < w; ++i) o[i] = row[i];
+    } else {
+      for (std::int64_t i = 0; i < w; ++i) o[i] = row[p[i]];
+    }
+  }
+}
+
+/// Exact float64 <dt^T at, pi(ds^T as)> = sum (dt pi_out(ds)^T) . (at pi_in(as)^T), where
+/// pi(G)[i, c] = G[p_out[i], p_in[c]] (null: identity).
+double factor_dot(const float* dt, const float* at, std::int64_t rt, const float* ds,
+                  const float* as, std::int64_t rs, std::int64_t n_out, std::int64_t n_in,
+                  const std::int64_t* p_out, const std::int64_t* p_in) {
+  if (rt == 0 || rs == 0) return 0.0;
+  std::vector<double> x(static_cast<std::size_t>(rt * std::max(n_out, n_in)));
+  std::vector<double> y(static_cast<std::size_t>(rs * std::max(n_out, n_in)));
+  std::vector<double> gd(static_cast<std::size_t>(rt * rs)), ga(gd.size());
+  const int it = static_cast<int>(rt), is = static_cast<int>(rs);
+  gather_f64(dt, n_out, 0, rt, nullptr, x.data());
+  gather_f64(ds, n_out, 0, rs, p_out, y.data());
+  blas::dgemm_rm(false, true, it, is, static_cast<int>(n_out), 1.0, x.data(),
+                 static_cast<int>(n_out), y.data(), static_cast<int>(n_out), 0.0, gd.data(), is);
+  gather_f64(at, n_in, 0, rt, nullptr, x.data());
+  gather_f64(as, n_in, 0, rs, p_in, y.data());
+  blas::dgemm_rm(false, true, it, is, static_cast<int>(n_in), 1.0, x.data(),
+                 static_cast<int>(n_in), y.data(), static_cast<int>(n_in), 0.0, ga.data(), is);
+  double acc = 0.0;
+  for (std::size_t i = 0; i < gd.size(); ++i) acc += gd[i] * ga[i];
+  return acc;
+}
+
+}  // namespace
+
+Error Matcher::add(const TensorInput* targets, const TensorInput* sources, double weight) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!std::isfinite(weight)) return {Status::bad_argument, -1, -1};
   // Validate everything first so that a failure leaves the store untouched. The float64 dot
   // <target, source> that the exact objective needs at the identity doubles as the finiteness
-  // check (products of finite floats cannot overflow a double, and any inf or NaN operand
-  // makes the sum inf or NaN), saving a pass over the pair.
+  // check of dense tensors (products of finite floats cannot overflow a double, and any inf or
+  // NaN operand makes the sum inf or NaN), saving a pass over the pair. Factors are checked
+  // explicitly: their dot goes through BLAS.
   const std::size_t T = tensors_.size();
+  std::vector<char> factored(T, 0);
+  for (std::size_t t = 0; t < T; ++t) {
+    const bool ft = targets[t].dense == nullptr, fsrc = sources[t].dense == nullptr;
+    if (ft != fsrc) return {Status::bad_factors, static_cast<std::int64_t>(t), -1};
+    if (!ft) continue;
+    const TensorInput& x = targets[t];
+    const TensorInput& y = sources[t];
+    if (!factors_[t].allowed || x.rows < 0 || y.rows < 0 ||
+        ((x.delta == nullptr || x.inputs == nullptr) && x.rows > 0) ||
+        ((y.delta == nullptr || y.inputs == nullptr) && y.rows > 0)) {
+      return {Status::bad_factors, static_cast<std::int64_t>(t), -1};
+    }
+    factored[t] = 1;
+  }
   std::vector<double>& raw_dot = add_dots_;
   raw_dot.assign(T, 0.0);
-  const auto numel = [&](std::int64_t t) {
-    const TensorSpec& ts = tensors_[static_cast<std::size_t>(t)];
-    return product(ts.shape, 0, ts.shape.size());
+  const auto work = [&](std::int64_t t) {
+    const TensorInput& x = targets[t];
+    if (x.dense != nullptr) {
+      const TensorSpec& ts = tensors_[static_cast<std::size_t>(t)];
+      return product(ts.shape, 0, ts.shape.size());
+    }
+    const FactorStore& fs = factors_[static_cast<std::size_t>(t)];
+    return (x.rows + sources[t].rows) * (fs.n_out + fs.n_in) * 8;
   };
-  parallel::run_items<char>(static_cast<std::int64_t>(T), numel, [&](std::int64_t t, char&) {
-    raw_dot[static_cast<std::size_t>(t)] = dot_f64(targets[t], sources[t], numel(t));
+  parallel::run_items<char>(static_cast<std::int64_t>(T), work, [&](std::int64_t t, char&) {
+    const TensorInput& x = targets[t];
+    const TensorInput& y = sources[t];
+    if (x.dense != nullptr) {
+      raw_dot[static_cast<std::size_t>(t)] = dot_f64(x.dense, y.dense, work(t));
+      return;
+    }
+    const FactorStore& fs = factors_[static_cast<std::size_t>(t)];
+    const bool finite = all_finite(x.delta, x.rows * fs.n_out) &&
+                        all_finite(x.inputs, x.rows * fs.n_in) &&
+                        all_finite(y.delta, y.rows * fs.n_out) &&
+                        all_finite(y.inputs, y.rows * fs.n_in);
+    raw_dot[static_cast<std::size_t>(t)] =
+        finite ? factor_dot(x.delta, x.inputs, x.rows, y.delta, y.inputs, y.rows, fs.n_out,
+                            fs.n_in, nullptr, nullptr)
+               : std::numeric_limits<double>::quiet_NaN();
   });
   for (std::size_t t = 0; t < T; ++t) {
     if (!std::isfinite(raw_dot[t])) return {Status::non_finite, static_cast<std::int64_t>(t), -1};
   }
   const float alpha = static_cast<float>(weight);
+  const std::int64_t k_new = num_pairs_;
+  weights_.push_back(weight);
   for (std::size_t t = 0; t < T; ++t) {
     if (primary_of_[t] < 0) constant_ += weight * raw_dot[t];
+    if (factored[t]) {
+      FactorStore& fs = factors_[t];
+      const TensorInput& x = targets[t];
+      const TensorInput& y = sources[t];
+      const auto append = [](FloatStore& st, const float* p, std::int64_t count) {
+        const std::size_t old = st.size();
+        st.resize(old + static_cast<std::size_t>(count));
+        if (count > 0) copy_floats(p, count, st.data() + old);
+      };
+      append(fs.dt, x.delta, x.rows * fs.n_out);
+      append(fs.at, x.inputs, x.rows * fs.n_in);
+      append(fs.ds, y.delta, y.rows * fs.n_out);
+      append(fs.as, y.inputs, y.rows * fs.n_in);
+      slot_[t].push_back(-1 - static_cast<std::int64_t>(fs.pair.size()));
+      fs.pair.push_back(k_new);
+      fs.off_t.push_back(fs.off_t.back() + x.rows);
+      fs.off_s.push_back(fs.off_s.back() + y.rows);
+      fs.max_rows_t = std::max(fs.max_rows_t, x.rows);
+    } else {
+      slot_[t].push_back(static_cast<std::int64_t>(dense_pairs_[t].size()));
+      dense_pairs_[t].push_back(k_new);
+    }
+  }
+  // A group with a factored static term in this pair gets its factored and rows-layout dense
+  // static terms in one GEMM (fused_static_add): the (n, n) matrix is then read and written
+  // once, where on a 4096-unit group each pass over it costs about as much as the products.
+  std::vector<char> fuse(groups_.size(), 0);
+  for (const Member& mb : members_) {
+    if (mb.is_static && factored[static_cast<std::size_t>(mb.tensor)]) {
+      fuse[static_cast<std::size_t>(mb.group)] = 1;
+    }
   }
   for (Member& mb : members_) {
     if (mb.kind == Kind::cols) continue;  // reads its owner's store
-    const std::size_t block = static_cast<std::size_t>(mb.m * mb.n);
-    const std::size_t old = mb.target.size();
-    mb.target.resize(old + block);
-    mb.source.resize(old + block);
-    if (stored_as_given(mb)) {  // native (n, post), or rows with post == 1: a plain copy
-      copy_floats(targets[mb.tensor], static_cast<std::int64_t>(block), mb.target.data() + old);
-      copy_floats(sources[mb.tensor], static_cast<std::int64_t>(block), mb.source.data() + old);
-    } else {
-      unfold_rows(targets[mb.tensor], mb.pre, mb.n, mb.post, mb.target.data() + old);
-      unfold_rows(sources[mb.tensor], mb.pre, mb.n, mb.post, mb.source.data() + old);
-    }
-    if (mb.is_static && mb.m > 0) {
-      // Static term: independent of every other permutation, so accumulate it once, here.
-      const auto t0 = Clock::now();
-      Group& g = groups_[static_cast<std::size_t>(mb.group)];
-      static_gemm_flops_ += gemm_flops(mb.n, mb.m);
-      if (mb.native) {  // C += T S^T on the (n, post) layout: no transpose needed
-        blas::sgemm_rows_nt(static_cast<int>(mb.n), static_cast<int>(mb.post), alpha,
-                            mb.target.data() + old, mb.source.data() + old, 1.0f,
-                            g.static_cost.data());
+    if (!factored[static_cast<std::size_t>(mb.tensor)]) {
+      const TensorInput* tg = targets;
+      const TensorInput* sc = sources;
+      const std::size_t block = static_cast<std::size_t>(mb.m * mb.n);
+      const std::size_t old = mb.target.size();
+      mb.target.resize(old + block);
+      mb.source.resize(old + block);
+      if (stored_as_given(mb)) {  // native (n, post), or rows with post == 1: a plain copy
+        copy_floats(tg[mb.tensor].dense, static_cast<std::int64_t>(block), mb.target.data() + old);
+        copy_floats(sc[mb.tensor].dense, static_cast<std::int64_t>(block), mb.source.data() + old);
       } else {
-        blas::sgemm_tn_rows(static_cast<int>(mb.n), static_cast<int>(mb.m), alpha,
-                            mb.target.data() + old, mb.source.data() + old, 1.0f,
-                            g.static_cost.data());
+        unfold_rows(tg[mb.tensor].dense, mb.pre, mb.n, mb.post, mb.target.data() + old);
+        unfold_rows(sc[mb.tensor].dense, mb.pre, mb.n, mb.post, mb.source.data() + old);
       }
-      static_gemm_time_ += seconds_since(t0);
+      if (mb.is_static && mb.m > 0 &&
+          (mb.native || !fuse[static_cast<std::size_t>(mb.group)])) {
+        // Static term: independent of every other permutation, so accumulate it once, here.
+        const auto t0 = Clock::now();
+        Group& g = groups_[static_cast<std::size_t>(mb.group)];
+        static_gemm_flops_ += gemm_flops(mb.n, mb.m);
+        if (mb.native) {  // C += T S^T on the (n, post) layout: no transpose needed
+          blas::sgemm_rows_nt(static_cast<int>(mb.n), static_cast<int>(mb.post), alpha,
+                              mb.target.data() + old, mb.source.data() + old, 1.0f,
+                              g.static_cost.data());
+        } else {
+          blas::sgemm_tn_rows(static_cast<int>(mb.n), static_cast<int>(mb.m), alpha,
+                              mb.target.data() + old, mb.source.data() + old, 1.0f,
+                              g.static_cost.data());
+        }
+        static_gemm_time_ += seconds_since(t0);
+      }
     }
     if (mb.primary) {
       // The pair's exact term at the identity: an identity-start solve then needs no pass over
@@ -330,7 +484,12 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
           raw_dot[static_cast<std::size_t>(mb.tensor)]);
     }
   }
-  weights_.push_back(weight);
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    if (!fuse[g]) continue;
+    const auto t0 = Clock::now();
+    static_gemm_flops_ += fused_static_add(g, alpha, factored);
+    static_gemm_time_ += seconds_since(t0);
+  }
   ++num_pairs_;
   identity_cache_.upto = num_pairs_;
   // [objective cache] Extend the cache at the last exact objective's permutations by this pair
@@ -353,11 +512,271 @@ Error Matcher::add(const float* const* targets, const float* const* sources, dou
         if (mb.others[j].group >= 0) seen[j] = mb.seen_perms[j].data();
       }
       build_row_map(mb.others, seen, row_map_);
-      static_gemm_flops_ += accumulate_rows(mb, num_pairs_ - 1, false);
+      static_gemm_flops_ += accumulate_rows(mb, num_pairs_ - 1, false, other_perm(mb, true));
     }
   }
   static_gemm_time_ += seconds_since(t0);
   return {};
+}
+
+std::int64_t Matcher::dense_slot_from(int t, std::int64_t k0) const {
+  const auto& dp = dense_pairs_[static_cast<std::size_t>(t)];
+  return static_cast<std::int64_t>(std::lower_bound(dp.begin(), dp.end(), k0) - dp.begin());
+}
+
+double Matcher::dense_weight(int t, std::int64_t slot) const {
+  const auto& dp = dense_pairs_[static_cast<std::size_t>(t)];
+  return weights_[static_cast<std::size_t>(dp[static_cast<std::size_t>(slot)])];
+}
+
+std::int64_t Matcher::factor_entry_from(int t, std::int64_t k0) const {
+  const auto& ps = factors_[static_cast<std::size_t>(t)].pair;
+  return static_cast<std::int64_t>(std::lower_bound(ps.begin(), ps.end(), k0) - ps.begin());
+}
+
+const std::int64_t* Matcher::other_perm(const Member& mb, bool seen) const {
+  const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+  if (!fs.allowed || fs.pair.empty()) return nullptr;
+  // A factored tensor's other permuted axis is axis 1 - mb.axis, the first of `others`.
+  const int g = mb.others[0].group;
+  if (g < 0) return nullptr;
+  return seen ? mb.seen_perms[0].data() : groups_[static_cast<std::size_t>(g)].perm.data();
+}
+
+bool Matcher::correction_pays(const Member& mb, std::size_t c) const {
+  const std::size_t t = static_cast<std::size_t>(mb.tensor);
+  if (!dense_pairs_[t].empty() || factors_[t].pair.empty()) return true;
+  return static_cast<std::int64_t>(c) <= factors_[t].max_rows_t;
+}
+
+double Matcher::factored_term(int t, std::int64_t e, const std::int64_t* p_out,
+                              const std::int64_t* p_in) const {
+  const FactorStore& fs = factors_[static_cast<std::size_t>(t)];
+  const std::int64_t t0 = fs.off_t[static_cast<std::size_t>(e)];
+  const std::int64_t t1 = fs.off_t[static_cast<std::size_t>(e) + 1];
+  const std::int64_t s0 = fs.off_s[static_cast<std::size_t>(e)];
+  const std::int64_t s1 = fs.off_s[static_cast<std::size_t>(e) + 1];
+  return factor_dot(fs.dt.data() + t0 * fs.n_out, fs.at.data() + t0 * fs.n_in, t1 - t0,
+                    fs.ds.data() + s0 * fs.n_out, fs.as.data() + s0 * fs.n_in, s1 - s0, fs.n_out,
+                    fs.n_in, p_out, p_in);
+}
+
+double Matcher::member_factored_term(const Member& mb, std::int64_t e, const std::int64_t* own,
+                                     const std::int64_t* other) const {
+  return mb.axis == 0 ? factored_term(mb.tensor, e, own, other)
+                      : factored_term(mb.tensor, e, other, own);
+}
+
+void Matcher::factored_products(const Member& mb, std::int64_t e, const std::int64_t* q,
+                                float* y, std::vector<float>& g, std::vector<float>& m) const {
+  const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+  const bool out_axis = mb.axis == 0;
+  const std::int64_t n = mb.n, ni = out_axis ? fs.n_in : fs.n_out;
+  const float* inner_t = out_axis ? fs.at.data() : fs.dt.data();
+  const float* own_s = out_axis ? fs.ds.data() : fs.as.data();
+  const float* inner_s = out_axis ? fs.as.data() : fs.ds.data();
+  const std::size_t es = static_cast<std::size_t>(e);
+  const std::int64_t t0 = fs.off_t[es], rt = fs.off_t[es + 1] - t0;
+  const std::int64_t s0 = fs.off_s[es], rs = fs.off_s[es + 1] - s0;
+  if (rt == 0) return;
+  if (rs == 0) {
+    std::fill(y, y + rt * n, 0.0f);
+    return;
+  }
+  const float* is = inner_s + s0 * ni;
+  if (q != nullptr) {
+    g.resize(static_cast<std::size_t>(rs * ni));
+    for (std::int64_t r = 0; r < rs; ++r) {
+      const float* src = is + r * ni;
+      float* dst = g.data() + r * ni;
+      for (std::int64_t c = 0; c < ni; ++c) dst[c] = src[q[c]];
+    }
+    is = g.data();
+  }
+  m.resize(static_cast<std::size_t>(rt * rs));
+  const int irt = static_cast<int>(rt), irs = static_cast<int>(rs);
+  blas::sgemm_rm(false, true, irt, irs, static_cast<int>(ni), 1.0f, inner_t + t0 * ni,
+                 static_cast<int>(ni), is, static_cast<int>(ni), 0.0f, m.data(), irs);
+  const float w = static_cast<float>(weights_[static_cast<std::size_t>(fs.pair[es])]);
+  blas::sgemm_rm(false, false, irt, static_cast<int>(n), irs, w, m.data(), irs, own_s + s0 * n,
+                 static_cast<int>(n), 0.0f, y, static_cast<int>(n));
+}
+
+double Matcher::fused_static_add(std::size_t gi, float alpha, const std::vector<char>& factored) {
+  // The new pair's static terms of group gi as one C += T^T S: the factored members' own_t
+  // rows with their products Y, the rows-layout dense members' rows with w S.
+  Group& gr = groups_[gi];
+  const std::int64_t n = gr.n;
+  std::int64_t rows = 0;
+  for (int mi : gr.members) {
+    const Member& mb = members_[static_cast<std::size_t>(mi)];
+    if (!mb.is_static) continue;
+    const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+    if (factored[static_cast<std::size_t>(mb.tensor)]) {
+      rows += fs.off_t.back() - fs.off_t[fs.off_t.size() - 2];
+    } else if (!mb.native) {
+      rows += mb.m;
+    }
+  }
+  if (rows == 0) return 0.0;
+  scratch_t_.resize(static_cast<std::size_t>(rows * n));
+  scratch_.resize(static_cast<std::size_t>(rows * n));
+  std::vector<float> g, m;
+  double small = 0.0;
+  std::int64_t l = 0;
+  for (int mi : gr.members) {
+    const Member& mb = members_[static_cast<std::size_t>(mi)];
+    if (!mb.is_static) continue;
+    float* lt = scratch_t_.data() + l * n;
+    float* ls = scratch_.data() + l * n;
+    if (factored[static_cast<std::size_t>(mb.tensor)]) {
+      const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+      const std::int64_t e = static_cast<std::int64_t>(fs.pair.size()) - 1;
+      const std::int64_t t0 = fs.off_t[static_cast<std::size_t>(e)];
+      const std::int64_t rt = fs.off_t.back() - t0;
+      const std::int64_t rs = fs.off_s.back() - fs.off_s[static_cast<std::size_t>(e)];
+      const float* own_t = (mb.axis == 0 ? fs.dt.data() : fs.at.data()) + t0 * n;
+      std::copy(own_t, own_t + rt * n, lt);
+      factored_products(mb, e, nullptr, ls, g, m);
+      small += 2.0 * static_cast<double>(rt * rs) *
+               static_cast<double>(n + (mb.axis == 0 ? fs.n_in : fs.n_out));
+      l += rt;
+    } else if (!mb.native) {
+      const std::size_t block = static_cast<std::size_t>(mb.m * mb.n);
+      const float* t = mb.target.data() + (mb.target.size() - block);
+      const float* src = mb.source.data() + (mb.source.size() - block);
+      std::copy(t, t + block, lt);
+      for (std::size_t i = 0; i < block; ++i) ls[i] = alpha * src[i];
+      l += mb.m;
+    }
+  }
+  blas::sgemm_tn_rows(static_cast<int>(n), static_cast<int>(rows), 1.0f, scratch_t_.data(),
+                      scratch_.data(), 1.0f, gr.static_cost.data());
+  return small + gemm_flops(n, rows);
+}
+
+double Matcher::accumulate_factored(const Member& mb, std::int64_t e0, const std::int64_t* q,
+                                    float* out) {
+  // Per entry: M = inner_t pi(inner_s)^T (rows_t x rows_s), Y = w M own_s (rows_t x n); then
+  // out += own_t^T Y as one GEMM over the entries' rows (own_t's rows are contiguous).
+  const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+  const std::int64_t E = static_cast<std::int64_t>(fs.pair.size());
+  if (e0 >= E) return 0.0;
+  const bool out_axis = mb.axis == 0;
+  const std::int64_t n = mb.n, ni = out_axis ? fs.n_in : fs.n_out;
+  const float* own_t = out_axis ? fs.dt.data() : fs.at.data();
+  double flops = 0.0;
+  const std::int64_t cap = std::max<std::int64_t>(kChunkFloats / std::max<std::int64_t>(n, 1), 1);
+  for (std::int64_t c0 = e0; c0 < E;) {
+    // Entries [c0, c1): at least one, at most kChunkFloats of Y.
+    std::int64_t c1 = c0 + 1;
+    while (c1 < E && fs.off_t[static_cast<std::size_t>(c1) + 1] -
+                             fs.off_t[static_cast<std::size_t>(c0)] <= cap) {
+      ++c1;
+    }
+    const std::int64_t r0 = fs.off_t[static_cast<std::size_t>(c0)];
+    const std::int64_t rows = fs.off_t[static_cast<std::size_t>(c1)] - r0;
+    double small = 0.0;
+    for (std::int64_t e = c0; e < c1; ++e) {
+      const double rt = static_cast<double>(fs.off_t[e + 1] - fs.off_t[e]);
+      const double rs = static_cast<double>(fs.off_s[e + 1] - fs.off_s[e]);
+      small += 2.0 * rt * rs * static_cast<double>(ni + n);
+    }
+    scratch_.resize(static_cast<std::size_t>(rows * n));
+    float* y = scratch_.data();
+    // The entries' small products, split over threads by entry when they are large enough.
+    const int parts = small >= blas::kParallelFlops
+                          ? static_cast<int>(std::min<std::int64_t>(parallel::threads(), c1 - c0))
+                          : 1;
+    parallel::run_parts(c1 - c0, parts, [&](std::int64_t i0, std::int64_t i1) {
+      std::vector<float> g, m;
+      for (std::int64_t e = c0 + i0; e < c0 + i1; ++e) {
+        factored_products(mb, e, q, y + (fs.off_t[static_cast<std::size_t>(e)] - r0) * n, g, m);
+      }
+    });
+    if (rows > 0) {
+      blas::sgemm_tn_rows(static_cast<int>(n), static_cast<int>(rows), 1.0f, own_t + r0 * n, y,
+                          1.0f, out);
+    }
+    flops += small + gemm_flops(n, rows);
+    c0 = c1;
+  }
+  return flops;
+}
+
+double Matcher::correct_factored(const Member& mb, const std::int64_t* q_new,
+                                 const std::int64_t* q_old, float* out) {
+  // Per entry the moved slices made dense: L = inner_t[:, changed]^T own_t and
+  // R = w (inner_s[:, q_new] - inner_s[:, q_old])^T own_s (c x n each); out += L^T R over the
+  // entries' stacked rows, as a dense pair's correction.
+  const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+  const std::int64_t E = static_cast<std::int64_t>(fs.pair.size());
+  const std::int64_t c = static_cast<std::int64_t>(changed_.size());
+  if (E == 0 || c == 0) return 0.0;
+  const bool out_axis = mb.axis == 0;
+  const std::int64_t n = mb.n, ni = out_axis ? fs.n_in : fs.n_out;
+  const float* own_t = out_axis ? fs.dt.data() : fs.at.data();
+  const float* inner_t = out_axis ? fs.at.data() : fs.dt.data();
+  const float* own_s = out_axis ? fs.ds.data() : fs.as.data();
+  const float* inner_s = out_axis ? fs.as.data() : fs.ds.data();
+  const std::int64_t per =
+      std::max<std::int64_t>(kChunkFloats / std::max<std::int64_t>(c * n, 1), 1);
+  double flops = 0.0;
+  for (std::int64_t c0 = 0; c0 < E; c0 += per) {
+    const std::int64_t c1 = std::min(E, c0 + per);
+    const std::size_t size = static_cast<std::size_t>((c1 - c0) * c * n);
+    scratch_.resize(size);
+    scratch_t_.resize(size);
+    double small = 0.0;
+    for (std::int64_t e = c0; e < c1; ++e) {
+      small += 2.0 * static_cast<double>(c * n) *
+               static_cast<double>(fs.off_t[e + 1] - fs.off_t[e] + fs.off_s[e + 1] - fs.off_s[e]);
+    }
+    const int parts = small >= blas::kParallelFlops
+                          ? static_cast<int>(std::min<std::int64_t>(parallel::threads(), c1 - c0))
+                          : 1;
+    parallel::run_parts(c1 - c0, parts, [&](std::int64_t i0, std::int64_t i1) {
+      std::vector<float> g;
+      for (std::int64_t e = c0 + i0; e < c0 + i1; ++e) {
+        const std::size_t es = static_cast<std::size_t>(e);
+        const std::int64_t t0 = fs.off_t[es], rt = fs.off_t[es + 1] - t0;
+        const std::int64_t s0 = fs.off_s[es], rs = fs.off_s[es + 1] - s0;
+        float* lt = scratch_t_.data() + (e - c0) * c * n;
+        float* ls = scratch_.data() + (e - c0) * c * n;
+        const int ic = static_cast<int>(c), in = static_cast<int>(n);
+        g.resize(static_cast<std::size_t>(std::max(rt, rs) * c));
+        for (std::int64_t r = 0; r < rt; ++r) {
+          const float* src = inner_t + (t0 + r) * ni;
+          for (std::int64_t j = 0; j < c; ++j) g[r * c + j] = src[changed_[j]];
+        }
+        if (rt == 0) {
+          std::fill(lt, lt + c * n, 0.0f);
+        } else {
+          blas::sgemm_rm(true, false, ic, in, static_cast<int>(rt), 1.0f, g.data(), ic,
+                         own_t + t0 * n, in, 0.0f, lt, in);
+        }
+        for (std::int64_t r = 0; r < rs; ++r) {
+          const float* src = inner_s + (s0 + r) * ni;
+          for (std::int64_t j = 0; j < c; ++j) {
+            const std::int64_t i = changed_[j];
+            g[r * c + j] = src[q_new[i]] - src[q_old[i]];
+          }
+        }
+        if (rs == 0) {
+          std::fill(ls, ls + c * n, 0.0f);
+        } else {
+          const float w = static_cast<float>(weights_[static_cast<std::size_t>(fs.pair[es])]);
+          blas::sgemm_rm(true, false, ic, in, static_cast<int>(rs), w, g.data(), ic,
+                         own_s + s0 * n, in, 0.0f, ls, in);
+        }
+      }
+    });
+    const std::int64_t rows = (c1 - c0) * c;
+    blas::sgemm_tn_rows(static_cast<int>(n), static_cast<int>(rows), 1.0f, scratch_t_.data(),
+                        scratch_.data(), 1.0f, out);
+    flops += small + gemm_flops(n, rows);
+  }
+  return flops;
 }
 
 bool Matcher::perm_changed_since(const Member& mb) const {
@@ -376,6 +795,9 @@ void Matcher::reserve(std::int64_t pairs) {
   std::vector<FloatStore*> fresh;
   for (Member& mb : members_) {
     if (mb.kind == Kind::cols) continue;
+    // A tensor whose pairs so far all came as factors gets its dense store when it needs one.
+    const std::size_t t = static_cast<std::size_t>(mb.tensor);
+    if (num_pairs_ > 0 && dense_pairs_[t].empty()) continue;
     const std::size_t want = k * static_cast<std::size_t>(mb.m * mb.n);
     // [pair store] A store that grows gets fresh memory: fault its pages in now, in one call
     // per store, rather than one page fault per 4 KiB page as add() first writes them. (A store
@@ -397,6 +819,16 @@ void Matcher::reserve(std::int64_t pairs) {
         return static_cast<std::int64_t>(st.capacity() - st.size());
       },
       [&](std::int64_t i, char&) { prefault_unused(*fresh[static_cast<std::size_t>(i)]); });
+  for (FactorStore& fs : factors_) {  // as many rows per pair as the last factored one
+    if (fs.pair.empty()) continue;
+    const std::size_t e = fs.pair.size() - 1;
+    const std::size_t rt = static_cast<std::size_t>(fs.off_t[e + 1] - fs.off_t[e]);
+    const std::size_t rs = static_cast<std::size_t>(fs.off_s[e + 1] - fs.off_s[e]);
+    fs.dt.reserve(k * rt * static_cast<std::size_t>(fs.n_out));
+    fs.at.reserve(k * rt * static_cast<std::size_t>(fs.n_in));
+    fs.ds.reserve(k * rs * static_cast<std::size_t>(fs.n_out));
+    fs.as.reserve(k * rs * static_cast<std::size_t>(fs.n_in));
+  }
   weights_.reserve(k);
   for (auto& a : identity_cache_.acc) a.reserve(k);
 }
@@ -411,6 +843,18 @@ void Matcher::clear_pairs() {
     mb.seen_perms.clear();
   }
   for (Group& gr : groups_) std::fill(gr.static_cost.begin(), gr.static_cost.end(), 0.0f);
+  for (FactorStore& fs : factors_) {
+    fs.dt.clear();
+    fs.at.clear();
+    fs.ds.clear();
+    fs.as.clear();
+    fs.pair.clear();
+    fs.off_t.assign(1, 0);
+    fs.off_s.assign(1, 0);
+    fs.max_rows_t = 0;
+  }
+  for (auto& d : dense_pairs_) d.clear();
+  for (auto& sl : slot_) sl.clear();
   weights_.clear();
   constant_ = 0.0;
   num_pairs_ = 0;
@@ -436,7 +880,8 @@ void Matcher::refresh_member(Member& mb, SolveResult& stats) {
     if (!mb.contrib_valid) {
       full_build_cols(mb, stats);
     } else {
-      if (collect_changed(q, mb.seen_perms[mb.cols_other], changed_)) {
+      if (collect_changed(q, mb.seen_perms[mb.cols_other], changed_) &&
+          correction_pays(mb, changed_.size())) {
         if (!changed_.empty()) delta_build_cols(mb, stats);
       } else {
         full_build_cols(mb, stats);
@@ -471,10 +916,15 @@ double Matcher::accumulate_cols(Member& mb, std::int64_t k0, const std::int64_t*
   const std::int64_t n = mb.n, nb = mb.seg_len, segs = mb.segs, W = segs * nb;
   mb.contrib.resize(static_cast<std::size_t>(n * n));
   if (overwrite) std::fill(mb.contrib.begin(), mb.contrib.end(), 0.0f);
-  if (W == 0 || k0 >= num_pairs_) return 0.0;  // empty: BLAS would reject lda = 0
+  const double factored = accumulate_factored(
+      mb, factor_entry_from(mb.tensor, k0), q, mb.contrib.data());
+  const auto& dense = dense_pairs_[static_cast<std::size_t>(mb.tensor)];
+  const std::int64_t d0 = dense_slot_from(mb.tensor, k0);
+  const std::int64_t D = static_cast<std::int64_t>(dense.size());
+  if (W == 0 || d0 >= D) return factored;  // empty: BLAS would reject lda = 0
   scratch_.resize(static_cast<std::size_t>(n * W));
-  for (std::int64_t k = k0; k < num_pairs_; ++k) {
-    const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
+  for (std::int64_t k = d0; k < D; ++k) {  // k: the dense slot
+    const float wf = static_cast<float>(dense_weight(mb.tensor, k));
     for (std::int64_t p = 0; p < mb.blocks; ++p) {
       const std::int64_t off = k * own.m * own.n + p * n * W;
       const float* src = own.source.data() + off;
@@ -493,8 +943,8 @@ double Matcher::accumulate_cols(Member& mb, std::int64_t k0, const std::int64_t*
       });
     }
   }
-  return 2.0 * static_cast<double>(n) * static_cast<double>(n) *
-         static_cast<double>(W * mb.blocks * (num_pairs_ - k0));
+  return factored + 2.0 * static_cast<double>(n) * static_cast<double>(n) *
+                        static_cast<double>(W * mb.blocks * (D - d0));
 }
 
 void Matcher::delta_build_cols(Member& mb, SolveResult& stats) {
@@ -506,10 +956,13 @@ void Matcher::delta_build_cols(Member& mb, SolveResult& stats) {
   const std::int64_t* q =
       groups_[static_cast<std::size_t>(mb.others[mb.cols_other].group)].perm.data();
   const std::int64_t* q_old = mb.seen_perms[mb.cols_other].data();
+  stats.gemm_flops += correct_factored(mb, q, q_old, mb.contrib.data());
+  const auto& dense = dense_pairs_[static_cast<std::size_t>(mb.tensor)];
+  const std::int64_t D = static_cast<std::int64_t>(dense.size());
   scratch_.resize(static_cast<std::size_t>(n * Wc));
   scratch_t_.resize(static_cast<std::size_t>(n * Wc));
-  for (std::int64_t k = 0; k < num_pairs_; ++k) {
-    const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
+  for (std::int64_t k = 0; k < D; ++k) {  // k: the dense slot
+    const float wf = static_cast<float>(dense_weight(mb.tensor, k));
     for (std::int64_t p = 0; p < mb.blocks; ++p) {
       const std::int64_t off = k * own.m * own.n + p * n * W;
       const float* src = own.source.data() + off;
@@ -534,7 +987,7 @@ void Matcher::delta_build_cols(Member& mb, SolveResult& stats) {
   }
   ++stats.delta_builds;
   stats.gemm_flops += 2.0 * static_cast<double>(n) * static_cast<double>(n) *
-                      static_cast<double>(Wc * mb.blocks * num_pairs_);
+                      static_cast<double>(Wc * mb.blocks * D);
 }
 
 void Matcher::refresh_rows(Member& mb, SolveResult& stats) {
@@ -546,7 +999,7 @@ void Matcher::refresh_rows(Member& mb, SolveResult& stats) {
       if (mb.others[j].group >= 0) old[j] = mb.seen_perms[j].data();
     }
     build_row_map(mb.others, old, old_map_);
-    if (collect_changed(row_map_, old_map_, changed_)) {
+    if (collect_changed(row_map_, old_map_, changed_) && correction_pays(mb, changed_.size())) {
       if (!changed_.empty()) delta_build(mb, stats);
     } else {
       full_build(mb, stats);
@@ -557,16 +1010,22 @@ void Matcher::refresh_rows(Member& mb, SolveResult& stats) {
 }
 
 void Matcher::full_build(Member& mb, SolveResult& stats) {
-  stats.gemm_flops += accumulate_rows(mb, 0, true);
+  stats.gemm_flops += accumulate_rows(mb, 0, true, other_perm(mb, false));
   ++stats.member_builds;
 }
 
-double Matcher::accumulate_rows(Member& mb, std::int64_t k0, bool overwrite) {
-  // contrib (+)= sum over pairs k >= k0 of T_k^T G(w_k S_k), G = the rows reindex in row_map_.
-  const std::int64_t n = mb.n, m = mb.m, l_begin = k0 * m, l_end = m * num_pairs_;
+double Matcher::accumulate_rows(Member& mb, std::int64_t k0, bool overwrite,
+                                const std::int64_t* q) {
+  // contrib (+)= sum over pairs k >= k0 of T_k^T G(w_k S_k), G = the rows reindex in row_map_
+  // (dense pairs; l runs over their slots) or, for factored pairs, q on the other axis.
+  const auto& dense = dense_pairs_[static_cast<std::size_t>(mb.tensor)];
+  const std::int64_t n = mb.n, m = mb.m, l_begin = dense_slot_from(mb.tensor, k0) * m;
+  const std::int64_t l_end = m * static_cast<std::int64_t>(dense.size());
   mb.contrib.resize(static_cast<std::size_t>(n * n));
   if (overwrite) std::fill(mb.contrib.begin(), mb.contrib.end(), 0.0f);
-  if (l_end <= l_begin) return 0.0;
+  const double factored =
+      accumulate_factored(mb, factor_entry_from(mb.tensor, k0), q, mb.contrib.data());
+  if (l_end <= l_begin) return factored;
   const std::int64_t chunk = std::max<std::int64_t>(1, kChunkFloats / std::max<std::int64_t>(n, 1));
   scratch_.resize(static_cast<std::size_t>(std::min(chunk, l_end - l_begin) * n));
   for (std::int64_t l0 = l_begin; l0 < l_end; l0 += chunk) {
@@ -583,7 +1042,7 @@ double Matcher::accumulate_rows(Member& mb, std::int64_t k0, bool overwrite) {
         const float* src =
             mb.source.data() + (k * m + row_map_[static_cast<std::size_t>(r)]) * n + j0;
         float* dst = part + (l - l0) * cols;
-        const double w = weights_[static_cast<std::size_t>(k)];
+        const double w = dense_weight(mb.tensor, k);
         if (w == 1.0) {
           std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(cols));
         } else {
@@ -595,14 +1054,17 @@ double Matcher::accumulate_rows(Member& mb, std::int64_t k0, bool overwrite) {
                                t_chunk, part, static_cast<int>(cols), 1.0f, mb.contrib.data());
     });
   }
-  return 2.0 * static_cast<double>(n) * static_cast<double>(n) *
-         static_cast<double>(l_end - l_begin);
+  return factored + 2.0 * static_cast<double>(n) * static_cast<double>(n) *
+                        static_cast<double>(l_end - l_begin);
 }
 
 void Matcher::delta_build(Member& mb, SolveResult& stats) {
   // contrib += sum over changed rows r and pairs k of T[k, r]^T (w_k S[k, new(r)] - w_k S[k, old(r)])
   const std::int64_t n = mb.n, m = mb.m, c = static_cast<std::int64_t>(changed_.size());
-  const std::int64_t rows_total = c * num_pairs_;
+  stats.gemm_flops += correct_factored(mb, other_perm(mb, false), other_perm(mb, true),
+                                       mb.contrib.data());
+  const auto& dense = dense_pairs_[static_cast<std::size_t>(mb.tensor)];
+  const std::int64_t rows_total = c * static_cast<std::int64_t>(dense.size());
   const std::int64_t chunk = std::max<std::int64_t>(1, kChunkFloats / std::max<std::int64_t>(n, 1));
   const std::size_t cap = static_cast<std::size_t>(std::min(chunk, rows_total) * n);
   scratch_.resize(cap);
@@ -620,7 +1082,7 @@ void Matcher::delta_build(Member& mb, SolveResult& stats) {
             mb.source.data() + (k * m + old_map_[static_cast<std::size_t>(r)]) * n;
         float* dt = scratch_t_.data() + (l - l0) * n;
         float* ds = scratch_.data() + (l - l0) * n;
-        const float wf = static_cast<float>(weights_[static_cast<std::size_t>(k)]);
+        const float wf = static_cast<float>(dense_weight(mb.tensor, k));
         std::memcpy(dt, t, sizeof(float) * static_cast<std::size_t>(n));
         for (std::int64_t i = 0; i < n; ++i) ds[i] = wf * (s_new[i] - s_old[i]);
       }
@@ -717,8 +1179,8 @@ double Matcher::objective(const std::vector<std::vector<std::int64_t>>& perms) {
 
 double Matcher::pair_term(const Member& mb, std::int64_t k, const std::int64_t* p,
                           const std::int64_t* map, std::vector<float>& row) const {
-  // <T_k, pi(S_k)> of one primary member, float64. p: the member's own group permutation
-  // (null: identity); map: the rows reindex of the other axes (null: identity).
+  // <T_k, pi(S_k)> of one primary member, float64, k its dense slot. p: the member's own group
+  // permutation (null: identity); map: the rows reindex of the other axes (null: identity).
   const std::int64_t n = mb.n, m = mb.m;
   const float* tk = mb.target.data() + k * m * n;
   const float* sk = mb.source.data() + k * m * n;
@@ -743,8 +1205,9 @@ double Matcher::pair_term(const Member& mb, std::int64_t k, const std::int64_t* 
 
 double Matcher::native_term(const Member& mb, std::int64_t k, const std::int64_t* p, double* dots,
                             const std::vector<std::int64_t>* only) const {
-  // pair_term of a native member, keeping its row dots; with `only`, recompute just those rows
-  // and reuse the others from `dots`. The sum runs in row order as in pair_term: bit-identical.
+  // pair_term of a native member (k: its dense slot), keeping its row dots; with `only`,
+  // recompute just those rows and reuse the others from `dots`. The sum runs in row order as
+  // in pair_term: bit-identical.
   const std::int64_t n = mb.n, w = mb.post;
   const float* tk = mb.target.data() + k * mb.m * n;
   const float* sk = mb.source.data() + k * mb.m * n;
@@ -792,6 +1255,7 @@ void Matcher::extend_members(ObjectiveCache& c, const std::vector<std::size_t>& 
     double* dots;                   // native members: row dots of pair k0 (n per pair)
     const std::int64_t* own;        // null: the member's own group is at the identity
     const std::int64_t* map;        // null: the other axes are at the identity
+    const std::int64_t* other;      // factored pairs: the other permuted axis (null: none)
   };
   std::vector<Job> jobs;
   std::vector<std::vector<std::int64_t>> maps(mis.size());
@@ -812,8 +1276,11 @@ void Matcher::extend_members(ObjectiveCache& c, const std::vector<std::size_t>& 
     const bool identity = is_identity(pv);
     std::vector<double>& a = c.acc[mi];
     if (a.size() < static_cast<std::size_t>(k1)) a.resize(static_cast<std::size_t>(k1));
+    const FactorStore& fs = factors_[static_cast<std::size_t>(mb.tensor)];
+    const int og = fs.allowed && !mb.others.empty() ? mb.others[0].group : -1;
     Job job{&mb, &a, nullptr, identity ? nullptr : pv.data(),
-            map_identity ? nullptr : maps[t].data()};
+            map_identity ? nullptr : maps[t].data(),
+            og >= 0 ? c.perms[static_cast<std::size_t>(og)].data() : nullptr};
     if (mb.native && c.row_dots.size() == members_.size()) {
       std::vector<double>& d = c.row_dots[mi];
       if (d.size() < static_cast<std::size_t>(k1 * mb.n)) {
@@ -837,10 +1304,13 @@ void Matcher::extend_members(ObjectiveCache& c, const std::vector<std::size_t>& 
       [&](std::int64_t it, std::vector<float>& row) {
         const Job& job = jobs[static_cast<std::size_t>(it / per_job)];
         const std::int64_t k = k0 + it % per_job;
+        const std::int64_t slot =
+            slot_[static_cast<std::size_t>(job.mb->tensor)][static_cast<std::size_t>(k)];
         (*job.acc)[static_cast<std::size_t>(k)] =
-            job.dots != nullptr
-                ? native_term(*job.mb, k, job.own, job.dots + k * job.mb->n, nullptr)
-                : pair_term(*job.mb, k, job.own, job.map, row);
+            slot < 0 ? member_factored_term(*job.mb, -1 - slot, job.own, job.other)
+            : job.dots != nullptr
+                ? native_term(*job.mb, slot, job.own, job.dots + k * job.mb->n, nullptr)
+                : pair_term(*job.mb, slot, job.own, job.map, row);
       });
 }
 
@@ -872,8 +1342,12 @@ void Matcher::retarget_cache(ObjectiveCache& c,
         }
       }
       for (std::int64_t k = 0; k < c.upto; ++k) {
-        c.acc[mi][static_cast<std::size_t>(k)] = native_term(
-            mb, k, perms[g].data(), c.row_dots[mi].data() + k * mb.n, &rows);
+        const std::int64_t slot =
+            slot_[static_cast<std::size_t>(mb.tensor)][static_cast<std::size_t>(k)];
+        c.acc[mi][static_cast<std::size_t>(k)] =
+            slot < 0 ? member_factored_term(mb, -1 - slot, perms[g].data(), nullptr)
+                     : native_term(mb, slot, perms[g].data(),
+                                   c.row_dots[mi].data() + k * mb.n, &rows);
       }
       continue;
     }

@@ -24,6 +24,9 @@ enum class Status : int {
   lap_failed = 6,      ///< the assignment solver rejected a cost matrix (index = group)
   bad_argument = 7,    ///< max_sweeps < 0, tol < 0 or NaN, non-finite weight
   interrupted = 8,     ///< the thread's interrupt poll (lap::set_interrupt_poll) asked to stop
+  bad_factors = 9,     ///< factors for a tensor that is not (n_out, n_in) up to unpermuted
+                       ///< trailing axes of size 1, or on one side of the pair only (index =
+                       ///< tensor)
 };
 
 struct Error {
@@ -37,6 +40,16 @@ struct Error {
 struct TensorSpec {
   std::vector<std::int64_t> shape;
   std::vector<int> groups;
+};
+
+/// One tensor of one side of a pair: its dense C-contiguous float32 buffer (`dense`), or the
+/// factors of its gradient G = delta^T inputs: delta (rows, n_out) and inputs (rows, n_in),
+/// C-contiguous float32, for a tensor (n_out, n_in) up to unpermuted trailing axes of size 1.
+struct TensorInput {
+  const float* dense = nullptr;
+  const float* delta = nullptr;
+  const float* inputs = nullptr;
+  std::int64_t rows = 0;
 };
 
 struct SolveOptions {
@@ -79,6 +92,11 @@ class Matcher {
   /// On error nothing is added.
   Error add(const float* const* targets, const float* const* sources, double weight);
 
+  /// add() with each tensor of each side dense or factored (see TensorInput; a tensor is
+  /// factored on both sides or on neither). A factored tensor's cost terms and exact objective
+  /// come from its factors (docs/dev/factored-pairs.md); the dense gradient is never formed.
+  Error add(const TensorInput* targets, const TensorInput* sources, double weight);
+
   /// Run coordinate descent. `init` is null (identity) or one pointer per group (n_g int64 each,
   /// copied). With `use_previous` and no init, start from the previous solve's permutations.
   Error solve(const std::int64_t* const* init, bool use_previous, const SolveOptions& opts,
@@ -112,11 +130,13 @@ class Matcher {
  private:
   /// One (tensor, permuted axis) and its cost term.
   ///
-  /// Layout: a member of kind `rows` owns its tensor's pairs unfolded along its axis (K*m rows
-  /// of n floats; the other axes' permutations are row reindexes). A tensor with exactly two
-  /// permuted axes a < b is stored once, by its axis-b member; its axis-a member (kind `cols`)
-  /// reads that store as pre_a blocks per pair of shape (n_a, W = segs * n_b), in which the
-  /// permutation of b acts inside each of the `segs` segments of n_b floats.
+  /// Layout: a member of kind `rows` owns its tensor's dense pairs unfolded along its axis (K*m
+  /// rows of n floats for K dense pairs, in the order of dense_pairs_; the other axes'
+  /// permutations are row reindexes); the tensor's factored pairs live in factors_. A tensor
+  /// with exactly two permuted axes a < b is stored once, by its axis-b member; its axis-a
+  /// member (kind `cols`) reads that store as pre_a blocks per pair of shape
+  /// (n_a, W = segs * n_b), in which the permutation of b acts inside each of the `segs`
+  /// segments of n_b floats.
   enum class Kind { rows, cols };
   struct Member {
     int tensor = -1;
@@ -142,6 +162,17 @@ class Matcher {
     std::vector<std::vector<std::int64_t>> seen_perms;  ///< and their permutations (per other
                                                         ///< axis; empty for unpermuted ones)
     bool contrib_valid = false;
+  };
+
+  /// A tensor's factored pairs: their factors stacked by rows in pair order (entry e holds
+  /// target rows [off_t[e], off_t[e + 1]) and source rows [off_s[e], off_s[e + 1])), unweighted.
+  struct FactorStore {
+    bool allowed = false;            ///< (n_out, n_in) up to unpermuted trailing 1s
+    std::int64_t n_out = 0, n_in = 0;
+    FloatStore dt, at, ds, as;       ///< (rows, n_out) / (rows, n_in), row-major
+    std::vector<std::int64_t> pair;  ///< pair index of entry e
+    std::vector<std::int64_t> off_t{0}, off_s{0};
+    std::int64_t max_rows_t = 0;     ///< most target rows of one entry
   };
 
   struct Group {
@@ -201,7 +232,38 @@ class Matcher {
   void full_build(Member& mb, SolveResult& stats);
   void delta_build(Member& mb, SolveResult& stats);
   void full_build_cols(Member& mb, SolveResult& stats);
-  double accumulate_rows(Member& mb, std::int64_t k0, bool overwrite);
+  double accumulate_rows(Member& mb, std::int64_t k0, bool overwrite, const std::int64_t* q);
+  /// out += the factored entries [e0, end) of mb's term, the other axis gathered by q (null:
+  /// unpermuted or identity). Returns the flops.
+  double accumulate_factored(const Member& mb, std::int64_t e0, const std::int64_t* q,
+                             float* out);
+  /// Y = w M own_s (rows_t x n) of factored entry e: M = inner_t pi(inner_s)^T, pi = q on the
+  /// other axis (null: none). g and m: scratch.
+  void factored_products(const Member& mb, std::int64_t e, const std::int64_t* q, float* y,
+                         std::vector<float>& g, std::vector<float>& m) const;
+  /// add(): the new pair's static terms of group gi, factored and rows-layout dense ones, as
+  /// one GEMM (factored[t]: tensor t came as factors). Returns the flops.
+  double fused_static_add(std::size_t gi, float alpha, const std::vector<char>& factored);
+  /// out += the factored entries' correction for the slices changed_ of the other axis whose
+  /// source moved from q_old to q_new. Returns the flops.
+  double correct_factored(const Member& mb, const std::int64_t* q_new, const std::int64_t* q_old,
+                          float* out);
+  /// Whether a correction of c slices beats a rebuild (on top of the "at most half" rule): a
+  /// factored pair's rebuild costs about rows x n^2, its correction c x n^2.
+  bool correction_pays(const Member& mb, std::size_t c) const;
+  /// Exact float64 <T, pi(S)> of factored entry e of tensor t (unweighted).
+  double factored_term(int t, std::int64_t e, const std::int64_t* p_out,
+                       const std::int64_t* p_in) const;
+  /// The member's own and other permuted axis mapped to (p_out, p_in) for factored_term.
+  double member_factored_term(const Member& mb, std::int64_t e, const std::int64_t* own,
+                              const std::int64_t* other) const;
+  /// The permutation of a factored tensor's other permuted axis (null if none): the current
+  /// one, or the one mb's cached term was built at.
+  const std::int64_t* other_perm(const Member& mb, bool seen) const;
+  std::int64_t dense_slot_from(int t, std::int64_t k0) const;
+  std::int64_t factor_entry_from(int t, std::int64_t k0) const;
+  /// Weight of the pair in dense slot `slot` of tensor t.
+  double dense_weight(int t, std::int64_t slot) const;
   double accumulate_cols(Member& mb, std::int64_t k0, const std::int64_t* q, bool overwrite);
   void delta_build_cols(Member& mb, SolveResult& stats);
   std::vector<const std::int64_t*> axis_perms(const Member& mb) const;
@@ -211,6 +273,10 @@ class Matcher {
   std::vector<Member> members_;
   std::vector<TensorSpec> tensors_;
   std::vector<double> weights_;
+  std::vector<FactorStore> factors_;                ///< per tensor
+  std::vector<std::vector<std::int64_t>> dense_pairs_;  ///< per tensor: pair of each dense slot
+  std::vector<std::vector<std::int64_t>> slot_;  ///< per tensor and pair: its dense slot, or
+                                                 ///< -1 - its factored entry
   double constant_ = 0.0;  ///< sum over unpermuted tensors of w_k <T, S> (exact)
   std::int64_t num_pairs_ = 0;
   double static_gemm_time_ = 0.0;  ///< add()'s GEMM seconds since the last solve

@@ -13,7 +13,10 @@
 //   * the matcher on random tiny specs (2-3 groups of size <= 4, 1-3 axes per tensor, K weighted
 //     pairs): its objective against an independent float64 sum and its permutations against
 //     brute force (no single group's permutation improves the objective), incremental adds,
-//     clear_pairs, warm re-solves, every error path; and a mid-size spec over the GEMM paths.
+//     clear_pairs, warm re-solves, every error path; and a mid-size spec over the GEMM paths;
+//   * the matcher with factored pairs (G = delta^T inputs, random rows per pair and side, zero
+//     included, mixed with dense pairs of the same tensors) on random tiny chains, against the
+//     same oracles with the gradients formed in float64, and its error paths.
 // Exit status 0 and "0 failures" when every check holds; the sanitizers report on stderr.
 #include <algorithm>
 #include <cmath>
@@ -479,31 +482,39 @@ std::int64_t numel(const match::TensorSpec& t) {
   return std::accumulate(t.shape.begin(), t.shape.end(), std::int64_t{1}, std::multiplies<>());
 }
 
-// Independent float64 objective: sum_k w_k sum_t <T_k,t, pi(S_k,t)>, pi gathering every permuted
-// axis (pi(S)[i_0, ..] = S[p_0[i_0], ..], numpy.take semantics), one index at a time.
+// <x, pi(y)> in float64 for one tensor, pi gathering every permuted axis (pi(S)[i_0, ..] =
+// S[p_0[i_0], ..], numpy.take semantics), one index at a time.
+template <class T>
+double tensor_dot(const match::TensorSpec& ts, const std::vector<T>& x, const std::vector<T>& y,
+                  const std::vector<std::vector<std::int64_t>>& perms) {
+  const std::size_t rank = ts.shape.size();
+  std::vector<std::int64_t> idx(rank, 0);
+  const std::int64_t count = numel(ts);
+  double dot = 0;
+  for (std::int64_t flat = 0; flat < count; ++flat) {
+    std::int64_t rest = flat, src = 0, stride = 1;
+    for (std::size_t a = rank; a-- > 0;) {
+      idx[a] = rest % ts.shape[a];
+      rest /= ts.shape[a];
+    }
+    for (std::size_t a = rank; a-- > 0;) {
+      const int g = ts.groups[a];
+      src += (g < 0 ? idx[a] : perms[static_cast<std::size_t>(g)][static_cast<std::size_t>(idx[a])]) * stride;
+      stride *= ts.shape[a];
+    }
+    dot += static_cast<double>(x[static_cast<std::size_t>(flat)]) *
+           static_cast<double>(y[static_cast<std::size_t>(src)]);
+  }
+  return dot;
+}
+
+// Independent float64 objective: sum_k w_k sum_t <T_k,t, pi(S_k,t)>.
 double objective(const Problem& pb, const std::vector<std::vector<std::int64_t>>& perms) {
   double total = 0;
   for (std::size_t k = 0; k < pb.weights.size(); ++k) {
     double pair = 0;
     for (std::size_t t = 0; t < pb.tensors.size(); ++t) {
-      const match::TensorSpec& ts = pb.tensors[t];
-      const std::size_t rank = ts.shape.size();
-      std::vector<std::int64_t> idx(rank, 0);
-      const std::int64_t count = numel(ts);
-      for (std::int64_t flat = 0; flat < count; ++flat) {
-        std::int64_t rest = flat, src = 0, stride = 1;
-        for (std::size_t a = rank; a-- > 0;) {
-          idx[a] = rest % ts.shape[a];
-          rest /= ts.shape[a];
-        }
-        for (std::size_t a = rank; a-- > 0;) {
-          const int g = ts.groups[a];
-          src += (g < 0 ? idx[a] : perms[static_cast<std::size_t>(g)][static_cast<std::size_t>(idx[a])]) * stride;
-          stride *= ts.shape[a];
-        }
-        pair += static_cast<double>(pb.targets[k][t][static_cast<std::size_t>(flat)]) *
-                static_cast<double>(pb.sources[k][t][static_cast<std::size_t>(src)]);
-      }
+      pair += tensor_dot(pb.tensors[t], pb.targets[k][t], pb.sources[k][t], perms);
     }
     total += pb.weights[k] * pair;
   }
@@ -606,34 +617,38 @@ bool is_perm(const std::vector<std::int64_t>& p, std::int64_t n) {
   return true;
 }
 
+using Perms = std::vector<std::vector<std::int64_t>>;
+
 // A converged solve is a coordinate-wise optimum: no single group's permutation (all n_g! of
 // them tried, the other groups held) beats it by more than float32 rounding of the cost terms
-// (exact on integer data and weights), and its objective is the independent float64 one.
-void check_result(const std::string& ctx, match::Matcher& mt, const Problem& pb,
-                  const match::SolveResult& r) {
+// (exact on integer data and weights), and its objective is the independent float64 one
+// (`objective`, of scale `sc`).
+template <class Oracle>
+void check_against(const std::string& ctx, match::Matcher& mt,
+                   const std::vector<std::int64_t>& sizes, const Oracle& objective, double sc,
+                   bool integer, const match::SolveResult& r) {
   ++g_cases;
-  const double sc = scale(pb);
-  for (std::size_t g = 0; g < pb.sizes.size(); ++g) {
-    if (r.perms.size() != pb.sizes.size() || !is_perm(r.perms[g], pb.sizes[g])) {
+  for (std::size_t g = 0; g < sizes.size(); ++g) {
+    if (r.perms.size() != sizes.size() || !is_perm(r.perms[g], sizes[g])) {
       fail(ctx + ": not a permutation");
       return;
     }
   }
   if (!r.converged) fail(ctx + ": did not converge");
-  const double best = objective(pb, r.perms);
+  const double best = objective(r.perms);
   if (!(std::fabs(r.objective - best) <= 1e-12 * sc + 1e-300)) {
     fail(ctx + ": objective " + std::to_string(r.objective) + " != float64 " + std::to_string(best));
   }
   for (std::size_t s = 1; s < r.history.size(); ++s) {
     if (r.history[s] < r.history[s - 1] - 1e-6 * sc) fail(ctx + ": history decreases");
   }
-  const double tol = (pb.integer ? 1e-12 : 1e-5) * sc;
-  for (std::size_t g = 0; g < pb.sizes.size(); ++g) {
+  const double tol = (integer ? 1e-12 : 1e-5) * sc;
+  for (std::size_t g = 0; g < sizes.size(); ++g) {
     std::vector<std::vector<std::int64_t>> trial = r.perms;
     std::vector<std::int64_t>& p = trial[g];
     std::iota(p.begin(), p.end(), 0);
     do {
-      if (objective(pb, trial) > best + tol) {
+      if (objective(trial) > best + tol) {
         fail(ctx + ": group " + std::to_string(g) + " can be improved");
         return;
       }
@@ -642,9 +657,15 @@ void check_result(const std::string& ctx, match::Matcher& mt, const Problem& pb,
   // objective() at other permutations (random ones) against the oracle too.
   std::vector<std::vector<std::int64_t>> other = r.perms;
   for (auto& p : other) std::shuffle(p.begin(), p.end(), g_rng);
-  if (!(std::fabs(mt.objective(other) - objective(pb, other)) <= 1e-12 * sc + 1e-300)) {
+  if (!(std::fabs(mt.objective(other) - objective(other)) <= 1e-12 * sc + 1e-300)) {
     fail(ctx + ": objective() at random permutations");
   }
+}
+
+void check_result(const std::string& ctx, match::Matcher& mt, const Problem& pb,
+                  const match::SolveResult& r) {
+  check_against(ctx, mt, pb.sizes, [&](const Perms& p) { return objective(pb, p); }, scale(pb),
+                pb.integer, r);
 }
 
 match::SolveOptions random_options() {
@@ -655,21 +676,50 @@ match::SolveOptions random_options() {
   return o;
 }
 
+// A matcher of pb's spec holding its pairs (null, and a failure noted, if that went wrong).
+template <class P, class AddTo>
+std::unique_ptr<match::Matcher> matcher_with_pairs(const std::string& ctx, const P& pb,
+                                                   AddTo add_to_mt) {
+  std::unique_ptr<match::Matcher> mt;
+  if (!match::Matcher::create(pb.sizes, pb.tensors, mt).ok()) {
+    fail(ctx + ": create failed");
+    return nullptr;
+  }
+  for (std::size_t k = 0; k < pb.weights.size(); ++k) {
+    if (!add_to_mt(*mt, pb, k)) {
+      fail(ctx + ": add failed");
+      return nullptr;
+    }
+  }
+  return mt;
+}
+
+// After a first solve: `more` pairs one at a time, each with a warm re-solve from the previous
+// permutations and duals; then clear_pairs and the same pairs again (GMT's per-step replacement).
+template <class P, class AddPair, class AddTo, class Check>
+void grow_and_clear(const std::string& ctx, match::Matcher& mt, P& pb, int more,
+                    AddPair add_one, AddTo add_to_mt, Check check) {
+  for (int i = 0; i < more; ++i) {
+    add_one(pb);
+    if (!add_to_mt(mt, pb, pb.weights.size() - 1)) fail(ctx + ": later add failed");
+    match::SolveResult r;
+    if (!mt.solve(nullptr, true, random_options(), r).ok()) fail(ctx + ": warm solve failed");
+    else check(ctx + " + pair, warm", mt, pb, r);
+  }
+  mt.clear_pairs();
+  mt.reserve(static_cast<std::int64_t>(pb.weights.size()));
+  for (std::size_t k = 0; k < pb.weights.size(); ++k) add_to_mt(mt, pb, k);
+  match::SolveResult r;
+  if (!mt.solve(nullptr, g_rng() & 1, random_options(), r).ok()) fail(ctx + ": re-solve failed");
+  else check(ctx + " cleared and re-added", mt, pb, r);
+}
+
 void matcher_tiny(int reps) {
   for (int rep = 0; rep < reps; ++rep) {
     Problem pb = random_problem();
     const std::string ctx = spec_ctx(pb);
-    std::unique_ptr<match::Matcher> mt;
-    if (!match::Matcher::create(pb.sizes, pb.tensors, mt).ok()) {
-      fail(ctx + ": create failed");
-      continue;
-    }
-    bool ok = true;
-    for (std::size_t k = 0; k < pb.weights.size(); ++k) ok = ok && add_to(*mt, pb, k);
-    if (!ok) {
-      fail(ctx + ": add failed");
-      continue;
-    }
+    std::unique_ptr<match::Matcher> mt = matcher_with_pairs(ctx, pb, add_to);
+    if (!mt) continue;
     // Start from the identity, or from random permutations.
     std::vector<std::vector<std::int64_t>> init;
     std::vector<const std::int64_t*> init_ptrs;
@@ -688,19 +738,152 @@ void matcher_tiny(int reps) {
       continue;
     }
     check_result(ctx + " cold", *mt, pb, r);
-    // One more pair, a warm re-solve from the previous permutations and duals.
-    add_pair(pb);
-    if (!add_to(*mt, pb, pb.weights.size() - 1)) fail(ctx + ": second add failed");
-    match::SolveResult r2;
-    if (!mt->solve(nullptr, true, random_options(), r2).ok()) fail(ctx + ": warm solve failed");
-    else check_result(ctx + " + pair, warm", *mt, pb, r2);
-    // clear_pairs, then the same pairs again (GMT's per-step replacement).
-    mt->clear_pairs();
-    mt->reserve(static_cast<std::int64_t>(pb.weights.size()));
-    for (std::size_t k = 0; k < pb.weights.size(); ++k) add_to(*mt, pb, k);
-    match::SolveResult r3;
-    if (!mt->solve(nullptr, g_rng() & 1, random_options(), r3).ok()) fail(ctx + ": re-solve failed");
-    else check_result(ctx + " cleared and re-added", *mt, pb, r3);
+    grow_and_clear(ctx, *mt, pb, 1, add_pair, add_to, check_result);
+  }
+}
+
+// Factored pairs: a random tiny chain (2-3 groups; an input tensor (n_0, c), layers
+// (n_g, n_(g-1)) with or without trailing (1, 1) axes, an output tensor (c, n_last), biases),
+// each (pair, tensor) of matrix layout factored on both sides with probability 2/3, with 0-3
+// rows per side, else dense. The oracle forms every gradient in float64.
+struct FSide {
+  std::vector<float> dense, delta, inputs;
+  std::int64_t rows = -1;  // -1: dense
+  std::vector<double> g;   // the gradient in float64, in the tensor's layout
+};
+
+struct FProblem {
+  std::vector<std::int64_t> sizes;
+  std::vector<match::TensorSpec> tensors;
+  std::vector<std::vector<FSide>> targets, sources;  // [pair][tensor]
+  std::vector<double> weights;
+};
+
+bool takes_factors(const match::TensorSpec& ts) {
+  if (ts.shape.size() < 2) return false;
+  for (std::size_t a = 2; a < ts.shape.size(); ++a) {
+    if (ts.shape[a] != 1 || ts.groups[a] >= 0) return false;
+  }
+  return true;
+}
+
+FSide random_side(const match::TensorSpec& ts, bool factored) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  FSide side;
+  const std::int64_t count = numel(ts);
+  if (!factored) {
+    side.dense.resize(static_cast<std::size_t>(count));
+    for (auto& x : side.dense) x = normal(g_rng);
+    side.g.assign(side.dense.begin(), side.dense.end());
+    return side;
+  }
+  const std::int64_t n_out = ts.shape[0], n_in = count / n_out;
+  side.rows = uniform_int(0, 3);
+  side.delta.resize(static_cast<std::size_t>(side.rows * n_out));
+  side.inputs.resize(static_cast<std::size_t>(side.rows * n_in));
+  for (auto& x : side.delta) x = normal(g_rng);
+  for (auto& x : side.inputs) x = normal(g_rng);
+  side.g.assign(static_cast<std::size_t>(count), 0.0);
+  for (std::int64_t r = 0; r < side.rows; ++r) {
+    for (std::int64_t i = 0; i < n_out; ++i) {
+      for (std::int64_t c = 0; c < n_in; ++c) {
+        side.g[static_cast<std::size_t>(i * n_in + c)] +=
+            static_cast<double>(side.delta[static_cast<std::size_t>(r * n_out + i)]) *
+            side.inputs[static_cast<std::size_t>(r * n_in + c)];
+      }
+    }
+  }
+  return side;
+}
+
+void add_fpair(FProblem& pb) {
+  std::vector<FSide> t, s;
+  for (const auto& ts : pb.tensors) {
+    const bool factored = takes_factors(ts) && g_rng() % 3 != 0;
+    t.push_back(random_side(ts, factored));
+    s.push_back(random_side(ts, factored));
+  }
+  pb.targets.push_back(std::move(t));
+  pb.sources.push_back(std::move(s));
+  pb.weights.push_back(uniform01() * 4 - 2);
+}
+
+FProblem random_chain() {
+  FProblem pb;
+  const int groups = uniform_int(2, 3);
+  for (int g = 0; g < groups; ++g) pb.sizes.push_back(g_rng() % 8 == 0 ? 1 : uniform_int(2, 4));
+  const auto layer = [&](std::int64_t n_out, int g_out, std::int64_t n_in, int g_in) {
+    match::TensorSpec ts{{n_out, n_in}, {g_out, g_in}};
+    if (g_rng() & 1) {  // a 1x1 convolution's kernel
+      ts.shape.insert(ts.shape.end(), {1, 1});
+      ts.groups.insert(ts.groups.end(), {-1, -1});
+    }
+    pb.tensors.push_back(ts);
+  };
+  layer(pb.sizes[0], 0, uniform_int(1, 3), -1);
+  for (int g = 1; g < groups; ++g) layer(pb.sizes[g], g, pb.sizes[g - 1], g - 1);
+  layer(uniform_int(1, 3), -1, pb.sizes.back(), groups - 1);
+  pb.tensors.push_back({{pb.sizes[0]}, {0}});
+  const int pairs = uniform_int(1, 3);
+  for (int k = 0; k < pairs; ++k) add_fpair(pb);
+  return pb;
+}
+
+bool add_fto(match::Matcher& mt, const FProblem& pb, std::size_t k) {
+  std::vector<match::TensorInput> t(pb.tensors.size()), s(pb.tensors.size());
+  for (std::size_t i = 0; i < pb.tensors.size(); ++i) {
+    for (auto [in, side] : {std::pair{&t[i], &pb.targets[k][i]}, {&s[i], &pb.sources[k][i]}}) {
+      if (side->rows < 0) {
+        in->dense = side->dense.data();
+      } else {
+        in->delta = side->delta.data();
+        in->inputs = side->inputs.data();
+        in->rows = side->rows;
+      }
+    }
+  }
+  return mt.add(t.data(), s.data(), pb.weights[k]).ok();
+}
+
+void check_factored(const std::string& ctx, match::Matcher& mt, const FProblem& pb,
+                    const match::SolveResult& r) {
+  double sc = 0;
+  for (std::size_t k = 0; k < pb.weights.size(); ++k) {
+    for (std::size_t t = 0; t < pb.tensors.size(); ++t) {
+      double a = 0, b = 0;
+      for (double x : pb.targets[k][t].g) a += x * x;
+      for (double x : pb.sources[k][t].g) b += x * x;
+      sc += std::fabs(pb.weights[k]) * std::sqrt(a * b);
+    }
+  }
+  const auto oracle = [&](const Perms& perms) {
+    double total = 0;
+    for (std::size_t k = 0; k < pb.weights.size(); ++k) {
+      for (std::size_t t = 0; t < pb.tensors.size(); ++t) {
+        total += pb.weights[k] *
+                 tensor_dot(pb.tensors[t], pb.targets[k][t].g, pb.sources[k][t].g, perms);
+      }
+    }
+    return total;
+  };
+  check_against(ctx, mt, pb.sizes, oracle, sc, false, r);
+}
+
+void matcher_factored(int reps) {
+  for (int rep = 0; rep < reps; ++rep) {
+    FProblem pb = random_chain();
+    std::string ctx = "factored chain, groups";
+    for (auto n : pb.sizes) ctx += " " + std::to_string(n);
+    std::unique_ptr<match::Matcher> mt = matcher_with_pairs(ctx, pb, add_fto);
+    if (!mt) continue;
+    match::SolveResult r;
+    if (!mt->solve(nullptr, false, random_options(), r).ok()) {
+      fail(ctx + ": solve failed");
+      continue;
+    }
+    check_factored(ctx + " cold", *mt, pb, r);
+    // Two more pairs: cached terms extended by new pairs and corrected.
+    grow_and_clear(ctx, *mt, pb, 2, add_fpair, add_fto, check_factored);
   }
 }
 
@@ -746,6 +929,35 @@ void matcher_errors() {
   o.tol = std::nan("");
   expect_status("tol NaN", mt->solve(nullptr, false, o, r), Status::bad_argument);
   expect_status("valid solve", mt->solve(nullptr, false, {}, r), Status::ok);
+  // Factors: (3, 2) takes them, (2,) and a kernel with a permuted trailing axis do not.
+  if (!match::Matcher::create({3, 2}, Specs{match::TensorSpec{{3, 2}, {0, -1}}, match::TensorSpec{{2}, {1}},
+                                            match::TensorSpec{{3, 1, 2}, {0, -1, 1}}}, mt).ok()) {
+    fail("matcher error: valid factor spec refused");
+    return;
+  }
+  std::vector<float> d(6, 1.0f), in(4, 1.0f), k3(6, 1.0f), d_bad(6, 1.0f);
+  d_bad[1] = std::numeric_limits<float>::infinity();
+  match::TensorInput ok[3], half[3], wrong[3], nan[3];
+  ok[0] = {nullptr, d.data(), in.data(), 2};
+  ok[1].dense = b.data();
+  ok[2].dense = k3.data();
+  std::copy(ok, ok + 3, half);
+  half[0] = {a.data(), nullptr, nullptr, 0};
+  std::copy(ok, ok + 3, wrong);
+  wrong[1] = {nullptr, d.data(), in.data(), 1};
+  std::copy(ok, ok + 3, nan);
+  nan[0] = {nullptr, d_bad.data(), in.data(), 2};
+  expect_status("factors on one side only", mt->add(ok, half, 1.0), Status::bad_factors);
+  expect_status("factors for a vector", mt->add(wrong, wrong, 1.0), Status::bad_factors);
+  std::copy(ok, ok + 3, wrong);
+  wrong[2] = {nullptr, d.data(), in.data(), 1};
+  expect_status("factors with a permuted trailing axis", mt->add(wrong, wrong, 1.0),
+                Status::bad_factors);
+  expect_status("inf in a factor", mt->add(ok, nan, 1.0), Status::non_finite);
+  ++g_cases;
+  if (mt->num_pairs() != 0) fail("matcher error: a failed factored add stored a pair");
+  expect_status("valid factored add", mt->add(ok, ok, 1.0), Status::ok);
+  expect_status("valid factored solve", mt->solve(nullptr, false, {}, r), Status::ok);
 }
 
 // A mid-size chain (rank-2 and rank-4 tensors, both axes permuted, K = 3) and a 3-axis tensor of
@@ -806,6 +1018,7 @@ int main(int argc, char** argv) {
   lap_large();
   matcher_errors();
   matcher_tiny(150 * scale_reps);
+  matcher_factored(100 * scale_reps);
   matcher_medium();
   std::printf("%ld cases, %ld failures\n", g_cases, g_failures);
   return g_failures == 0 ? 0 : 1;

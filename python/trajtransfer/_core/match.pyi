@@ -11,7 +11,9 @@ class Matcher:
     def __init__(self, group_sizes: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shapes: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]], axis_groups: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]]) -> None:
         ...
     def add(self, targets: list, sources: list, weight: typing.SupportsFloat | typing.SupportsIndex) -> None:
-        ...
+        """
+        Append one pair: per tensor a float32 array, or a (delta, inputs) tuple of float32 arrays (rows, n_out) and (rows, n_in) for the factors of delta.T @ inputs.
+        """
     def clear_pairs(self) -> None:
         """
         Drop all pairs; keep the store's memory, the permutations and the LAP duals.

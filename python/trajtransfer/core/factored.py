@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 from .._arrays import is_torch_tensor
 
-__all__ = ["Factored", "factored_pays"]
+__all__ = ["Factored", "factored_pays", "takes_factors", "keeps_factors"]
 
 
 def factored_pays(rows: int, n_out: int, n_in: int) -> bool:
@@ -25,6 +25,21 @@ def factored_pays(rows: int, n_out: int, n_in: int) -> bool:
     (``rows² · (n_in + n_out) + n² · rows`` against ``n² · n_in`` per pair).
     """
     return rows * (n_in + n_out) < n_in * n_out
+
+
+def takes_factors(shape: Sequence[int], axis_groups: Sequence[int]) -> bool:
+    """Whether a tensor of this shape, with these axis groups (-1: unpermuted), can be stored as
+    factors: ``(n_out, n_in)`` up to unpermuted trailing axes of size 1."""
+    return len(shape) >= 2 and all(s == 1 and g < 0 for s, g in zip(shape[2:], axis_groups[2:]))
+
+
+def keeps_factors(x: Any, y: Any, factorable: bool) -> bool:
+    """The matcher's rule, the same on every path: a pair's tensor is stored as its factors when
+    both sides come :class:`Factored`, the tensor takes factors (:func:`takes_factors`) and they
+    are the cheaper form for the larger side (:func:`factored_pays`)."""
+    if not (factorable and isinstance(x, Factored) and isinstance(y, Factored)):
+        return False
+    return factored_pays(max(x.rows, y.rows), x.shape[0], math.prod(x.shape[1:]))
 
 
 class Factored:

@@ -50,7 +50,7 @@ import numpy as np
 from .._arrays import float32_view, is_torch_tensor, to_numpy
 from .._native import _core
 from .block_axes import entry_groups
-from .factored import Factored, factored_pays
+from .factored import Factored, keeps_factors, takes_factors
 from .spec import PermutationSpec, validate_spec
 
 __all__ = [
@@ -206,7 +206,7 @@ class _CompiledSpec:
 
     def check_finite(self, arrays: list, what: str) -> None:
         for n, a in zip(self.names, arrays):
-            if not np.isfinite(a).all():
+            if not all(np.isfinite(x).all() for x in (a if isinstance(a, tuple) else (a,))):
                 raise ValueError(f"{what}[{n!r}] contains NaN or infinite values")
 
     def init_list(self, init: Mapping[str, Any], check_perm: bool = True) -> list:
@@ -279,25 +279,13 @@ def _same_place(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
-def _densified(params: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``params`` with every :class:`Factored` made dense (the native core stores dense pairs)."""
-    if not any(isinstance(x, Factored) for x in params.values()):
-        return params
-    return {n: x.dense() if isinstance(x, Factored) else x for n, x in params.items()}
-
-
-def _keeps_factors(target: Mapping[str, Any], source: Mapping[str, Any]) -> bool:
-    """Whether some tensor of this pair would be stored as factors (see GradientMatcher.add)."""
-    for n, x in target.items():
-        y = source.get(n)
-        if (isinstance(x, Factored) and isinstance(y, Factored) and x.is_matrix()
-                and factored_pays(max(x.rows, y.rows), x.shape[0], math.prod(x.shape[1:]))):
-            return True
-    return False
+def _has_factors(params: Mapping[str, Any]) -> bool:
+    return any(isinstance(x, Factored) for x in params.values())
 
 
 class _NativePath:
-    """Pairs and descent in the native core (numpy arrays and CPU tensors)."""
+    """Pairs and descent in the native core (numpy arrays and CPU tensors), factored pairs
+    included: a tensor the rule keeps as factors crosses as a (delta, inputs) tuple."""
 
     def __init__(self, compiled: _CompiledSpec) -> None:
         self.compiled = compiled
@@ -306,15 +294,47 @@ class _NativePath:
             [list(compiled.shapes[n]) for n in compiled.names],
             compiled.axis_groups,
         )
+        self._factorable = [takes_factors(compiled.shapes[n], axes)
+                            for n, axes in zip(compiled.names, compiled.axis_groups)]
+        self.store_bytes = 0  # float32 pairs and factors added since the last clear
 
     @property
     def num_pairs(self) -> int:
         return int(self.native.num_pairs)
 
+    def _with_factors(self, target: Mapping[str, Any], source: Mapping[str, Any]) -> tuple:
+        """Both sides in tensor order: float32 arrays, and (delta, inputs) tuples where the
+        factors are kept."""
+        compiled = self.compiled
+        for params in (target, source):
+            if params.keys() != compiled._name_set:
+                validate_spec(compiled.spec, params, require_all=True)
+        ts: list = []
+        ss: list = []
+        for n, factorable in zip(compiled.names, self._factorable):
+            x, y = target[n], source[n]
+            for what, v in (("target", x), ("source", y)):
+                shape = tuple(int(s) for s in v.shape)
+                if shape != compiled.shapes[n]:
+                    raise ValueError(f"{what}[{n!r}] has shape {shape}, expected "
+                                     f"{compiled.shapes[n]} (the shape of the first pair added)")
+            keep = keeps_factors(x, y, factorable)
+            for what, v, out in (("target", x, ts), ("source", y, ss)):
+                label = f"{what}[{n!r}]"
+                if keep:
+                    out.append((_as_float32(v.delta, f"{label}.delta"),
+                                _as_float32(v.inputs, f"{label}.inputs")))
+                else:
+                    out.append(_as_float32(v.dense() if isinstance(v, Factored) else v, label))
+        return ts, ss
+
     def add(self, target: Mapping[str, Any], source: Mapping[str, Any], weight: float) -> None:
         compiled = self.compiled
-        ts = compiled.arrays(_densified(target), "target")
-        ss = compiled.arrays(_densified(source), "source")
+        if _has_factors(target) or _has_factors(source):
+            ts, ss = self._with_factors(target, source)
+        else:
+            ts = compiled.arrays(target, "target")
+            ss = compiled.arrays(source, "source")
         try:
             self.native.add(ts, ss, weight)
         except ValueError as exc:
@@ -322,12 +342,15 @@ class _NativePath:
                 compiled.check_finite(ts, "target")
                 compiled.check_finite(ss, "source")
             raise
+        self.store_bytes += 4 * sum(sum(x.size for x in (a if isinstance(a, tuple) else (a,)))
+                                    for a in ts + ss)
 
     def reserve(self, num_pairs: int) -> None:
         self.native.reserve(num_pairs)
 
     def clear_pairs(self) -> None:
         self.native.clear_pairs()
+        self.store_bytes = 0
 
     def solve(self, init: Any, use_previous: bool, warm_start: bool, max_sweeps: int, tol: float,
               seed: int, exact_objective: bool) -> dict:
@@ -511,7 +534,8 @@ class GradientMatcher:
     only the rows whose permutation changed (a full rebuild when more than half did). A group
     whose coupled groups did not change since its last solve is skipped (exact). So an FGMT loop
     (add a pair, solve warm-started from the previous permutations) costs O(1 pair) of GEMM work
-    per step plus the corrections, not O(K pairs).
+    per step plus the corrections, not O(K pairs). Pairs that keep a tensor as its factors
+    (:class:`~trajtransfer.Factored`, see :meth:`add`) are stored and used as factors there too.
 
     For tensors on another torch device (a GPU), the pairs stay on that device and each visit's
     cost matrix is built there with torch ops (:mod:`trajtransfer.core.torch_pairs`); the
@@ -590,13 +614,12 @@ class GradientMatcher:
     @property
     def pair_store_bytes(self) -> int:
         """Bytes the stored pairs take: the device path's dense stores (their capacity) and
-        kept factors; for the native core, the float32 pairs themselves."""
+        kept factors; for the native core, the float32 pairs and kept factors themselves."""
         if self._path is None:
             return 0
         if isinstance(self._path, _TorchPath):
             return self._path.pairs.store_bytes()
-        compiled = self._path.compiled
-        return 8 * self._path.num_pairs * sum(math.prod(compiled.shapes[n]) for n in compiled.names)
+        return self._path.store_bytes
 
     @property
     def groups(self) -> list:
@@ -656,9 +679,8 @@ class GradientMatcher:
             weight gradient): when both sides of a tensor are factored, the tensor is
             ``(n_out, n_in)`` up to unpermuted trailing axes of size 1, and
             ``rows · (n_in + n_out) < n_in · n_out``, the factors are kept and every cost term
-            and objective is computed from them; otherwise that tensor is made dense. A
-            matcher whose first pair keeps factors takes the device path (torch ops) on the
-            CPU too, unless ``backend="native"`` (which makes every pair dense).
+            and objective is computed from them, in the native core on the CPU and with torch
+            ops on the device path; otherwise that tensor is made dense.
         weight : float
             Finite weight of this pair.
 
@@ -687,14 +709,13 @@ class GradientMatcher:
             device, torch_in = self._locate(target, source)
             path = self._path
             if path is None:
-                path = self._new_path(_CompiledSpec(self._spec, target, "target"), device,
-                                      _keeps_factors(target, source))
+                path = self._new_path(_CompiledSpec(self._spec, target, "target"), device)
             path.add(target, source, weight)
             if self._path is None:
                 self._path, self._device, self._torch_out = path, device, torch_in
             self._add_seconds += time.perf_counter() - t0
 
-    def _new_path(self, compiled: _CompiledSpec, device: Any, factored: bool) -> Any:
+    def _new_path(self, compiled: _CompiledSpec, device: Any) -> Any:
         on_cpu = _same_place(device, "cpu")
         if compiled.spec.has_blocks:
             # The native core knows plain groups only: block specs (attention heads) take the
@@ -708,9 +729,7 @@ class GradientMatcher:
         if self._backend == "native" and not on_cpu:
             raise ValueError(f"backend='native' solves on the CPU but the pairs are on {device}: "
                              "use backend='auto' (the device path) or move them with .cpu()")
-        # The native core stores dense pairs only: factored pairs take the device path, whose
-        # cost terms use the factors, unless the native core was asked for.
-        if self._backend == "torch" or not on_cpu or (factored and self._backend == "auto"):
+        if self._backend == "torch" or not on_cpu:
             return _TorchPath(compiled, device)
         return _NativePath(compiled)
 

@@ -4,7 +4,7 @@ Holds the (target, source) pairs of a :class:`~trajtransfer.core.match.GradientM
 device, stacked per tensor, and builds one group's cost matrix from them with torch ops
 (gathers, the factors' small products, and one GEMM per update of an (n, n) matrix). The
 coordinate descent itself is in :mod:`trajtransfer.core.descent`; the native CPU path does the
-same arithmetic in C++ (on dense pairs).
+same arithmetic in C++, factored pairs included.
 
 Cost of group g at permutations π (gather semantics, π applied to the source):
 ``C_g[i, j] = Σ_k Σ_(tensor w, axis a of g) <w_k T_k[w] slice i along a, π_{-a}(S_k[w]) slice j>``.
@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .factored import Factored, factored_pays
+from .factored import Factored, keeps_factors, takes_factors
 
 __all__ = ["TorchPairs"]
 
@@ -81,8 +81,7 @@ class TorchPairs:
         self.neighbours = [sorted(nb) for nb in neighbours]
         self.axis_groups = [list(axes) for axes in axis_groups]
         # Factors serve (n_out, n_in) tensors, up to unpermuted trailing axes of size 1.
-        self._factorable = [len(shape) >= 2 and all(s == 1 and g < 0 for s, g in
-                                                    zip(shape[2:], axes[2:]))
+        self._factorable = [takes_factors(shape, axes)
                             for shape, axes in zip(self.shapes, self.axis_groups)]
         self.num_pairs = 0
         self._capacity = 0
@@ -135,21 +134,15 @@ class TorchPairs:
             self._grow(t, max(4, self._capacity, 2 * used))
         return used
 
-    def _keeps_factors(self, t: int, x: Any, y: Any) -> bool:
-        if not (isinstance(x, Factored) and isinstance(y, Factored) and self._factorable[t]):
-            return False
-        n_out, n_in = x.shape[0], math.prod(x.shape[1:])
-        return factored_pays(max(x.rows, y.rows), n_out, n_in)
-
     def add(self, targets: Sequence[Any], sources: Sequence[Any], weight: float) -> None:
         """Append one pair (float32 tensors or :class:`Factored` of them on this device, in
-        tensor order). Factors are kept where :meth:`_keeps_factors` says, else made dense."""
+        tensor order). Factors are kept where :func:`~.factored.keeps_factors` says, else made dense."""
         torch = self.torch
         k = self.num_pairs
         term = torch.zeros((), dtype=torch.float64, device=self.device)
         for t, (x, y) in enumerate(zip(targets, sources)):
             before = self._dense_before[t]
-            if self._keeps_factors(t, x, y):
+            if keeps_factors(x, y, self._factorable[t]):
                 f = self._store_factors(t, (x.delta * weight, x.inputs, y.delta, y.inputs))
                 self._factor_pairs[t].append(k)
                 self._factors[t].append(f)

@@ -388,9 +388,8 @@ def transfer(
         pair × spatial positions) and builds its cost terms from them; other tensors (biases,
         BatchNorm, larger kernels, small layers) stay dense. The same permutations up to
         float32 rounding, with 3–4× less cost-building work and pair memory on wide MLPs
-        (docs/dev/factored-pairs.md). When some layer keeps its factors the matching runs on
-        the device path (torch ops), on the CPU too, unless ``backend="native"`` (which makes
-        every pair dense). False: dense gradients only.
+        (docs/dev/factored-pairs.md). On the CPU the native core keeps the factors (with
+        ``backend="torch"``, the device path does). False: dense gradients only.
     distributed : True, torch.distributed.ProcessGroup or Distributed, optional
         Data-parallel gradient pairs over an initialised process group (True: the default one;
         any backend, e.g. gloo on CPUs, NCCL with one GPU per rank): every rank calls
