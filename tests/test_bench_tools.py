@@ -161,11 +161,12 @@ def test_interleaved_warm_medians_feed_the_warm_targets(tmp_path) -> None:
     pytest.importorskip("scipy.optimize")
     pytest.importorskip("pytest_benchmark")
     import warm_vs_cold
+    from isa_processes import write_interleaved
 
     entries = (warm_vs_cold.benchmark_entries(1024, "float32", "1pct", 0.001, 0.006)
                + warm_vs_cold.benchmark_entries(2048, "float64", "noise20pct", 0.010, 0.008))
     path = tmp_path / "warm_vs_cold_avx2.json"
-    path.write_text(json.dumps({"benchmarks": entries}))
+    write_interleaved(path, entries)
     ms = ratio_table.medians(str(path))
     assert ms[("warm-1pct-uniform-f32-n1024", "ours-cold")] == pytest.approx(6.0)
     results = dict((text.split(":")[0], (met, text)) for met, text in
@@ -174,3 +175,20 @@ def test_interleaved_warm_medians_feed_the_warm_targets(tmp_path) -> None:
     assert met and "6.00x" in text
     met, text = results["warm re-solve, every perturbation, cold / warm >= 0.91x"]
     assert not met and "0.80x (warm-noise20pct-uniform-f64-n2048)" in text
+
+
+def test_interleaved_batch_pair_feeds_the_batch_target(tmp_path) -> None:
+    """batch_scaling.py --pair-only --json writes the benchmark's batch groups: the target check
+    reads the 1- and 2-thread medians from it."""
+    from isa_processes import write_interleaved
+
+    path = tmp_path / "batch_avx2.json"
+    write_interleaved(path, [("batch-64x256-f32", "ours-2threads", 0.005, True),
+                             ("batch-64x256-f32", "ours-1thread", 0.009, False),
+                             ("batch-64x256-f64", "ours-2threads", 0.006, True),
+                             ("batch-64x256-f64", "ours-1thread", 0.0096, False)])
+    ms = ratio_table.medians(str(path))
+    results = dict((text.split(":")[0], (met, text)) for met, text in
+                   ratio_table.check_targets(ms))
+    met, text = results["batch, 1 thread / 2 threads >= 1.7x"]
+    assert not met and "1.60x (batch-64x256-f64)" in text
