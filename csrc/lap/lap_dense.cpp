@@ -270,7 +270,7 @@ class Solver {
     free_.clear();
     if (lb != nullptr) track_cleanliness();
     enable_row_caches();
-    if (transfer) slack_.assign(static_cast<std::size_t>(n_), T(0));
+    if (transfer && prev != nullptr) slack_.assign(static_cast<std::size_t>(n_), T(0));
     const bool sample = prev != nullptr && give_up_ratio > 0 && n_ >= 8 * kSampleStride;
     // Rows are scanned (the pass over the matrix; split over two threads when large) and then
     // assigned in row order on one thread, so the split never changes a result.

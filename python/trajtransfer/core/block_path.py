@@ -11,12 +11,13 @@ import time
 from typing import Any, Mapping
 
 from .block_groups import BlockLap, BlockPairs
+from .descent import DescentOptions, DescentStart
 from .factored import Factored
 
 __all__ = ["BlockPath"]
 
 
-class BlockPath:
+class BlockPath(DescentStart):
     """GradientMatcher's path for block specs: :class:`BlockPairs` + the torch descent."""
 
     def __init__(self, compiled: Any, device: Any) -> None:
@@ -83,19 +84,13 @@ class BlockPath:
     def clear_pairs(self) -> None:
         self.pairs.clear()
 
-    def _init(self, init: Mapping[str, Any]) -> list:
-        return [self.torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(init)]
-
     def solve(self, init: Any, use_previous: bool, warm_start: bool, max_sweeps: int, tol: float,
               seed: int, exact_objective: bool) -> dict:
-        from .descent import DescentOptions, LapFailed
-        from .match import _descent_start, _overflow_message
+        from .descent import LapFailed
+        from .match import _overflow_message
 
-        perms, opts, at_identity = _descent_start(self, init, use_previous, warm_start,
-                                                  DescentOptions(max_sweeps=max_sweeps, tol=tol,
-                                                                 seed=seed,
-                                                                 exact_objective=exact_objective,
-                                                                 greedy_start=init == "greedy"))
+        perms, opts, at_identity = self._start(init, use_previous, warm_start, max_sweeps, tol,
+                                               seed, exact_objective)
         try:
             res = self._descent(self.pairs, self.lap, perms, opts, at_identity=at_identity)
             history, sweeps = list(res.history), res.sweeps

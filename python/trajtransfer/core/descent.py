@@ -53,6 +53,42 @@ class DescentResult:
     counters: dict = field(default_factory=dict)
 
 
+class DescentStart:
+    """The start of a device-path solve, shared by the torch and the block paths. A subclass
+    holds ``torch``, ``device``, ``compiled``, ``perms`` (the previous solve's) and ``lap``, and
+    defines ``_identity()``."""
+
+    torch: Any
+    device: Any
+    compiled: Any
+    perms: list
+    lap: Any
+
+    def _identity(self) -> list:
+        raise NotImplementedError
+
+    def _init(self, init: Any) -> list:
+        return [self.torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(init)]
+
+    def _start(self, init: Any, use_previous: bool, warm_start: bool, max_sweeps: int,
+               tol: float, seed: int, exact_objective: bool) -> tuple:
+        """Starting permutations (an init, the previous solve's, or the identity), the descent's
+        options, and whether it starts at the identity (its cue to skip the start objective's
+        products); the LAP duals are forgotten unless ``warm_start``."""
+        if init is not None and not isinstance(init, str):
+            perms = self._init(init)
+        elif use_previous:
+            perms = list(self.perms)
+        else:
+            perms = self._identity()
+        if not warm_start:
+            for g in range(len(perms)):
+                self.lap.forget(g)
+        opts = DescentOptions(max_sweeps=max_sweeps, tol=tol, seed=seed,
+                              exact_objective=exact_objective, greedy_start=init == "greedy")
+        return perms, opts, init == "identity" or (init is None and not use_previous)
+
+
 class LapFailed(ValueError):
     """A group's cost matrix was rejected by the assignment solver (non-finite entries)."""
 

@@ -50,6 +50,7 @@ import numpy as np
 from .._arrays import float32_view, is_torch_tensor, to_numpy
 from .._native import _core
 from .block_axes import entry_groups
+from .descent import DescentStart
 from .factored import Factored, keeps_factors, takes_factors
 from .spec import PermutationSpec, validate_spec
 
@@ -376,24 +377,7 @@ class _NativePath:
         return float(self.native.objective(self.compiled.init_list(perms)))
 
 
-def _descent_start(path: Any, init: Any, use_previous: bool, warm_start: bool,
-                   opts: Any) -> tuple:
-    """A device-path solve's starting permutations (an init, the previous solve's, or the
-    identity), with its LAP duals forgotten unless ``warm_start``, and whether it starts at the
-    identity (the descent's cue to skip the start objective's products)."""
-    if init is not None and not isinstance(init, str):
-        perms = path._init(init)
-    elif use_previous:
-        perms = list(path.perms)
-    else:
-        perms = path._identity()
-    if not warm_start:
-        for g in range(len(perms)):
-            path.lap.forget(g)
-    return perms, opts, init == "identity" or (init is None and not use_previous)
-
-
-class _TorchPath:
+class _TorchPath(DescentStart):
     """Pairs on the tensors' device, descent in :mod:`.descent`, LAP on the host or the device."""
 
     def __init__(self, compiled: _CompiledSpec, device: Any) -> None:
@@ -417,9 +401,6 @@ class _TorchPath:
     def _identity(self) -> list:
         return [self.torch.arange(self.compiled.sizes[g], dtype=self.torch.int64,
                                   device=self.device) for g in self.compiled.groups]
-
-    def _init(self, init: Mapping[str, Any]) -> list:
-        return [self.torch.from_numpy(p).to(self.device) for p in self.compiled.init_list(init)]
 
     @property
     def num_pairs(self) -> int:
@@ -479,13 +460,10 @@ class _TorchPath:
 
     def solve(self, init: Any, use_previous: bool, warm_start: bool, max_sweeps: int, tol: float,
               seed: int, exact_objective: bool) -> dict:
-        from .descent import DescentOptions, LapFailed
+        from .descent import LapFailed
 
-        perms, opts, at_identity = _descent_start(self, init, use_previous, warm_start,
-                                                  DescentOptions(max_sweeps=max_sweeps, tol=tol,
-                                                                 seed=seed,
-                                                                 exact_objective=exact_objective,
-                                                                 greedy_start=init == "greedy"))
+        perms, opts, at_identity = self._start(init, use_previous, warm_start, max_sweeps, tol,
+                                               seed, exact_objective)
         try:
             res = self._descent(self.pairs, self.lap, perms, opts, at_identity=at_identity)
         except LapFailed as exc:
